@@ -1,0 +1,66 @@
+//! Links libtorch so that `target/*/prunex-exec` (the executor that `prunex`
+//! starts for anything that needs tensors) runs with no environment variables
+//! and sees CUDA where there is a GPU.
+//!
+//! `torch-sys` links `libtorch_cuda.so`, but it is only reached through static
+//! initialisers, so a linker using `--as-needed` silently drops it and CUDA is
+//! never registered. We add it again behind `--no-as-needed`, and record an
+//! rpath to the libtorch folder so the loader finds it without LD_LIBRARY_PATH.
+//! The folder comes from `prunex-libtorch-guard`, which has already checked that
+//! libtorch is there and is the right version.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=grammar/prune.pest");
+    for dir in ["tests", "benches", "examples"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
+    let lib_dir = PathBuf::from(
+        env::var("DEP_PRUNEX_LIBTORCH_LIB_DIR").expect("prunex-libtorch-guard sets lib_dir"),
+    );
+    let version = env::var("DEP_PRUNEX_LIBTORCH_VERSION").unwrap_or_else(|_| "unknown".into());
+    println!("cargo:rustc-env=PRUNEX_LIBTORCH_VERSION={version}");
+    println!(
+        "cargo:rustc-env=PRUNEX_LIBTORCH_LIB_DIR={}",
+        lib_dir.display()
+    );
+
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    if lib_dir.join("libtorch_cuda.so").exists() {
+        // Only the executor and the targets that run tensors load libtorch.
+        // The `prunex` front end never calls into it, so `--as-needed` drops
+        // libtorch from it entirely and `prunex check` starts in milliseconds
+        // instead of the ~0.3 s that loading libtorch and CUDA takes.
+        // Cargo refuses per-kind arguments for a kind the package lacks, so
+        // only name the kinds whose folders hold targets.
+        let mut targets = vec!["bin=prunex-exec"];
+        for (dir, kind) in [
+            ("tests", "tests"),
+            ("benches", "benches"),
+            ("examples", "examples"),
+        ] {
+            let has_rs = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    e.path().extension().is_some_and(|x| x == "rs")
+                        || e.path().join("main.rs").exists()
+                });
+            if has_rs {
+                targets.push(kind);
+            }
+        }
+        for target in targets {
+            println!("cargo:rustc-link-arg-{target}=-Wl,--no-as-needed");
+            println!("cargo:rustc-link-arg-{target}=-ltorch_cuda");
+        }
+    }
+}

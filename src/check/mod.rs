@@ -1,0 +1,78 @@
+//! Check: a loaded recipe to a resolved, validated [`Recipe`]. Every recipe
+//! diagnostic past syntax is born here (`prunex::check::*`).
+
+pub mod diag;
+pub mod recipe;
+
+pub use diag::CheckError;
+pub use recipe::{parse_override, resolve, Override, Recipe};
+
+use std::path::Path;
+
+use crate::diagnostics::report_problem;
+use crate::syntax::{load, Loader, SourceMap};
+
+/// The outcome of loading and checking one recipe file.
+#[derive(Debug)]
+pub struct Checked {
+    /// The resolved recipe; `None` when the file did not load or parse.
+    pub recipe: Option<Recipe>,
+    /// Every file read.
+    pub sources: SourceMap,
+    /// Every diagnostic, errors and warnings, in the order found.
+    pub reports: Vec<miette::Report>,
+}
+
+impl Checked {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.reports
+            .iter()
+            .any(|r| crate::diagnostics::is_error(r.as_ref()))
+    }
+}
+
+/// How strictly a file is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The user named this file: `--set` names must exist in it.
+    Single,
+    /// One of many files in a folder: `--set` names may belong to others.
+    Many,
+}
+
+/// Loads, parses and checks a recipe. Fragments (files without a `recipe`
+/// header) are checked for syntax and values, but not for variables, which
+/// the recipes that include them define.
+pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode: Mode) -> Checked {
+    let unresolved = load(path, loader);
+    let sources = unresolved.sources.clone();
+    if unresolved.has_errors() {
+        let reports = unresolved
+            .problems
+            .into_iter()
+            .map(report_problem)
+            .collect();
+        return Checked {
+            recipe: None,
+            sources,
+            reports,
+        };
+    }
+    let (recipe, errors) = resolve(&unresolved, overrides);
+    let fragment = !recipe.is_recipe();
+    let reports = errors
+        .into_iter()
+        .filter(|e| match e {
+            CheckError::UndefinedVariable { .. } | CheckError::UnusedVariable { .. } => !fragment,
+            CheckError::UnknownOverride { .. } => !fragment && mode == Mode::Single,
+            _ => true,
+        })
+        .map(miette::Report::new)
+        .collect();
+    Checked {
+        recipe: Some(recipe),
+        sources,
+        reports,
+    }
+}

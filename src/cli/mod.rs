@@ -1,0 +1,124 @@
+//! The command line: one module per subcommand.
+
+mod check;
+mod fmt;
+mod version;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for success.
+pub const OK: u8 = 0;
+/// Exit code when the input has errors (a bad recipe, a file that needs formatting).
+pub const FAILED: u8 = 1;
+/// Exit code when prunex itself could not do the work (I/O, a missing executor).
+pub const TROUBLE: u8 = 2;
+
+/// Declarative neural-network pruning.
+#[derive(Debug, Parser)]
+#[command(name = "prunex", version, about, long_about = None)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats for diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Rendered for people, on stderr.
+    Human,
+    /// One JSON object per diagnostic per line, on stdout.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and check recipes; report every problem at once.
+    Check {
+        /// Recipe files or folders (searched for *.prune).
+        #[arg(default_value = ".")]
+        paths: Vec<PathBuf>,
+        /// Override a variable: --set name=value (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// How to print diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Format recipes canonically (comments kept, meaning unchanged).
+    Fmt {
+        /// Recipe files or folders (searched for *.prune).
+        #[arg(default_value = ".")]
+        paths: Vec<PathBuf>,
+        /// Do not write; fail and show a diff when a file is not formatted.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print prunex's version, libtorch's, and CUDA/cuDNN availability.
+    Version,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Check {
+            paths,
+            set,
+            format,
+            deny_warnings,
+        } => check::run(&paths, &set, format, deny_warnings),
+        Command::Fmt { paths, check } => fmt::run(&paths, check),
+        Command::Version => version::run(),
+    }
+}
+
+/// Whether to color output on stderr.
+pub(crate) fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+/// The recipe files named by `paths`: files as given, folders searched
+/// recursively for `*.prune` (hidden folders and `target/` skipped), sorted.
+/// A file that does not exist is kept, so that loading it reports
+/// `prunex::syntax::unreadable`; a folder with no recipes is an error.
+pub(crate) fn recipe_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = walkdir::WalkDir::new(p)
+                .into_iter()
+                .filter_entry(|e| {
+                    let name = e.file_name().to_string_lossy();
+                    e.depth() == 0 || !(name.starts_with('.') || name == "target")
+                })
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "prune")
+                })
+                .map(|e| clean(e.path()))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(format!(
+                    "no recipes (*.prune files) under {}; name a recipe file or a folder that holds some",
+                    p.display()
+                ));
+            }
+            out.extend(found.into_iter().map(|f| (f, true)));
+        } else {
+            out.push((p.clone(), false));
+        }
+    }
+    Ok(out)
+}
+
+fn clean(p: &Path) -> PathBuf {
+    p.strip_prefix("./").unwrap_or(p).to_path_buf()
+}

@@ -1,0 +1,103 @@
+//! Rendering diagnostics of every phase: for people (miette's graphical
+//! report) and for machines (one JSON object per line, as cargo does).
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, Report, Severity};
+use serde::Serialize;
+
+use crate::syntax::Problem;
+
+/// Whether a report counts as an error (warnings and advice do not fail a check).
+pub fn is_error(d: &dyn Diagnostic) -> bool {
+    matches!(d.severity(), None | Some(Severity::Error))
+}
+
+/// Turns a load or syntax problem into a report.
+pub fn report_problem(p: Problem) -> Report {
+    match p {
+        Problem::Syntax(e) => Report::new(e),
+        Problem::Load(e) => Report::new(e),
+    }
+}
+
+/// Renders a report as text. `color` selects ANSI colors; the width is fixed
+/// so that snapshots do not depend on the terminal.
+pub fn render_human(report: &Report, color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
+    let mut out = String::new();
+    if handler.render_report(&mut out, report.as_ref()).is_err() {
+        out = format!("{report}\n");
+    }
+    out
+}
+
+/// One diagnostic as a JSON line.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct JsonDiagnostic {
+    /// Stable code, e.g. `prunex::syntax::unexpected`.
+    pub code: String,
+    /// `error`, `warning` or `advice`.
+    pub severity: &'static str,
+    /// The message.
+    pub message: String,
+    /// The file, when the diagnostic points into one.
+    pub file: Option<String>,
+    /// 1-based line of the first label.
+    pub line: Option<usize>,
+    /// 1-based column of the first label.
+    pub column: Option<usize>,
+    /// 1-based line where the first label ends.
+    pub end_line: Option<usize>,
+    /// 1-based column where the first label ends.
+    pub end_column: Option<usize>,
+    /// The first label's text.
+    pub label: Option<String>,
+    /// How to fix it.
+    pub help: Option<String>,
+}
+
+/// Describes a report for `--format json`.
+pub fn to_json(report: &Report) -> JsonDiagnostic {
+    let d: &dyn Diagnostic = report.as_ref();
+    let severity = match d.severity() {
+        None | Some(Severity::Error) => "error",
+        Some(Severity::Warning) => "warning",
+        Some(Severity::Advice) => "advice",
+    };
+    let mut out = JsonDiagnostic {
+        code: d
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "prunex::error".into()),
+        severity,
+        message: report.to_string(),
+        file: None,
+        line: None,
+        column: None,
+        end_line: None,
+        end_column: None,
+        label: None,
+        help: d.help().map(|h| h.to_string()),
+    };
+    if let (Some(src), Some(label)) = (d.source_code(), d.labels().and_then(|mut l| l.next())) {
+        let start = miette::SourceSpan::from((label.offset(), 0));
+        let end = miette::SourceSpan::from((label.offset() + label.len(), 0));
+        if let Ok(c) = src.read_span(&start, 0, 0) {
+            out.file = c.name().map(str::to_owned);
+            out.line = Some(c.line() + 1);
+            out.column = Some(c.column() + 1);
+        }
+        if let Ok(c) = src.read_span(&end, 0, 0) {
+            out.end_line = Some(c.line() + 1);
+            out.end_column = Some(c.column() + 1);
+        }
+        out.label = label.label().map(str::to_owned);
+    }
+    out
+}

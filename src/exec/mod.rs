@@ -1,0 +1,82 @@
+//! The libtorch executor. This module is compiled into the `prunex-exec`
+//! binary (and tests that run tensors), never into the prunex library, so the
+//! `prunex` front end never loads libtorch (see build.rs).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The executor's command line (started by `prunex`, not by users).
+#[derive(Debug, Parser)]
+#[command(
+    name = "prunex-exec",
+    version,
+    about = "prunex's libtorch executor (started by prunex)"
+)]
+pub struct ExecCli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ExecCommand,
+}
+
+/// Executor subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ExecCommand {
+    /// Print libtorch's version and what it sees of CUDA and cuDNN.
+    Version,
+}
+
+/// What libtorch reports about this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorchInfo {
+    /// libtorch version prunex was built against.
+    pub libtorch: &'static str,
+    /// Where that libtorch is.
+    pub lib_dir: &'static str,
+    /// Whether CUDA is usable.
+    pub cuda: bool,
+    /// Number of CUDA devices.
+    pub cuda_devices: i64,
+    /// Whether cuDNN is usable.
+    pub cudnn: bool,
+    /// Intra-op CPU threads.
+    pub threads: i32,
+}
+
+/// Asks libtorch what it sees.
+pub fn torch_info() -> TorchInfo {
+    TorchInfo {
+        libtorch: env!("PRUNEX_LIBTORCH_VERSION"),
+        lib_dir: env!("PRUNEX_LIBTORCH_LIB_DIR"),
+        cuda: tch::Cuda::is_available(),
+        cuda_devices: tch::Cuda::device_count(),
+        cudnn: tch::Cuda::cudnn_is_available(),
+        threads: tch::get_num_threads(),
+    }
+}
+
+/// Entry point of `prunex-exec`.
+pub fn main() -> ExitCode {
+    let cli = ExecCli::parse();
+    match cli.command {
+        ExecCommand::Version => {
+            let i = torch_info();
+            println!("libtorch {} ({})", i.libtorch, i.lib_dir);
+            if i.cuda {
+                println!("cuda: available, {} device(s)", i.cuda_devices);
+            } else {
+                println!("cuda: not available (running on CPU)");
+            }
+            println!(
+                "cudnn: {}",
+                if i.cudnn {
+                    "available"
+                } else {
+                    "not available"
+                }
+            );
+            println!("cpu threads: {}", i.threads);
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Loading a recipe and the files it includes.
+//!
+//! Reading goes through a [`Loader`] so that parsing stays pure and tests and
+//! the fuzzer can load from memory. An `include` path is relative to the
+//! folder of the file that contains it. The result is an
+//! [`UnresolvedRecipe`]: every file's tree, and the items of all of them in
+//! the order they take effect (an include's items stand where the include is).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use super::ast::{File, Item};
+use super::diag::{LoadError, SyntaxError};
+use super::parser::parse;
+use super::span::{SourceMap, Spanned};
+
+/// Includes nested deeper than this are refused (a guard against runaway
+/// chains that are not cycles, such as generated paths).
+pub const MAX_INCLUDE_DEPTH: usize = 32;
+
+/// Reads recipe files.
+pub trait Loader {
+    /// Returns a canonical identity for `path` (used for cycle detection)
+    /// and the file's text.
+    fn read(&self, path: &Path) -> io::Result<(PathBuf, String)>;
+}
+
+/// Reads from the file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FsLoader;
+
+impl Loader for FsLoader {
+    fn read(&self, path: &Path) -> io::Result<(PathBuf, String)> {
+        let canonical = std::fs::canonicalize(path)?;
+        let bytes = std::fs::read(&canonical)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
+        })?;
+        Ok((canonical, text))
+    }
+}
+
+/// Reads from a map of paths to texts (tests, the fuzzer).
+#[derive(Clone, Debug, Default)]
+pub struct MemLoader {
+    files: HashMap<PathBuf, String>,
+}
+
+impl MemLoader {
+    /// An empty file set.
+    pub fn new() -> Self {
+        MemLoader::default()
+    }
+
+    /// Adds a file.
+    pub fn with(mut self, path: impl Into<PathBuf>, text: impl Into<String>) -> Self {
+        self.files.insert(normalize(&path.into()), text.into());
+        self
+    }
+}
+
+impl Loader for MemLoader {
+    fn read(&self, path: &Path) -> io::Result<(PathBuf, String)> {
+        let key = normalize(path);
+        match self.files.get(&key) {
+            Some(text) => Ok((key, text.clone())),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "No such file or directory",
+            )),
+        }
+    }
+}
+
+/// Removes `.` and `a/..` from a path without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Any error met while loading.
+#[derive(Debug)]
+pub enum Problem {
+    /// A syntax error in one of the files.
+    Syntax(SyntaxError),
+    /// A file could not be loaded.
+    Load(LoadError),
+}
+
+/// A recipe with its includes loaded and parsed, before variables and
+/// settings are resolved.
+#[derive(Debug, Default)]
+pub struct UnresolvedRecipe {
+    /// Every file read, the recipe first.
+    pub sources: SourceMap,
+    /// The parsed tree of each file, indexed by file id.
+    pub files: Vec<File>,
+    /// All items in the order they take effect, includes expanded.
+    pub items: Vec<Spanned<Item>>,
+    /// Every problem found, in the order met.
+    pub problems: Vec<Problem>,
+}
+
+impl UnresolvedRecipe {
+    /// Whether any file failed to load or parse.
+    pub fn has_errors(&self) -> bool {
+        !self.problems.is_empty()
+    }
+}
+
+/// Loads the recipe at `path` and, recursively, its includes.
+pub fn load(path: &Path, loader: &dyn Loader) -> UnresolvedRecipe {
+    let mut out = UnresolvedRecipe::default();
+    match loader.read(path) {
+        Ok((canonical, text)) => {
+            let mut stack = Vec::new();
+            load_file(
+                &mut out,
+                loader,
+                path.display().to_string(),
+                canonical,
+                text,
+                &mut stack,
+            );
+        }
+        Err(e) => out.problems.push(Problem::Load(LoadError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })),
+    }
+    out
+}
+
+/// Parses `text` as a recipe with no file behind it (for `--stdin`-style
+/// uses and tests); includes are resolved against `loader` from the current
+/// folder.
+pub fn load_text(name: &str, text: &str, loader: &dyn Loader) -> UnresolvedRecipe {
+    let mut out = UnresolvedRecipe::default();
+    let mut stack = Vec::new();
+    load_file(
+        &mut out,
+        loader,
+        name.to_owned(),
+        PathBuf::from(name),
+        text.to_owned(),
+        &mut stack,
+    );
+    out
+}
+
+fn load_file(
+    out: &mut UnresolvedRecipe,
+    loader: &dyn Loader,
+    name: String,
+    canonical: PathBuf,
+    text: String,
+    stack: &mut Vec<PathBuf>,
+) {
+    let text: Arc<str> = text.into();
+    let id = out.sources.add(name, Some(&canonical), text);
+    let parsed = parse(out.sources.get(id));
+    out.problems
+        .extend(parsed.errors.into_iter().map(Problem::Syntax));
+    stack.push(canonical.clone());
+    let dir = canonical
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    out.files.push(parsed.file.clone());
+    for item in parsed.file.items {
+        let Item::Include(target) = &item.node else {
+            out.items.push(item);
+            continue;
+        };
+        let src = out.sources.get(id).named();
+        let span = target.span.source_span();
+        if stack.len() >= MAX_INCLUDE_DEPTH {
+            out.problems.push(Problem::Load(LoadError::IncludeDepth {
+                src,
+                span,
+                limit: MAX_INCLUDE_DEPTH,
+            }));
+            continue;
+        }
+        let wanted = dir.join(&target.node);
+        match loader.read(&wanted) {
+            Ok((child, child_text)) => {
+                if let Some(at) = stack.iter().position(|p| *p == child) {
+                    let chain = stack[at..]
+                        .iter()
+                        .chain(std::iter::once(&child))
+                        .map(|p| format!("`{}`", p.file_name().unwrap_or_default().to_string_lossy()))
+                        .collect::<Vec<_>>()
+                        .join(" → ");
+                    out.problems.push(Problem::Load(LoadError::IncludeCycle {
+                        src,
+                        span,
+                        path: target.node.clone(),
+                        chain,
+                    }));
+                    continue;
+                }
+                let child_name = display_path(&out.sources.get(id).name, &target.node);
+                load_file(out, loader, child_name, child, child_text, stack);
+            }
+            Err(e) => out.problems.push(Problem::Load(LoadError::IncludeNotFound {
+                src,
+                span,
+                path: target.node.clone(),
+                reason: e.to_string(),
+                help: format!(
+                    "include paths are relative to the including file's folder; this one was looked for at {}",
+                    wanted.display()
+                ),
+            })),
+        }
+    }
+    stack.pop();
+}
+
+/// The name an included file is shown under: its path relative to where
+/// the user started, as far as it can be told from the includer's name.
+fn display_path(includer: &str, target: &str) -> String {
+    let base = Path::new(includer).parent().unwrap_or(Path::new(""));
+    normalize(&base.join(target)).display().to_string()
+}
