@@ -45,9 +45,9 @@ pub enum Mode {
 /// header) are checked for syntax and values, but not for variables, which
 /// the recipes that include them define.
 pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode: Mode) -> Checked {
-    let unresolved = load(path, loader);
+    let mut unresolved = load(path, loader);
     let sources = unresolved.sources.clone();
-    if unresolved.has_errors() {
+    if sources.files().is_empty() {
         let reports = unresolved
             .problems
             .into_iter()
@@ -59,19 +59,31 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
             reports,
         };
     }
+    // Values in the parts that parsed are still checked, so one run shows
+    // every problem; what a broken line may have caused (a missing item, a
+    // variable whose `let` did not parse) is not reported on top of it.
+    let broken = unresolved.has_errors();
     let (recipe, errors) = resolve(&unresolved, overrides);
     let fragment = !recipe.is_recipe();
-    let reports = errors
+    let mut reports: Vec<miette::Report> = std::mem::take(&mut unresolved.problems)
         .into_iter()
-        .filter(|e| match e {
-            CheckError::UndefinedVariable { .. } | CheckError::UnusedVariable { .. } => !fragment,
-            CheckError::UnknownOverride { .. } => !fragment && mode == Mode::Single,
-            _ => true,
-        })
-        .map(miette::Report::new)
+        .map(report_problem)
         .collect();
+    reports.extend(
+        errors
+            .into_iter()
+            .filter(|e| match e {
+                CheckError::UndefinedVariable { .. } | CheckError::UnusedVariable { .. } => {
+                    !fragment && !broken
+                }
+                CheckError::MissingItem { .. } => !broken,
+                CheckError::UnknownOverride { .. } => !fragment && mode == Mode::Single,
+                _ => true,
+            })
+            .map(miette::Report::new),
+    );
     Checked {
-        recipe: Some(recipe),
+        recipe: (!broken).then_some(recipe),
         sources,
         reports,
     }

@@ -355,10 +355,12 @@ pub struct Override {
 }
 
 /// Parses `name=value`.
-pub fn parse_override(text: &str) -> Result<Override, CheckError> {
-    let bad = |reason: &str| CheckError::BadOverride {
-        text: text.to_owned(),
-        reason: reason.to_owned(),
+pub fn parse_override(text: &str) -> Result<Override, Box<CheckError>> {
+    let bad = |reason: &str| {
+        Box::new(CheckError::BadOverride {
+            text: text.to_owned(),
+            reason: reason.to_owned(),
+        })
     };
     let (name, raw) = text.split_once('=').ok_or_else(|| bad("there is no `=`"))?;
     let name = name.trim().trim_start_matches('$');
@@ -416,6 +418,7 @@ pub fn resolve(unresolved: &UnresolvedRecipe, overrides: &[Override]) -> (Recipe
         sources: &unresolved.sources,
         vars: BTreeMap::new(),
         errors: Vec::new(),
+        origin: None,
     };
     let recipe = r.run(unresolved, overrides);
     (recipe, r.errors)
@@ -425,6 +428,9 @@ struct Resolver<'a> {
     sources: &'a SourceMap,
     vars: BTreeMap<String, Var>,
     errors: Vec<CheckError>,
+    /// Where the value read last came from, when it was a variable; range
+    /// errors about that value say so.
+    origin: Option<String>,
 }
 
 /// Describes a literal for "found ..." messages.
@@ -572,6 +578,12 @@ impl Resolver<'_> {
 
     /// The literal behind a value, with a note on where a variable got it.
     fn lit(&mut self, v: &SValue) -> Option<(Value, Option<String>)> {
+        let found = self.lit_inner(v);
+        self.origin = found.as_ref().and_then(|(_, o)| o.clone());
+        found
+    }
+
+    fn lit_inner(&mut self, v: &SValue) -> Option<(Value, Option<String>)> {
         match &v.node {
             Value::Var(name) => {
                 if let Some(var) = self.vars.get_mut(name) {
@@ -687,6 +699,10 @@ impl Resolver<'_> {
     }
 
     fn range(&mut self, v: &SValue, message: String, label: &str, help: String) {
+        let help = match &self.origin {
+            Some(origin) => format!("{help}; {origin}"),
+            None => help,
+        };
         self.errors.push(CheckError::OutOfRange {
             src: self.src(v.span),
             span: v.span.source_span(),
@@ -737,7 +753,7 @@ impl Resolver<'_> {
                 v,
                 format!("{what} must be above 0"),
                 "not positive",
-                format!("use a positive {what}"),
+                "use a value above 0".to_owned(),
             );
             return None;
         }
@@ -751,7 +767,7 @@ impl Resolver<'_> {
                 v,
                 format!("{what} must be between 0 and 1"),
                 "outside [0, 1]",
-                format!("use a {what} from 0 to 1"),
+                "use a value from 0 to 1".to_owned(),
             );
             return None;
         }
@@ -775,7 +791,10 @@ impl Resolver<'_> {
                             span: v.span.source_span(),
                             message: format!("`{d}` is not a device"),
                             label: "unknown device".to_owned(),
-                            help: "use `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`".to_owned(),
+                            help: match d.as_str() {
+                                "gpu" => "prunex calls this `cuda`; or use `auto` (CUDA when available, else CPU)".to_owned(),
+                                _ => "use `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N` with N the device index".to_owned(),
+                            },
                         }),
                     }
                 }

@@ -23,7 +23,7 @@ pub fn run(paths: &[PathBuf], set: &[String], format: Format, deny_warnings: boo
     for s in set {
         match parse_override(s) {
             Ok(o) => overrides.push(o),
-            Err(e) => reports.push(Report::new(e)),
+            Err(e) => reports.push(Report::new(*e)),
         }
     }
     let mode = if files.len() == 1 && !files[0].1 {

@@ -340,6 +340,9 @@ pub struct LayerRule {
 }
 
 /// Pruning schedules.
+// A recipe holds a handful of these; boxing the large variant would only
+// make the tree harder to match on.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Schedule {
     /// Prune once.
@@ -416,6 +419,7 @@ pub struct PruneBlock {
 }
 
 /// A statement in a prune block.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum PruneStmt {
     /// `schedule ...`

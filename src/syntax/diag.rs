@@ -77,7 +77,7 @@ pub enum SyntaxError {
         #[label("block opened here")]
         open: SourceSpan,
         /// Where the parser gave up.
-        #[label("the file ends before its `}}`")]
+        #[label("the file ends here, before the block's `}}`")]
         end: SourceSpan,
     },
 

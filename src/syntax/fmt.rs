@@ -127,7 +127,10 @@ impl Printer<'_> {
     /// Takes the comment that follows `end` on the same source line, if any.
     fn trailing_comment(&mut self, end: usize) -> Option<String> {
         let c = self.comments.get(self.next)?;
-        if c.span.start >= end && !self.text[end..c.span.start].contains('\n') {
+        if c.span.start >= end
+            && self.text[end..c.span.start].trim().is_empty()
+            && !self.text[end..c.span.start].contains('\n')
+        {
             self.next += 1;
             self.last_end = self.last_end.max(c.span.end);
             Some(c.node.clone())
@@ -190,7 +193,7 @@ impl Printer<'_> {
                     head.push_str(" by ");
                     head.push_str(importance(i.node));
                 }
-                let widths = rule_widths(&pb.body, self.text);
+                let widths = rule_widths(&pb.body, self.text, self.comments);
                 self.block(start, head, &pb.body, |s, i| prune_stmt(s, widths[i]))
             }
         }
@@ -462,13 +465,27 @@ fn rule_tail(r: &LayerRule) -> String {
 }
 
 /// For each statement of a prune block, the width its rule head is padded
-/// to: the widest head among the consecutive rules around it (a run ends at
-/// any other statement, blank line or comment line).
-fn rule_widths(block: &Block<PruneStmt>, text: &str) -> Vec<usize> {
+/// to: the widest head among the consecutive rules around it. A run ends at
+/// any other statement, a blank line, or a comment that will be printed on
+/// its own line between two rules (the first rule's trailing comment does
+/// not count; a comment inside a rule counts, since it moves above it).
+fn rule_widths(block: &Block<PruneStmt>, text: &str, comments: &[Spanned<String>]) -> Vec<usize> {
     let head = |s: &PruneStmt| match s {
         PruneStmt::Layer(r) => Some(rule_head("layer", r)),
         PruneStmt::Group(r) => Some(rule_head("group", r)),
         _ => None,
+    };
+    let joined = |prev: &Spanned<PruneStmt>, next: &Spanned<PruneStmt>| {
+        let own_line_comment = comments.iter().any(|c| {
+            let between = &text[prev.span.end..c.span.start.max(prev.span.end)];
+            let trailing_of_prev = between.trim().is_empty() && !between.contains('\n');
+            c.span.start >= prev.span.end && c.span.start < next.span.end && !trailing_of_prev
+        });
+        let gap = &text[prev.span.end..next.span.start.max(prev.span.end)];
+        let blank = gap.split('\n').skip(1).collect::<Vec<_>>();
+        let blank_line =
+            blank.len() > 1 && blank[..blank.len() - 1].iter().any(|l| l.trim().is_empty());
+        !own_line_comment && !blank_line
     };
     let mut widths = vec![0; block.stmts.len()];
     let mut i = 0;
@@ -478,11 +495,10 @@ fn rule_widths(block: &Block<PruneStmt>, text: &str) -> Vec<usize> {
             continue;
         }
         let mut j = i + 1;
-        while j < block.stmts.len() && head(&block.stmts[j].node).is_some() {
-            let gap = &text[block.stmts[j - 1].span.end..block.stmts[j].span.start];
-            if gap.contains('#') || gap.matches('\n').count() > 1 {
-                break;
-            }
+        while j < block.stmts.len()
+            && head(&block.stmts[j].node).is_some()
+            && joined(&block.stmts[j - 1], &block.stmts[j])
+        {
             j += 1;
         }
         let w = (i..j)

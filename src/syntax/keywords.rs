@@ -199,3 +199,21 @@ pub fn or_list(items: &[&str]) -> String {
         "or",
     )
 }
+
+/// Words users bring from other tools, and what prunex calls them.
+pub fn alias(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "gpu" => "cuda",
+        "amount" | "prune_ratio" | "pruning_ratio" => "ratio",
+        "filters" | "structured" => "channels",
+        "unstructured" => "weights",
+        "exclude" | "skip" => "ignore",
+        "magnitude" => "l1",
+        "slimming" | "network_slimming" => "bn_scale",
+        "kd" | "distillation" => "distill",
+        "fine_tune" | "finetuning" => "finetune",
+        "learning_rate" => "lr",
+        "scheduler" => "lr_schedule",
+        _ => return None,
+    })
+}

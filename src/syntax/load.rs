@@ -110,8 +110,11 @@ pub struct UnresolvedRecipe {
     pub files: Vec<File>,
     /// All items in the order they take effect, includes expanded.
     pub items: Vec<Spanned<Item>>,
-    /// Every problem found, in the order met.
+    /// Every problem found, file by file (the recipe first), each file's in
+    /// reading order.
     pub problems: Vec<Problem>,
+    /// The file of each problem, to put them in that order.
+    keys: Vec<usize>,
 }
 
 impl UnresolvedRecipe {
@@ -135,6 +138,7 @@ pub fn load(path: &Path, loader: &dyn Loader) -> UnresolvedRecipe {
                 text,
                 &mut stack,
             );
+            finish(&mut out);
         }
         Err(e) => out.problems.push(Problem::Load(LoadError::Unreadable {
             path: path.display().to_string(),
@@ -158,6 +162,7 @@ pub fn load_text(name: &str, text: &str, loader: &dyn Loader) -> UnresolvedRecip
         text.to_owned(),
         &mut stack,
     );
+    finish(&mut out);
     out
 }
 
@@ -172,6 +177,8 @@ fn load_file(
     let text: Arc<str> = text.into();
     let id = out.sources.add(name, Some(&canonical), text);
     let parsed = parse(out.sources.get(id));
+    out.keys
+        .extend(std::iter::repeat_n(id, parsed.errors.len()));
     out.problems
         .extend(parsed.errors.into_iter().map(Problem::Syntax));
     stack.push(canonical.clone());
@@ -188,6 +195,7 @@ fn load_file(
         let src = out.sources.get(id).named();
         let span = target.span.source_span();
         if stack.len() >= MAX_INCLUDE_DEPTH {
+            out.keys.push(id);
             out.problems.push(Problem::Load(LoadError::IncludeDepth {
                 src,
                 span,
@@ -202,9 +210,12 @@ fn load_file(
                     let chain = stack[at..]
                         .iter()
                         .chain(std::iter::once(&child))
-                        .map(|p| format!("`{}`", p.file_name().unwrap_or_default().to_string_lossy()))
+                        .map(|p| {
+                            format!("`{}`", p.file_name().unwrap_or_default().to_string_lossy())
+                        })
                         .collect::<Vec<_>>()
                         .join(" → ");
+                    out.keys.push(id);
                     out.problems.push(Problem::Load(LoadError::IncludeCycle {
                         src,
                         span,
@@ -216,19 +227,41 @@ fn load_file(
                 let child_name = display_path(&out.sources.get(id).name, &target.node);
                 load_file(out, loader, child_name, child, child_text, stack);
             }
-            Err(e) => out.problems.push(Problem::Load(LoadError::IncludeNotFound {
+            Err(e) => {
+                out.keys.push(id);
+                out.problems.push(Problem::Load(LoadError::IncludeNotFound {
                 src,
                 span,
                 path: target.node.clone(),
                 reason: e.to_string(),
-                help: format!(
-                    "include paths are relative to the including file's folder; this one was looked for at {}",
-                    wanted.display()
-                ),
-            })),
+                    help: format!(
+                        "include paths are relative to the including file's folder; this one was looked for at {}",
+                        wanted.display()
+                    ),
+                }));
+            }
         }
     }
     stack.pop();
+}
+
+/// Puts problems in reading order: file by file, then by position.
+fn finish(out: &mut UnresolvedRecipe) {
+    use miette::Diagnostic;
+    let offset = |p: &Problem| {
+        let labels = match p {
+            Problem::Syntax(e) => e.labels(),
+            Problem::Load(e) => e.labels(),
+        };
+        labels.and_then(|mut l| l.next()).map_or(0, |l| l.offset())
+    };
+    let mut keyed: Vec<((usize, usize), Problem)> = std::mem::take(&mut out.problems)
+        .into_iter()
+        .zip(out.keys.drain(..).chain(std::iter::repeat(0)))
+        .map(|(p, file)| ((file, offset(&p)), p))
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    out.problems = keyed.into_iter().map(|(_, p)| p).collect();
 }
 
 /// The name an included file is shown under: its path relative to where

@@ -117,9 +117,14 @@ fn location(loc: &InputLocation) -> (usize, usize) {
     }
 }
 
-/// The word at `pos`: an identifier, or one character.
+/// The word at `pos`: an identifier, a string literal, or one character.
 fn word_at(text: &str, pos: usize) -> &str {
     let rest = &text[pos..];
+    if let Some(body) = rest.strip_prefix('"') {
+        let line = body.split('\n').next().unwrap_or_default();
+        let end = line.find('"').map_or(line.len(), |i| i + 1);
+        return &rest[..1 + end];
+    }
     let n = rest
         .char_indices()
         .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
@@ -142,18 +147,21 @@ fn diagnose_bad_item(src: &SourceFile, pos: usize) -> SyntaxError {
     let text: &str = &src.text;
     let word = word_at(text, pos);
     if is_identifier(word) && !keywords::ITEMS.contains(&word) {
-        let help = if let Some(best) = keywords::closest(word, keywords::ITEMS) {
-            Some(format!("did you mean `{best}`?"))
-        } else if let Some(blocks) = keywords::blocks_with_setting(word) {
-            Some(format!(
-                "`{word}` is a setting of {blocks}; put it inside such a block"
-            ))
-        } else {
-            Some(format!(
-                "a recipe is made of these items: {}",
-                keywords::list(keywords::ITEMS)
-            ))
-        };
+        let help =
+            if let Some(alias) = keywords::alias(word).filter(|a| keywords::ITEMS.contains(a)) {
+                Some(format!("prunex calls this `{alias}`"))
+            } else if let Some(best) = keywords::closest(word, keywords::ITEMS) {
+                Some(format!("did you mean `{best}`?"))
+            } else if let Some(blocks) = keywords::blocks_with_setting(word) {
+                Some(format!(
+                    "`{word}` is a setting of {blocks}; put it inside such a block"
+                ))
+            } else {
+                Some(format!(
+                    "a recipe is made of these items: {}",
+                    keywords::list(keywords::ITEMS)
+                ))
+            };
         return SyntaxError::UnknownItem {
             src: src.named(),
             span: (pos, word.len()).into(),
@@ -187,6 +195,8 @@ pub(super) fn diagnose_bad_stmt(src: &SourceFile, pos: usize, block: BlockKind) 
                 block.name(),
                 keywords::list(settings)
             ))
+        } else if let Some(alias) = keywords::alias(word).filter(|a| settings.contains(a)) {
+            Some(format!("prunex calls this `{alias}`"))
         } else if let Some(best) = keywords::closest(word, settings) {
             Some(format!("did you mean `{best}`?"))
         } else if keywords::ITEMS.contains(&word) {
@@ -247,13 +257,20 @@ fn strict_error(src: &SourceFile, pos: usize, rule: Rule, block: Option<BlockKin
             expected.push(name);
         }
     }
+    // A variable is always possible where a value is; name it last.
+    let var = describe(Rule::var_ref);
+    if let Some(i) = expected.iter().position(|e| *e == var) {
+        let v = expected.remove(i);
+        expected.push(v);
+    }
     let rest = text[at..].trim_start();
     if rest.is_empty() && positives.contains(&Rule::rbrace) {
         let open = text[pos..].find('{').map_or(pos, |i| pos + i);
+        let last = text.trim_end().len().saturating_sub(1);
         return SyntaxError::UnclosedBlock {
             src: src.named(),
             open: (open, 1).into(),
-            end: (text.len(), 0).into(),
+            end: (last, 1).into(),
         };
     }
     let mut found_at = at + (text[at..].len() - rest.len());
@@ -272,12 +289,18 @@ fn strict_error(src: &SourceFile, pos: usize, rule: Rule, block: Option<BlockKin
         "the end of the line".to_owned()
     };
     let list = keywords::or_list(&expected);
-    let keyword_options: Vec<&str> = positives
+    // Every keyword named in the expected list is a "did you mean" candidate.
+    let keyword_options: Vec<&str> = expected
         .iter()
-        .filter_map(|r| describe(*r).strip_prefix('`')?.strip_suffix('`'))
-        .filter(|k| k.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .flat_map(|d| d.split('`').skip(1).step_by(2))
+        .filter(|k| is_identifier(k) && k.chars().all(|c| c.is_alphanumeric() || c == '_'))
         .collect();
-    let help = if is_identifier(found) {
+    let wants_string = positives.contains(&Rule::string);
+    let help = if let Some(alias) = keywords::alias(found) {
+        Some(format!("prunex calls this `{alias}`"))
+    } else if wants_string && is_identifier(found) {
+        Some(format!("names and paths go in quotes: `\"{found}\"`"))
+    } else if is_identifier(found) {
         keywords::closest(found, &keyword_options).map(|k| format!("did you mean `{k}`?"))
     } else {
         None
@@ -297,7 +320,19 @@ fn strict_error(src: &SourceFile, pos: usize, rule: Rule, block: Option<BlockKin
 }
 
 /// The span of a pair in file `file`.
+///
+/// A rule that ends in an optional or repeated part can absorb the white
+/// space and comments after its last token; the span ends at that token.
 pub(super) fn span_of(file: usize, pair: &Pair<'_, Rule>) -> Span {
     let s = pair.as_span();
-    Span::new(file, s.start(), s.end())
+    let end = pair
+        .clone()
+        .into_inner()
+        .flatten()
+        .filter(|p| p.as_rule() != Rule::COMMENT)
+        .filter(|p| p.as_rule() == Rule::string || p.clone().into_inner().next().is_none())
+        .map(|p| p.as_span().end())
+        .max()
+        .unwrap_or(s.end());
+    Span::new(file, s.start(), end)
 }

@@ -1,0 +1,214 @@
+//! End-to-end tests of the real `prunex` binary: exit codes, what it prints,
+//! and what it writes.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::fs;
+
+fn prunex() -> Command {
+    let mut c = Command::cargo_bin("prunex").unwrap();
+    c.env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn check_passes_on_good_recipes_and_counts_fragments() {
+    prunex()
+        .args(["check", "tests/fixtures/ok"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "checked 13 recipes and 1 fragment: 0 errors, 0 warnings",
+        ));
+}
+
+#[test]
+fn check_fails_with_every_error_of_a_file() {
+    prunex()
+        .args(["check", "tests/fixtures/err/unknown-setting.prune"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("prunex::syntax::unknown_setting"))
+        .stderr(predicate::str::contains("4 errors"));
+}
+
+#[test]
+fn check_json_emits_one_object_per_diagnostic() {
+    let out = prunex()
+        .args([
+            "check",
+            "--format",
+            "json",
+            "tests/fixtures/err/variables.prune",
+            "tests/fixtures/err/unexpected-values.prune",
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).expect("each line is one JSON object");
+        assert!(v["code"].as_str().unwrap().starts_with("prunex::"));
+    }
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn check_reports_a_missing_recipe_file() {
+    prunex()
+        .args(["check", "no/such/recipe.prune"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("prunex::syntax::unreadable"))
+        .stderr(predicate::str::contains(
+            "cannot read recipe `no/such/recipe.prune`",
+        ));
+}
+
+#[test]
+fn check_refuses_a_folder_without_recipes() {
+    let dir = tempfile::tempdir().unwrap();
+    prunex()
+        .arg("check")
+        .arg(dir.path())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("prunex::cli::no_recipes"));
+}
+
+#[test]
+fn set_overrides_a_variable_and_is_checked() {
+    let recipe = "tests/fixtures/ok/sketch-resnet18-channels-gradual.prune";
+    prunex()
+        .args(["check", recipe, "--set", "target=0.6"])
+        .assert()
+        .success();
+    prunex()
+        .args(["check", recipe, "--set", "target=1.5"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("prunex::check::out_of_range"))
+        .stderr(predicate::str::contains("`$target` is 1.5 from `--set`"));
+    prunex()
+        .args(["check", recipe, "--set", "targte=0.6"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("prunex::check::unknown_override"))
+        .stderr(predicate::str::contains("did you mean `target`?"));
+    prunex()
+        .args(["check", recipe, "--set", "target"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("prunex::check::bad_override"));
+}
+
+#[test]
+fn warnings_fail_only_when_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.prune");
+    fs::write(
+        &path,
+        "recipe \"w\"\nlet unused = 1\nmodel lenet5\ndata mnist \"d\"\n",
+    )
+    .unwrap();
+    prunex()
+        .arg("check")
+        .arg(&path)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 warning"));
+    prunex()
+        .arg("check")
+        .arg("--deny-warnings")
+        .arg(&path)
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn fmt_check_accepts_formatted_and_diffs_unformatted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.prune");
+    let messy =
+        "recipe   \"r\"\nmodel lenet5 {\ninput [1,28,28]   # shape\n}\n\n\n\ndata mnist \"d\"\n";
+    fs::write(&path, messy).unwrap();
+    prunex()
+        .args(["fmt", "--check"])
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("is not formatted"))
+        .stdout(predicate::str::contains("+    input [1, 28, 28]  # shape"));
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        messy,
+        "--check must not write"
+    );
+    prunex().arg("fmt").arg(&path).assert().success();
+    let formatted = fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        formatted,
+        "recipe \"r\"\nmodel lenet5 {\n    input [1, 28, 28]  # shape\n}\n\ndata mnist \"d\"\n"
+    );
+    prunex()
+        .args(["fmt", "--check"])
+        .arg(&path)
+        .assert()
+        .success();
+    // No temporary file is left behind.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn fmt_leaves_a_file_with_syntax_errors_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.prune");
+    let text = "recipe \"bad\"\nmodle lenet5\n";
+    fs::write(&path, text).unwrap();
+    prunex()
+        .arg("fmt")
+        .arg(&path)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("prunex::syntax::unknown_item"));
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+}
+
+#[test]
+fn version_reports_libtorch_and_cuda() {
+    prunex()
+        .arg("version")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(concat!(
+            "prunex ",
+            env!("CARGO_PKG_VERSION")
+        )))
+        .stdout(predicate::str::contains("libtorch 2.13.0"))
+        .stdout(predicate::str::contains("cuda: "))
+        .stdout(predicate::str::contains("cudnn: "));
+}
+
+#[test]
+fn the_front_end_does_not_link_libtorch() {
+    // `prunex check` must start in milliseconds: only prunex-exec loads
+    // libtorch. A NEEDED entry for libtorch in `prunex` would undo that.
+    let bin = assert_cmd::cargo::cargo_bin("prunex");
+    let bytes = fs::read(bin).unwrap();
+    let needle = b"libtorch_cpu.so";
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the prunex binary references libtorch_cpu.so"
+    );
+    let exec = fs::read(assert_cmd::cargo::cargo_bin("prunex-exec")).unwrap();
+    for lib in [&b"libtorch_cpu.so"[..], b"libtorch_cuda.so"] {
+        assert!(
+            exec.windows(lib.len()).any(|w| w == lib),
+            "prunex-exec must link {}",
+            String::from_utf8_lossy(lib)
+        );
+    }
+}

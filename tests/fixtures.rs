@@ -1,0 +1,56 @@
+//! Fixture tests: every `tests/fixtures/ok` recipe checks clean and its
+//! resolved recipe is snapshotted; every `tests/fixtures/err` recipe renders
+//! its diagnostics, snapshotted exactly as a user sees them.
+
+use std::path::{Path, PathBuf};
+
+use prunex::check::{check_path, Mode};
+use prunex::diagnostics::render_human;
+use prunex::syntax::FsLoader;
+
+/// Fixture paths relative to the package root (tests run there), so that
+/// rendered file names do not depend on where the checkout is.
+fn relative(path: &Path) -> PathBuf {
+    path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn ok_fixtures_check_clean() {
+    insta::glob!("fixtures/ok/**/*.prune", |path| {
+        let rel = relative(path);
+        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        let rendered: String = checked
+            .reports
+            .iter()
+            .map(|r| render_human(r, false))
+            .collect();
+        assert!(
+            checked.reports.is_empty(),
+            "{} has diagnostics:\n{rendered}",
+            rel.display()
+        );
+        let recipe = checked.recipe.expect("a clean recipe resolves");
+        insta::assert_yaml_snapshot!(recipe);
+    });
+}
+
+#[test]
+fn err_fixtures_render_their_diagnostics() {
+    insta::glob!("fixtures/err/*.prune", |path| {
+        let rel = relative(path);
+        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        assert!(
+            checked.has_errors(),
+            "{} should fail to check",
+            rel.display()
+        );
+        let rendered: Vec<String> = checked
+            .reports
+            .iter()
+            .map(|r| render_human(r, false))
+            .collect();
+        insta::assert_snapshot!(rendered.join("\n"));
+    });
+}
