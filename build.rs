@@ -18,6 +18,9 @@ fn main() {
     for dir in ["tests", "benches", "examples"] {
         println!("cargo:rerun-if-changed={dir}");
     }
+    if env::var_os("CARGO_FEATURE_TORCH").is_none() {
+        return;
+    }
     let lib_dir = PathBuf::from(
         env::var("DEP_PRUNEX_LIBTORCH_LIB_DIR").expect("prunex-libtorch-guard sets lib_dir"),
     );

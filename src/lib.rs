@@ -12,5 +12,6 @@
 pub mod check;
 pub mod cli;
 pub mod diagnostics;
+pub mod fuzz;
 pub mod output;
 pub mod syntax;

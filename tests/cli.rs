@@ -177,6 +177,7 @@ fn fmt_leaves_a_file_with_syntax_errors_alone() {
     assert_eq!(fs::read_to_string(&path).unwrap(), text);
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn version_reports_libtorch_and_cuda() {
     prunex()
@@ -192,6 +193,7 @@ fn version_reports_libtorch_and_cuda() {
         .stdout(predicate::str::contains("cudnn: "));
 }
 
+#[cfg(feature = "torch")]
 #[test]
 fn the_front_end_does_not_link_libtorch() {
     // `prunex check` must start in milliseconds: only prunex-exec loads

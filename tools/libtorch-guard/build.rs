@@ -40,13 +40,26 @@ fn version_in(dir: &Path) -> Option<String> {
 }
 
 fn from_python() -> (PathBuf, Option<String>) {
-    let python = if env::var_os("VIRTUAL_ENV").is_some() { "python" } else { "python3" };
+    let python = if env::var_os("VIRTUAL_ENV").is_some() {
+        "python"
+    } else {
+        "python3"
+    };
     let out = Command::new(python)
-        .args(["-c", "import torch, os; print(os.path.dirname(torch.__file__)); print(torch.__version__)"])
+        .args([
+            "-c",
+            "import torch, os; print(os.path.dirname(torch.__file__)); print(torch.__version__)",
+        ])
         .output()
-        .unwrap_or_else(|e| fail(&format!("LIBTORCH_USE_PYTORCH is set but `{python}` could not be run ({e}).")));
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "LIBTORCH_USE_PYTORCH is set but `{python}` could not be run ({e})."
+            ))
+        });
     if !out.status.success() {
-        fail(&format!("LIBTORCH_USE_PYTORCH is set but `{python}` cannot import torch."));
+        fail(&format!(
+            "LIBTORCH_USE_PYTORCH is set but `{python}` cannot import torch."
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
