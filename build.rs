@@ -6,8 +6,8 @@
 //! initialisers, so a linker using `--as-needed` silently drops it and CUDA is
 //! never registered. We add it again behind `--no-as-needed`, and record an
 //! rpath to the libtorch folder so the loader finds it without LD_LIBRARY_PATH.
-//! The folder comes from `prunex-libtorch-guard`, which has already checked that
-//! libtorch is there and is the right version.
+//! Before this runs, `tools/rustc-wrapper` has checked that libtorch is
+//! there and is the right version.
 
 use std::env;
 use std::path::PathBuf;
@@ -21,11 +21,20 @@ fn main() {
     if env::var_os("CARGO_FEATURE_TORCH").is_none() {
         return;
     }
-    let lib_dir = PathBuf::from(
-        env::var("DEP_PRUNEX_LIBTORCH_LIB_DIR").expect("prunex-libtorch-guard sets lib_dir"),
-    );
-    let version = env::var("DEP_PRUNEX_LIBTORCH_VERSION").unwrap_or_else(|_| "unknown".into());
-    println!("cargo:rustc-env=PRUNEX_LIBTORCH_VERSION={version}");
+    // torch-sys (`links = "tch"`) reports the libtorch it built against.
+    let lib_dir =
+        PathBuf::from(env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys reports libtorch_lib"));
+    let root = lib_dir.parent().unwrap_or(&lib_dir);
+    let version = std::fs::read_to_string(root.join("build-version"))
+        .ok()
+        .or_else(|| {
+            let py = std::fs::read_to_string(root.join("version.py")).ok()?;
+            py.lines()
+                .find_map(|l| l.strip_prefix("__version__ = "))
+                .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=PRUNEX_LIBTORCH_VERSION={}", version.trim());
     println!(
         "cargo:rustc-env=PRUNEX_LIBTORCH_LIB_DIR={}",
         lib_dir.display()
