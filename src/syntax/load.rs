@@ -236,7 +236,7 @@ fn load_file(
                 reason: e.to_string(),
                     help: format!(
                         "include paths are relative to the including file's folder; this one was looked for at {}",
-                        wanted.display()
+                        display_path(&out.sources.get(id).name, &target.node)
                     ),
                 }));
             }
