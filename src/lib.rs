@@ -13,5 +13,8 @@ pub mod check;
 pub mod cli;
 pub mod diagnostics;
 pub mod fuzz;
+pub mod graph;
+pub mod models;
 pub mod output;
 pub mod syntax;
+pub mod yaml;

@@ -1,0 +1,333 @@
+//! The model IR: a plain-Rust graph of PyTorch-named operations that the
+//! checker analyses without libtorch (shapes, parameters, MACs, channel
+//! coupling) and the executor turns into a tch module.
+//!
+//! Nodes are in topological order and each produces one tensor; `inputs`
+//! are the nodes whose tensors it reads. A node's `name` is the PyTorch
+//! module path users see in `model.named_modules()` (`layer1.0.conv1`). An
+//! operation called as a function in PyTorch (`x + identity`,
+//! `torch.flatten`, `F.relu`) is marked `functional`: it has a name for
+//! messages, but no module, so recipe globs never match it.
+
+pub mod shape;
+
+use serde::{Deserialize, Serialize};
+
+pub use shape::{analyze, Analysis, GraphError, Shape};
+
+/// Index of a node in [`Graph::nodes`].
+pub type NodeId = usize;
+
+/// A model graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    /// Model name (`resnet18`, or a user model's name).
+    pub name: String,
+    /// Default input shape `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Nodes in topological order; `nodes[0]` is the input.
+    pub nodes: Vec<Node>,
+    /// The node whose tensor is the model's output.
+    pub output: NodeId,
+}
+
+/// One operation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// PyTorch module path, or a descriptive name for functional operations.
+    pub name: String,
+    /// The operation.
+    pub op: Op,
+    /// Input nodes, in argument order.
+    pub inputs: Vec<NodeId>,
+    /// Whether PyTorch calls this as a function rather than a module.
+    pub functional: bool,
+}
+
+/// Operations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// The model input.
+    Input,
+    /// `nn.Conv2d`.
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel `[kh, kw]`.
+        #[serde(with = "pair")]
+        kernel: [usize; 2],
+        /// Stride.
+        #[serde(with = "pair", default = "one")]
+        stride: [usize; 2],
+        /// Zero padding.
+        #[serde(with = "pair", default)]
+        padding: [usize; 2],
+        /// Dilation.
+        #[serde(with = "pair", default = "one")]
+        dilation: [usize; 2],
+        /// Groups (`in_channels` for depthwise).
+        #[serde(default = "one_usize")]
+        groups: usize,
+        /// Whether it has a bias.
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// `nn.Linear`.
+    Linear {
+        /// Input features.
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+        /// Whether it has a bias.
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// `nn.BatchNorm2d` (affine, tracking running statistics).
+    #[serde(rename = "batchnorm2d")]
+    BatchNorm2d {
+        /// Channels.
+        features: usize,
+        /// Epsilon.
+        #[serde(default = "bn_eps")]
+        eps: f64,
+        /// Running-statistics momentum.
+        #[serde(default = "bn_momentum")]
+        momentum: f64,
+    },
+    /// ReLU.
+    Relu,
+    /// ReLU6.
+    Relu6,
+    /// GELU.
+    Gelu,
+    /// SiLU (swish).
+    Silu,
+    /// Sigmoid.
+    Sigmoid,
+    /// Hardswish.
+    Hardswish,
+    /// `nn.MaxPool2d`.
+    #[serde(rename = "maxpool2d")]
+    MaxPool2d {
+        /// Window.
+        #[serde(with = "pair")]
+        kernel: [usize; 2],
+        /// Stride (PyTorch's default is the window).
+        #[serde(with = "pair")]
+        stride: [usize; 2],
+        /// Padding.
+        #[serde(with = "pair", default)]
+        padding: [usize; 2],
+        /// Round output sizes up.
+        #[serde(default)]
+        ceil_mode: bool,
+    },
+    /// `nn.AvgPool2d`.
+    #[serde(rename = "avgpool2d")]
+    AvgPool2d {
+        /// Window.
+        #[serde(with = "pair")]
+        kernel: [usize; 2],
+        /// Stride.
+        #[serde(with = "pair")]
+        stride: [usize; 2],
+        /// Padding.
+        #[serde(with = "pair", default)]
+        padding: [usize; 2],
+    },
+    /// `nn.AdaptiveAvgPool2d`.
+    #[serde(rename = "adaptive_avgpool2d")]
+    AdaptiveAvgPool2d {
+        /// Output size `[h, w]`.
+        #[serde(with = "pair")]
+        output: [usize; 2],
+    },
+    /// Flatten everything after the batch dimension.
+    Flatten,
+    /// Element-wise sum of the inputs (residual connections).
+    Add,
+    /// Concatenation along channels.
+    Concat,
+    /// Element-wise product; a `[C, 1, 1]` input broadcasts (squeeze-excitation).
+    Mul,
+    /// Dropout.
+    Dropout {
+        /// Drop probability.
+        #[serde(default = "half")]
+        p: f64,
+    },
+    /// Identity.
+    Identity,
+}
+
+fn one() -> [usize; 2] {
+    [1, 1]
+}
+fn one_usize() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn bn_eps() -> f64 {
+    1e-5
+}
+fn bn_momentum() -> f64 {
+    0.1
+}
+fn half() -> f64 {
+    0.5
+}
+
+/// `[a, a]` is written as `a` in YAML; either form reads back.
+mod pair {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Pair {
+        One(usize),
+        Two([usize; 2]),
+    }
+
+    pub fn serialize<S: Serializer>(v: &[usize; 2], s: S) -> Result<S::Ok, S::Error> {
+        if v[0] == v[1] {
+            Pair::One(v[0]).serialize(s)
+        } else {
+            Pair::Two(*v).serialize(s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[usize; 2], D::Error> {
+        Ok(match Pair::deserialize(d)? {
+            Pair::One(a) => [a, a],
+            Pair::Two(v) => v,
+        })
+    }
+}
+
+impl Op {
+    /// Short lowercase name of the operation, as in YAML.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Conv2d {
+                groups,
+                in_channels,
+                ..
+            } if *groups == *in_channels && *groups > 1 => "conv2d (depthwise)",
+            Op::Conv2d { .. } => "conv2d",
+            Op::Linear { .. } => "linear",
+            Op::BatchNorm2d { .. } => "batchnorm2d",
+            Op::Relu => "relu",
+            Op::Relu6 => "relu6",
+            Op::Gelu => "gelu",
+            Op::Silu => "silu",
+            Op::Sigmoid => "sigmoid",
+            Op::Hardswish => "hardswish",
+            Op::MaxPool2d { .. } => "maxpool2d",
+            Op::AvgPool2d { .. } => "avgpool2d",
+            Op::AdaptiveAvgPool2d { .. } => "adaptive_avgpool2d",
+            Op::Flatten => "flatten",
+            Op::Add => "add",
+            Op::Concat => "concat",
+            Op::Mul => "mul",
+            Op::Dropout { .. } => "dropout",
+            Op::Identity => "identity",
+        }
+    }
+
+    /// Whether the operation has learnable parameters (a prunable layer).
+    pub fn has_weights(&self) -> bool {
+        matches!(
+            self,
+            Op::Conv2d { .. } | Op::Linear { .. } | Op::BatchNorm2d { .. }
+        )
+    }
+
+    /// The parameters and buffers of the module, as `(suffix, shape)`, in
+    /// PyTorch's `state_dict` order.
+    pub fn state(&self) -> Vec<(&'static str, Vec<usize>)> {
+        match *self {
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                groups,
+                bias,
+                ..
+            } => {
+                let mut v = vec![(
+                    "weight",
+                    vec![
+                        out_channels,
+                        in_channels / groups.max(1),
+                        kernel[0],
+                        kernel[1],
+                    ],
+                )];
+                if bias {
+                    v.push(("bias", vec![out_channels]));
+                }
+                v
+            }
+            Op::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => {
+                let mut v = vec![("weight", vec![out_features, in_features])];
+                if bias {
+                    v.push(("bias", vec![out_features]));
+                }
+                v
+            }
+            Op::BatchNorm2d { features, .. } => vec![
+                ("weight", vec![features]),
+                ("bias", vec![features]),
+                ("running_mean", vec![features]),
+                ("running_var", vec![features]),
+                ("num_batches_tracked", vec![]),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Graph {
+    /// Nodes that are modules in PyTorch (what recipe globs match).
+    pub fn modules(&self) -> impl Iterator<Item = (NodeId, &Node)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.functional && !matches!(n.op, Op::Input))
+    }
+
+    /// The `state_dict` keys and shapes the model expects, in order.
+    pub fn state_keys(&self) -> Vec<(String, Vec<usize>)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            if n.functional || !seen.insert(n.name.as_str()) {
+                continue;
+            }
+            for (suffix, shape) in n.op.state() {
+                out.push((format!("{}.{suffix}", n.name), shape));
+            }
+        }
+        out
+    }
+
+    /// The nodes that read node `id`'s tensor.
+    pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.inputs.contains(&id))
+            .map(|(i, _)| i)
+            .collect()
+    }
+}

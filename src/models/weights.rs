@@ -1,0 +1,403 @@
+//! Weights in plain Rust: a `state_dict` read from safetensors or from a
+//! `.pt` file saved by `torch.save`, checked against the model graph, and
+//! written back as safetensors with PyTorch's key names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+use crate::graph::Graph;
+
+/// Element types as stored on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    /// float32
+    F32,
+    /// float64
+    F64,
+    /// float16
+    F16,
+    /// bfloat16
+    BF16,
+    /// int64
+    I64,
+    /// int32
+    I32,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F64 | DType::I64 => 8,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+}
+
+/// Tensor values: floating point kept as f32, integers as i64.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    /// Floating-point values.
+    F32(Vec<f32>),
+    /// Integer values (`num_batches_tracked`).
+    I64(Vec<i64>),
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 if frac == 0 => sign,
+        0 => {
+            // Subnormal: normalise.
+            let mut e = 127 - 15 + 1;
+            let mut f = frac;
+            while f & 0x400 == 0 {
+                f <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((f & 0x3ff) << 13)
+        }
+        0x1f => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+impl TensorData {
+    /// Decodes little-endian bytes of `dtype`.
+    pub fn from_le_bytes(dtype: DType, b: &[u8]) -> Self {
+        let w = dtype.size();
+        let chunks = b.chunks_exact(w);
+        match dtype {
+            DType::F32 => TensorData::F32(
+                chunks
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            DType::F64 => TensorData::F32(
+                chunks
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
+                    .collect(),
+            ),
+            DType::F16 => TensorData::F32(
+                chunks
+                    .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            ),
+            DType::BF16 => TensorData::F32(
+                chunks
+                    .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                    .collect(),
+            ),
+            DType::I64 => TensorData::I64(
+                chunks
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            DType::I32 => TensorData::I64(
+                chunks
+                    .map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A tensor: shape and row-major values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: TensorData,
+}
+
+impl Tensor {
+    /// A float tensor.
+    pub fn f32(shape: Vec<usize>, values: Vec<f32>) -> Self {
+        Tensor {
+            shape,
+            data: TensorData::F32(values),
+        }
+    }
+
+    /// The float values, when the tensor is floating point.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            TensorData::F32(v) => Some(v),
+            TensorData::I64(_) => None,
+        }
+    }
+}
+
+/// Parameters and buffers by PyTorch `state_dict` key, in key order.
+pub type StateDict = BTreeMap<String, Tensor>;
+
+/// What went wrong reading or matching weights.
+#[derive(Debug, Error, Diagnostic)]
+pub enum WeightsError {
+    /// The file cannot be read or is not a weights file prunex knows.
+    #[error("cannot read weights `{path}`: {reason}")]
+    #[diagnostic(code(prunex::weights::unreadable), help("{help}"))]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+        /// The fix.
+        help: String,
+    },
+    /// The keys or shapes do not fit the model.
+    #[error("weights `{path}` do not fit `{model}`: {summary}")]
+    #[diagnostic(code(prunex::weights::mismatch), help("{details}"))]
+    Mismatch {
+        /// The file.
+        path: String,
+        /// The model.
+        model: String,
+        /// Counts of each kind of problem.
+        summary: String,
+        /// One line per key, with the nearest expected name.
+        details: String,
+    },
+}
+
+/// Reads safetensors bytes.
+pub fn read_safetensors(bytes: &[u8]) -> Result<StateDict, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut out = StateDict::new();
+    for (name, view) in st.tensors() {
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F64 => DType::F64,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::I64 => DType::I64,
+            safetensors::Dtype::I32 => DType::I32,
+            other => {
+                return Err(format!(
+                    "tensor `{name}` has type {other:?}, which prunex does not read"
+                ))
+            }
+        };
+        out.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data: TensorData::from_le_bytes(dtype, view.data()),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Encodes a state_dict as safetensors (float32, and int64 for integer
+/// buffers), keys in PyTorch's names.
+pub fn to_safetensors(sd: &StateDict) -> Vec<u8> {
+    let bytes: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = sd
+        .iter()
+        .map(|(k, t)| match &t.data {
+            TensorData::F32(v) => (
+                k.clone(),
+                safetensors::Dtype::F32,
+                t.shape.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            TensorData::I64(v) => (
+                k.clone(),
+                safetensors::Dtype::I64,
+                t.shape.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, d, s, b)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("sizes agree"),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("safetensors serialization")
+}
+
+/// Reads a `.pt` file written by `torch.save`: an `OrderedDict` state_dict,
+/// a plain dict of tensors, or a checkpoint dict holding one under
+/// `state_dict` or `model`.
+pub fn read_torch(bytes: &[u8]) -> Result<(StateDict, Vec<String>), String> {
+    use super::pickle::{read_torch_zip, Value};
+    let value = read_torch_zip(bytes).map_err(|e| e.0)?;
+    let mut notes = Vec::new();
+    fn tensors(items: &[(Value, Value)]) -> Option<StateDict> {
+        let mut sd = StateDict::new();
+        for (k, v) in items {
+            match (k, v) {
+                (Value::Str(k), Value::Tensor(t)) => {
+                    sd.insert(k.clone(), t.clone());
+                }
+                _ => return None,
+            }
+        }
+        (!sd.is_empty()).then_some(sd)
+    }
+    let Value::Dict(items) = value else {
+        return Err("the file holds a whole pickled object, not a state_dict; save `model.state_dict()` instead of the model".into());
+    };
+    if let Some(sd) = tensors(&items) {
+        return Ok((sd, notes));
+    }
+    for key in ["state_dict", "model", "model_state_dict", "net"] {
+        if let Some((_, Value::Dict(inner))) =
+            items.iter().find(|(k, _)| *k == Value::Str(key.into()))
+        {
+            if let Some(sd) = tensors(inner) {
+                notes.push(format!(
+                    "read the state_dict under the checkpoint key `{key}`"
+                ));
+                return Ok((sd, notes));
+            }
+        }
+    }
+    Err("the file is a dict, but not of tensors (nor a checkpoint with a `state_dict` or `model` entry)".into())
+}
+
+/// Reads weights from a file: safetensors, or `.pt`/`.pth` from `torch.save`
+/// (told apart by content, not by name). Returns notes for the user
+/// (prefixes stripped, checkpoint keys used).
+pub fn read(path: &Path) -> Result<(StateDict, Vec<String>), WeightsError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| WeightsError::Unreadable {
+        path: shown.clone(),
+        reason: e.to_string(),
+        help: "check the path; weights paths in a recipe are relative to the recipe's folder"
+            .into(),
+    })?;
+    let result = if bytes.starts_with(b"PK") {
+        read_torch(&bytes)
+    } else {
+        read_safetensors(&bytes).map(|sd| (sd, Vec::new()))
+    };
+    result.map_err(|reason| WeightsError::Unreadable {
+        path: shown,
+        reason,
+        help:
+            "prunex reads safetensors and `.pt` files from `torch.save(model.state_dict(), path)`"
+                .into(),
+    })
+}
+
+/// Strips the `module.` prefix of DataParallel/DistributedDataParallel and
+/// the `_orig_mod.` prefix of `torch.compile`, when every key has it.
+pub fn strip_prefixes(sd: StateDict, notes: &mut Vec<String>) -> StateDict {
+    let mut sd = sd;
+    for (prefix, why) in [
+        ("module.", "DataParallel/DistributedDataParallel"),
+        ("_orig_mod.", "torch.compile"),
+    ] {
+        if !sd.is_empty() && sd.keys().all(|k| k.starts_with(prefix)) {
+            sd = sd
+                .into_iter()
+                .map(|(k, v)| (k[prefix.len()..].to_owned(), v))
+                .collect();
+            notes.push(format!(
+                "stripped the `{prefix}` prefix that {why} adds to every key"
+            ));
+        }
+    }
+    sd
+}
+
+/// Checks that a state_dict has exactly the keys and shapes `graph`
+/// expects; every problem is listed in one diagnostic.
+pub fn check(sd: &StateDict, graph: &Graph, path: &str) -> Result<(), WeightsError> {
+    let expected = graph.state_keys();
+    let names: Vec<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+    let mut missing = Vec::new();
+    let mut wrong = Vec::new();
+    for (key, shape) in &expected {
+        match sd.get(key) {
+            None => missing.push(key.as_str()),
+            Some(t) if t.shape != *shape => wrong.push(format!(
+                "`{key}` has shape {:?}, the model needs {:?}",
+                t.shape, shape
+            )),
+            Some(_) => {}
+        }
+    }
+    let unexpected: Vec<String> = sd
+        .keys()
+        .filter(|k| !names.contains(&k.as_str()))
+        .map(|k| {
+            let near = names
+                .iter()
+                .map(|n| (strsim::levenshtein(k, n), n))
+                .min_by_key(|(d, _)| *d)
+                .filter(|(d, n)| *d <= n.len() / 2)
+                .map(|(_, n)| format!(" (nearest expected: `{n}`)"))
+                .unwrap_or_default();
+            format!("`{k}` is not a key of the model{near}")
+        })
+        .collect();
+    if missing.is_empty() && wrong.is_empty() && unexpected.is_empty() {
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    let mut details = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("{} missing", missing.len()));
+        details.extend(missing.iter().map(|k| format!("`{k}` is missing")));
+    }
+    if !wrong.is_empty() {
+        parts.push(format!("{} with the wrong shape", wrong.len()));
+        details.extend(wrong);
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!("{} unexpected", unexpected.len()));
+        details.extend(unexpected);
+    }
+    let shown = 20;
+    let extra = details.len().saturating_sub(shown);
+    let mut details: Vec<String> = details.into_iter().take(shown).collect();
+    if extra > 0 {
+        details.push(format!("... and {extra} more"));
+    }
+    details.push(
+        "were these weights saved from this model, with the same input channels and classes?"
+            .into(),
+    );
+    Err(WeightsError::Mismatch {
+        path: path.to_owned(),
+        model: graph.name.clone(),
+        summary: parts.join(", "),
+        details: details.join("\n"),
+    })
+}
+
+/// Reads, normalises and checks the weights of `graph` from `path`.
+pub fn load_for(path: &Path, graph: &Graph) -> Result<(StateDict, Vec<String>), WeightsError> {
+    let (sd, mut notes) = read(path)?;
+    let sd = strip_prefixes(sd, &mut notes);
+    check(&sd, graph, &path.display().to_string())?;
+    Ok((sd, notes))
+}

@@ -1,0 +1,211 @@
+//! User model descriptions in YAML, and every zoo model written out as one.
+//!
+//! ```yaml
+//! name: my-cnn
+//! input: [3, 32, 32]
+//! layers:
+//!   - {name: conv1, op: conv2d, in_channels: 3, out_channels: 16, kernel: 3, padding: 1, bias: false}
+//!   - {name: bn1, op: batchnorm2d, features: 16}
+//!   - {name: relu, op: relu}
+//!   - {name: add, op: add, inputs: [relu, bn1], functional: true}
+//! ```
+//!
+//! A layer reads the layer before it unless it names `inputs` (by name, by
+//! `ref` for a module used twice, or `input` for the model input). The last
+//! layer is the output unless `output` names another.
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, Node, Op};
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    name: String,
+    input: [usize; 3],
+    layers: Vec<Layer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Layer {
+    name: String,
+    /// A unique handle when the same module is used more than once.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(flatten)]
+    op: Op,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inputs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    functional: bool,
+}
+
+/// A model description that cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, miette::Diagnostic)]
+pub enum DescriptionError {
+    /// Not valid YAML, or not the shape of a model description.
+    #[error("{file}{at}: {message}")]
+    #[diagnostic(code(prunex::model::bad_description), help("see the model description format in docs/models.md, or start from `prunex inspect resnet18 --yaml`"))]
+    Yaml {
+        /// The file.
+        file: String,
+        /// ":line:column", when known.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A layer reads a layer that does not exist (or comes later).
+    #[error("{file}: layer `{layer}` reads `{input}`, which is not a layer before it")]
+    #[diagnostic(code(prunex::model::unknown_input), help("{help}"))]
+    UnknownInput {
+        /// The file.
+        file: String,
+        /// The layer.
+        layer: String,
+        /// The missing reference.
+        input: String,
+        /// Closest names.
+        help: String,
+    },
+}
+
+/// Writes a graph as a model description.
+pub fn to_yaml(g: &Graph) -> String {
+    let refs = references(g);
+    let layers = g
+        .nodes
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, n)| Layer {
+            name: n.name.clone(),
+            reference: (refs[i] != n.name).then(|| refs[i].clone()),
+            op: n.op.clone(),
+            inputs: (n.inputs != [i - 1])
+                .then(|| n.inputs.iter().map(|&j| refs[j].clone()).collect()),
+            functional: n.functional,
+        })
+        .collect();
+    let output = (g.output != g.nodes.len() - 1).then(|| refs[g.output].clone());
+    crate::yaml::to_string(&ModelFile {
+        name: g.name.clone(),
+        input: g.input,
+        layers,
+        output,
+    })
+}
+
+/// Unique handles: the name, or `name#k` for the k-th use of a repeated name.
+fn references(g: &Graph) -> Vec<String> {
+    let mut count = std::collections::HashMap::new();
+    let totals = g
+        .nodes
+        .iter()
+        .fold(std::collections::HashMap::new(), |mut m, n| {
+            *m.entry(n.name.as_str()).or_insert(0) += 1;
+            m
+        });
+    g.nodes
+        .iter()
+        .map(|n| {
+            if totals[n.name.as_str()] == 1 {
+                n.name.clone()
+            } else {
+                let k = count.entry(n.name.as_str()).or_insert(0);
+                *k += 1;
+                format!("{}#{k}", n.name)
+            }
+        })
+        .collect()
+}
+
+/// Reads a model description. `file` names it in errors.
+pub fn from_yaml(text: &str, file: &str) -> Result<Graph, DescriptionError> {
+    let m: ModelFile = crate::yaml::from_str(text).map_err(|e| DescriptionError::Yaml {
+        file: file.to_owned(),
+        at: e
+            .location
+            .map(|(l, c)| format!(":{l}:{c}"))
+            .unwrap_or_default(),
+        message: e.message,
+    })?;
+    let mut nodes = vec![Node {
+        name: "input".into(),
+        op: Op::Input,
+        inputs: vec![],
+        functional: true,
+    }];
+    let mut handles: Vec<(String, usize)> = vec![("input".into(), 0)];
+    for (i, layer) in m.layers.into_iter().enumerate() {
+        let id = i + 1;
+        let inputs = match &layer.inputs {
+            None => vec![id - 1],
+            Some(names) => {
+                let mut v = Vec::new();
+                for name in names {
+                    // The latest layer with that handle, as in Python code
+                    // that rebinds a name.
+                    match handles.iter().rev().find(|(h, _)| h == name) {
+                        Some(&(_, j)) => v.push(j),
+                        None => {
+                            let known: Vec<&str> =
+                                handles.iter().map(|(h, _)| h.as_str()).collect();
+                            let help = match crate::syntax::keywords::closest(name, &known) {
+                                Some(best) => format!("did you mean `{best}`?"),
+                                None => {
+                                    "inputs name earlier layers by `name` (or `ref`), or `input`"
+                                        .to_owned()
+                                }
+                            };
+                            return Err(DescriptionError::UnknownInput {
+                                file: file.to_owned(),
+                                layer: layer.name.clone(),
+                                input: name.clone(),
+                                help,
+                            });
+                        }
+                    }
+                }
+                v
+            }
+        };
+        handles.push((
+            layer
+                .reference
+                .clone()
+                .unwrap_or_else(|| layer.name.clone()),
+            id,
+        ));
+        if layer.reference.is_some() {
+            handles.push((layer.name.clone(), id));
+        }
+        nodes.push(Node {
+            name: layer.name,
+            op: layer.op,
+            inputs,
+            functional: layer.functional,
+        });
+    }
+    let output = match &m.output {
+        None => nodes.len() - 1,
+        Some(o) => match handles.iter().rev().find(|(h, _)| h == o) {
+            Some(&(_, j)) => j,
+            None => {
+                return Err(DescriptionError::UnknownInput {
+                    file: file.to_owned(),
+                    layer: "output".into(),
+                    input: o.clone(),
+                    help: "`output` names the layer whose result is the model's output".into(),
+                })
+            }
+        },
+    };
+    Ok(Graph {
+        name: m.name,
+        input: m.input,
+        nodes,
+        output,
+    })
+}
