@@ -2,6 +2,11 @@
 //! binary (and tests that run tensors), never into the prunex library, so the
 //! `prunex` front end never loads libtorch (see build.rs).
 
+// The tch module built from the IR. The parity tests drive it today; the run
+// command drives it once the executor's stages land.
+#[allow(dead_code)]
+pub mod model;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -1,0 +1,355 @@
+//! A libtorch module built from the graph IR, walking it once like tch-rs's
+//! `darknet.rs`: variables are named by their PyTorch module paths, so a
+//! `VarStore` holds exactly a PyTorch `state_dict` (BatchNorm buffers
+//! included) and weights map both ways without renaming.
+
+use std::collections::BTreeMap;
+
+use prunex::graph::{Graph, Op};
+use prunex::models::weights::{StateDict, Tensor as Weights, TensorData};
+use tch::nn::{self, Init};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Parameters of one node.
+enum Params {
+    None,
+    Conv {
+        w: Tensor,
+        b: Option<Tensor>,
+    },
+    Linear {
+        w: Tensor,
+        b: Option<Tensor>,
+    },
+    Bn {
+        w: Tensor,
+        b: Tensor,
+        mean: Tensor,
+        var: Tensor,
+    },
+}
+
+/// A graph with its parameters on a device.
+pub struct TorchModel {
+    /// The graph.
+    pub graph: Graph,
+    /// The variables, named as the PyTorch state_dict names them.
+    pub vs: nn::VarStore,
+    params: Vec<Params>,
+    /// `num_batches_tracked` of each BatchNorm, by module path.
+    pub batches_tracked: BTreeMap<String, i64>,
+}
+
+fn ints(v: [usize; 2]) -> [i64; 2] {
+    [v[0] as i64, v[1] as i64]
+}
+
+impl TorchModel {
+    /// Creates the variables of `graph` on `device`, initialised as PyTorch
+    /// initialises them: convolution and linear weights and biases uniform in
+    /// ±1/√fan_in (what `kaiming_uniform_(a=√5)` amounts to), BatchNorm γ=1
+    /// β=0, running mean 0 and variance 1.
+    pub fn new(graph: &Graph, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let mut params = Vec::with_capacity(graph.nodes.len());
+        let mut made: BTreeMap<String, usize> = BTreeMap::new();
+        let mut batches_tracked = BTreeMap::new();
+        for (id, node) in graph.nodes.iter().enumerate() {
+            if node.functional || !node.op.has_weights() {
+                params.push(Params::None);
+                continue;
+            }
+            // A module used twice shares its variables.
+            if let Some(&first) = made.get(&node.name) {
+                let shared = match &params[first] {
+                    Params::Conv { w, b } => Params::Conv {
+                        w: w.shallow_clone(),
+                        b: b.as_ref().map(Tensor::shallow_clone),
+                    },
+                    Params::Linear { w, b } => Params::Linear {
+                        w: w.shallow_clone(),
+                        b: b.as_ref().map(Tensor::shallow_clone),
+                    },
+                    Params::Bn { w, b, mean, var } => Params::Bn {
+                        w: w.shallow_clone(),
+                        b: b.shallow_clone(),
+                        mean: mean.shallow_clone(),
+                        var: var.shallow_clone(),
+                    },
+                    Params::None => Params::None,
+                };
+                params.push(shared);
+                continue;
+            }
+            made.insert(node.name.clone(), id);
+            let p = node.name.split('.').fold(root.clone(), |p, part| p / part);
+            let shapes: BTreeMap<&str, Vec<i64>> = node
+                .op
+                .state()
+                .into_iter()
+                .map(|(k, s)| (k, s.iter().map(|&d| d as i64).collect()))
+                .collect();
+            let entry = match node.op {
+                Op::Conv2d {
+                    in_channels,
+                    groups,
+                    kernel,
+                    ..
+                } => {
+                    let fan_in = (in_channels / groups.max(1) * kernel[0] * kernel[1]) as f64;
+                    let bound = 1.0 / fan_in.sqrt();
+                    Params::Conv {
+                        w: p.var(
+                            "weight",
+                            &shapes["weight"],
+                            Init::Uniform {
+                                lo: -bound,
+                                up: bound,
+                            },
+                        ),
+                        b: shapes.get("bias").map(|s| {
+                            p.var(
+                                "bias",
+                                s,
+                                Init::Uniform {
+                                    lo: -bound,
+                                    up: bound,
+                                },
+                            )
+                        }),
+                    }
+                }
+                Op::Linear { in_features, .. } => {
+                    let bound = 1.0 / (in_features as f64).sqrt();
+                    Params::Linear {
+                        w: p.var(
+                            "weight",
+                            &shapes["weight"],
+                            Init::Uniform {
+                                lo: -bound,
+                                up: bound,
+                            },
+                        ),
+                        b: shapes.get("bias").map(|s| {
+                            p.var(
+                                "bias",
+                                s,
+                                Init::Uniform {
+                                    lo: -bound,
+                                    up: bound,
+                                },
+                            )
+                        }),
+                    }
+                }
+                Op::BatchNorm2d { .. } => {
+                    batches_tracked.insert(node.name.clone(), 0);
+                    Params::Bn {
+                        w: p.var("weight", &shapes["weight"], Init::Const(1.0)),
+                        b: p.var("bias", &shapes["bias"], Init::Const(0.0)),
+                        mean: p.zeros_no_train("running_mean", &shapes["running_mean"]),
+                        var: p.ones_no_train("running_var", &shapes["running_var"]),
+                    }
+                }
+                _ => Params::None,
+            };
+            params.push(entry);
+        }
+        TorchModel {
+            graph: graph.clone(),
+            vs,
+            params,
+            batches_tracked,
+        }
+    }
+
+    /// Copies a state_dict (already checked against the graph) into the
+    /// variables.
+    pub fn load(&mut self, sd: &StateDict) -> Result<(), TchError> {
+        let device = self.vs.device();
+        let vars = self.vs.variables();
+        tch::no_grad(|| -> Result<(), TchError> {
+            for (key, t) in sd {
+                if let Some(module) = key.strip_suffix(".num_batches_tracked") {
+                    if let TensorData::I64(v) = &t.data {
+                        self.batches_tracked
+                            .insert(module.to_owned(), v.first().copied().unwrap_or(0));
+                    }
+                    continue;
+                }
+                let Some(var) = vars.get(key) else { continue };
+                let values = t
+                    .as_f32()
+                    .ok_or_else(|| TchError::Kind(format!("`{key}` is not floating point")))?;
+                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+                let src = Tensor::from_slice(values)
+                    .f_reshape(&shape)?
+                    .f_to_device(device)?;
+                let mut var = var.shallow_clone();
+                var.f_copy_(&src)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The variables (and BatchNorm counters) as a state_dict on the CPU.
+    pub fn state_dict(&self) -> Result<StateDict, TchError> {
+        let mut sd = StateDict::new();
+        for (key, t) in self.vs.variables() {
+            let t = t
+                .f_to_device(Device::Cpu)?
+                .f_to_kind(Kind::Float)?
+                .f_contiguous()?;
+            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+            let values = Vec::<f32>::try_from(t.f_flatten(0, -1)?)?;
+            sd.insert(key, Weights::f32(shape, values));
+        }
+        for (module, n) in &self.batches_tracked {
+            sd.insert(
+                format!("{module}.num_batches_tracked"),
+                Weights {
+                    shape: vec![],
+                    data: TensorData::I64(vec![*n]),
+                },
+            );
+        }
+        Ok(sd)
+    }
+
+    /// Runs the model on a batch `[N, C, H, W]`. In training mode BatchNorm
+    /// uses batch statistics and updates its running ones, and dropout drops.
+    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor, TchError> {
+        let mut values: Vec<Option<Tensor>> = Vec::with_capacity(self.graph.nodes.len());
+        let g = &self.graph;
+        // Free each intermediate after its last use.
+        let mut last_use = vec![0usize; g.nodes.len()];
+        for (id, n) in g.nodes.iter().enumerate() {
+            for &i in &n.inputs {
+                last_use[i] = id;
+            }
+        }
+        last_use[g.output] = usize::MAX;
+        let mut counted = std::collections::HashSet::new();
+        for (id, node) in g.nodes.iter().enumerate() {
+            let arg = |k: usize| -> Result<&Tensor, TchError> {
+                values[node.inputs[k]]
+                    .as_ref()
+                    .ok_or_else(|| TchError::Kind(format!("`{}` reads a freed value", node.name)))
+            };
+            let out = match (&node.op, &self.params[id]) {
+                (Op::Input, _) => x.shallow_clone(),
+                (
+                    Op::Conv2d {
+                        stride,
+                        padding,
+                        dilation,
+                        groups,
+                        ..
+                    },
+                    Params::Conv { w, b },
+                ) => arg(0)?.f_conv2d(
+                    w,
+                    b.as_ref(),
+                    ints(*stride),
+                    ints(*padding),
+                    ints(*dilation),
+                    *groups as i64,
+                )?,
+                (Op::Linear { .. }, Params::Linear { w, b }) => arg(0)?.f_linear(w, b.as_ref())?,
+                (Op::BatchNorm2d { eps, momentum, .. }, Params::Bn { w, b, mean, var }) => {
+                    if train && counted.insert(node.name.clone()) {
+                        *self.batches_tracked.entry(node.name.clone()).or_insert(0) += 1;
+                    }
+                    arg(0)?.f_batch_norm(
+                        Some(w),
+                        Some(b),
+                        Some(mean),
+                        Some(var),
+                        train,
+                        *momentum,
+                        *eps,
+                        true,
+                    )?
+                }
+                (Op::Relu, _) => arg(0)?.f_relu()?,
+                (Op::Relu6, _) => arg(0)?.f_clamp(0.0, 6.0)?,
+                (Op::Gelu, _) => arg(0)?.f_gelu("none")?,
+                (Op::Silu, _) => arg(0)?.f_silu()?,
+                (Op::Sigmoid, _) => arg(0)?.f_sigmoid()?,
+                (Op::Hardswish, _) => arg(0)?.f_hardswish()?,
+                (
+                    Op::MaxPool2d {
+                        kernel,
+                        stride,
+                        padding,
+                        ceil_mode,
+                    },
+                    _,
+                ) => arg(0)?.f_max_pool2d(
+                    ints(*kernel),
+                    ints(*stride),
+                    ints(*padding),
+                    [1, 1],
+                    *ceil_mode,
+                )?,
+                (
+                    Op::AvgPool2d {
+                        kernel,
+                        stride,
+                        padding,
+                    },
+                    _,
+                ) => arg(0)?.f_avg_pool2d(
+                    ints(*kernel),
+                    ints(*stride),
+                    ints(*padding),
+                    false,
+                    true,
+                    None,
+                )?,
+                (Op::AdaptiveAvgPool2d { output }, _) => {
+                    arg(0)?.f_adaptive_avg_pool2d(ints(*output))?
+                }
+                (Op::Flatten, _) => arg(0)?.f_flatten(1, -1)?,
+                (Op::Add, _) => {
+                    let mut acc = arg(0)?.f_add(arg(1)?)?;
+                    for k in 2..node.inputs.len() {
+                        acc = acc.f_add(arg(k)?)?;
+                    }
+                    acc
+                }
+                (Op::Mul, _) => {
+                    let mut acc = arg(0)?.f_mul(arg(1)?)?;
+                    for k in 2..node.inputs.len() {
+                        acc = acc.f_mul(arg(k)?)?;
+                    }
+                    acc
+                }
+                (Op::Concat, _) => {
+                    let parts: Vec<&Tensor> =
+                        (0..node.inputs.len()).map(arg).collect::<Result<_, _>>()?;
+                    Tensor::f_cat(&parts, 1)?
+                }
+                (Op::Dropout { p }, _) => arg(0)?.f_dropout(*p, train)?,
+                (Op::Identity, _) => arg(0)?.shallow_clone(),
+                (op, _) => {
+                    return Err(TchError::Kind(format!(
+                        "`{}`: {} has no parameters",
+                        node.name,
+                        op.kind()
+                    )))
+                }
+            };
+            values.push(Some(out));
+            for &i in &node.inputs {
+                if last_use[i] == id {
+                    values[i] = None;
+                }
+            }
+        }
+        values[g.output]
+            .take()
+            .ok_or_else(|| TchError::Kind("the output was freed".into()))
+    }
+}

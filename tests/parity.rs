@@ -1,0 +1,305 @@
+//! Parity with PyTorch: every zoo model's parameters and MACs equal
+//! torchvision's model counted by Torch-Pruning's counter, its eval-mode
+//! output on the same weights matches within 1e-4, weights load from
+//! safetensors and from `.pt` files (plain `torch.save(state_dict)`, a
+//! DataParallel-wrapped model, a plain dict), and weights written by prunex
+//! load into PyTorch with `strict=True` and reproduce the outputs.
+//!
+//! References are generated at test time by `tests/parity/reference.py` in
+//! the project's Python environment (`scripts/setup --reference`).
+
+#[path = "../src/exec/model.rs"]
+#[allow(dead_code)]
+mod model;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use prunex::graph::analyze;
+use prunex::models::weights::{self, StateDict};
+use prunex::models::zoo::{self, ZooOptions};
+use serde_json::json;
+
+struct Case {
+    id: &'static str,
+    model: &'static str,
+    input: [usize; 3],
+    classes: usize,
+    /// Which weight formats to write (large models get one, to keep the
+    /// temporary files small).
+    formats: &'static [&'static str],
+}
+
+const ALL: &[&str] = &["safetensors", "pt", "dp", "plain"];
+const ONE: &[&str] = &["safetensors"];
+
+const CASES: &[Case] = &[
+    Case {
+        id: "lenet5-28",
+        model: "lenet5",
+        input: [1, 28, 28],
+        classes: 10,
+        formats: ALL,
+    },
+    Case {
+        id: "lenet5-32",
+        model: "lenet5",
+        input: [1, 32, 32],
+        classes: 10,
+        formats: ONE,
+    },
+    Case {
+        id: "simplecnn-28",
+        model: "simplecnn",
+        input: [1, 28, 28],
+        classes: 10,
+        formats: ALL,
+    },
+    Case {
+        id: "resnet18-224",
+        model: "resnet18",
+        input: [3, 224, 224],
+        classes: 1000,
+        formats: ALL,
+    },
+    Case {
+        id: "resnet18-28",
+        model: "resnet18",
+        input: [1, 28, 28],
+        classes: 10,
+        formats: ONE,
+    },
+    Case {
+        id: "resnet34-64",
+        model: "resnet34",
+        input: [3, 64, 64],
+        classes: 100,
+        formats: ONE,
+    },
+    Case {
+        id: "resnet50-224",
+        model: "resnet50",
+        input: [3, 224, 224],
+        classes: 1000,
+        formats: ONE,
+    },
+    Case {
+        id: "vgg11_bn-32",
+        model: "vgg11_bn",
+        input: [1, 32, 32],
+        classes: 10,
+        formats: ONE,
+    },
+    Case {
+        id: "vgg16_bn-224",
+        model: "vgg16_bn",
+        input: [3, 224, 224],
+        classes: 1000,
+        formats: ONE,
+    },
+    Case {
+        id: "mobilenet_v2-224",
+        model: "mobilenet_v2",
+        input: [3, 224, 224],
+        classes: 1000,
+        formats: ONE,
+    },
+    Case {
+        id: "mobilenet_v2-28",
+        model: "mobilenet_v2",
+        input: [1, 28, 28],
+        classes: 10,
+        formats: ONE,
+    },
+];
+
+fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+fn spec() -> String {
+    let cases: Vec<_> = CASES
+        .iter()
+        .map(|c| json!({"id": c.id, "model": c.model, "input": c.input, "classes": c.classes, "formats": c.formats}))
+        .collect();
+    serde_json::to_string(&cases).unwrap()
+}
+
+/// Generates all references once per test process.
+fn references() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cases.json"), spec()).unwrap();
+        let out = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/reference.py"))
+            .arg("make")
+            .arg(dir.path())
+            .arg(dir.path().join("cases.json"))
+            .output()
+            .expect("the project's Python environment exists: run scripts/setup --reference");
+        assert!(
+            out.status.success(),
+            "reference.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+fn graph(c: &Case) -> prunex::graph::Graph {
+    zoo::build(
+        c.model,
+        ZooOptions {
+            input: c.input,
+            classes: c.classes,
+        },
+    )
+    .unwrap()
+    .unwrap()
+}
+
+#[test]
+fn params_and_macs_equal_torch_pruning_counter() {
+    let dir = references();
+    for c in CASES {
+        let expected: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{}.json", c.id))).unwrap(),
+        )
+        .unwrap();
+        let a = analyze(&graph(c), c.input).unwrap();
+        assert_eq!(
+            a.total_params,
+            expected["params"].as_u64().unwrap(),
+            "{} params",
+            c.id
+        );
+        assert_eq!(
+            a.total_macs,
+            expected["macs"].as_u64().unwrap(),
+            "{} MACs",
+            c.id
+        );
+    }
+}
+
+#[test]
+fn the_headline_counts_are_the_published_ones() {
+    let count = |name: &str| {
+        let g = zoo::build(name, ZooOptions::imagenet()).unwrap().unwrap();
+        let a = analyze(&g, g.input).unwrap();
+        (
+            a.total_params,
+            (a.total_macs as f64 / 1e9 * 100.0).round() / 100.0,
+        )
+    };
+    assert_eq!(count("resnet18"), (11_689_512, 1.82));
+    assert_eq!(count("resnet50"), (25_557_032, 4.12));
+}
+
+fn load(path: &Path, g: &prunex::graph::Graph) -> StateDict {
+    let (sd, _notes) =
+        weights::load_for(path, g).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    sd
+}
+
+#[test]
+fn every_weight_format_loads_to_the_same_state_dict() {
+    let dir = references();
+    for c in CASES.iter().filter(|c| c.formats.len() > 1) {
+        let g = graph(c);
+        let st = load(&dir.join(format!("{}.safetensors", c.id)), &g);
+        for ext in ["pt", "dp.pt", "plain.pt"] {
+            let path = dir.join(format!("{}.{ext}", c.id));
+            let (raw, mut notes) = weights::read(&path).unwrap();
+            let sd = weights::strip_prefixes(raw, &mut notes);
+            weights::check(&sd, &g, "x").unwrap();
+            assert_eq!(sd, st, "{} from .{ext}", c.id);
+            if ext == "dp.pt" {
+                assert!(notes.iter().any(|n| n.contains("`module.`")), "{notes:?}");
+            }
+        }
+    }
+}
+
+fn io(dir: &Path, id: &str) -> (tch::Tensor, tch::Tensor) {
+    let io = weights::read_safetensors(
+        &std::fs::read(dir.join(format!("{id}.io.safetensors"))).unwrap(),
+    )
+    .unwrap();
+    let t = |k: &str| {
+        let w = &io[k];
+        let shape: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
+        tch::Tensor::from_slice(w.as_f32().unwrap()).reshape(&shape)
+    };
+    (t("x"), t("y"))
+}
+
+#[test]
+fn forward_matches_pytorch_and_weights_round_trip() {
+    let dir = references();
+    tch::manual_seed(0);
+    for c in CASES {
+        let g = graph(c);
+        let sd = load(&dir.join(format!("{}.safetensors", c.id)), &g);
+        let mut m = model::TorchModel::new(&g, tch::Device::Cpu);
+        m.load(&sd).unwrap();
+        let (x, y) = io(dir, c.id);
+        let out = tch::no_grad(|| m.forward(&x, false)).unwrap();
+        let diff = (&out - &y).abs().max().double_value(&[]);
+        assert!(
+            diff < 1e-4,
+            "{}: output differs from PyTorch by {diff}",
+            c.id
+        );
+        // What prunex writes is what PyTorch wrote.
+        let back = m.state_dict().unwrap();
+        assert_eq!(back, sd, "{} state_dict round trip", c.id);
+        std::fs::write(
+            dir.join(format!("{}.prunex.safetensors", c.id)),
+            weights::to_safetensors(&back),
+        )
+        .unwrap();
+    }
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/reference.py"))
+        .arg("verify")
+        .arg(dir)
+        .arg(dir.join("cases.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "PyTorch rejected prunex's weights:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn training_mode_runs_backward_and_updates_batchnorm() {
+    let c = &CASES[2];
+    let g = graph(c);
+    let mut m = model::TorchModel::new(&g, tch::Device::Cpu);
+    let x = tch::Tensor::randn([4, 1, 28, 28], (tch::Kind::Float, tch::Device::Cpu));
+    let before = m.state_dict().unwrap()["bn1.running_mean"].clone();
+    let y = m.forward(&x, true).unwrap();
+    let loss = y.cross_entropy_for_logits(&tch::Tensor::from_slice(&[0i64, 1, 2, 3]));
+    loss.backward();
+    let grads: f64 =
+        m.vs.trainable_variables()
+            .iter()
+            .map(|v| v.grad().abs().sum(tch::Kind::Float).double_value(&[]))
+            .sum();
+    assert!(grads > 0.0, "gradients reach the parameters");
+    let after = m.state_dict().unwrap();
+    assert_ne!(
+        after["bn1.running_mean"], before,
+        "training updates BatchNorm running statistics"
+    );
+    assert_eq!(
+        after["bn1.num_batches_tracked"].data,
+        weights::TensorData::I64(vec![1])
+    );
+}
