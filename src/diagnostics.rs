@@ -101,3 +101,59 @@ pub fn to_json(report: &Report) -> JsonDiagnostic {
     }
     out
 }
+
+/// A diagnostic from another phase (model, weights) pinned to the recipe
+/// text that caused it: it keeps the inner diagnostic's code, message and
+/// help, and adds a label on the recipe.
+#[derive(Debug)]
+pub struct Located {
+    inner: Report,
+    src: miette::NamedSource<std::sync::Arc<str>>,
+    span: miette::SourceSpan,
+    label: String,
+}
+
+impl Located {
+    /// Pins `inner` to `span` of `src`.
+    pub fn new(
+        inner: impl Diagnostic + Send + Sync + 'static,
+        src: miette::NamedSource<std::sync::Arc<str>>,
+        span: miette::SourceSpan,
+        label: impl Into<String>,
+    ) -> Self {
+        Located {
+            inner: Report::new(inner),
+            src,
+            span,
+            label: label.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+impl std::error::Error for Located {}
+
+impl Diagnostic for Located {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.inner.code()
+    }
+    fn severity(&self) -> Option<Severity> {
+        self.inner.severity()
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.inner.help()
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.src)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        Some(Box::new(std::iter::once(
+            miette::LabeledSpan::new_with_span(Some(self.label.clone()), self.span),
+        )))
+    }
+}

@@ -217,6 +217,12 @@ fn every_weight_format_loads_to_the_same_state_dict() {
             let sd = weights::strip_prefixes(raw, &mut notes);
             weights::check(&sd, &g, "x").unwrap();
             assert_eq!(sd, st, "{} from .{ext}", c.id);
+            let (shapes, _) = weights::read_shapes(&path).unwrap();
+            let expected: weights::Shapes = st
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shape.clone()))
+                .collect();
+            assert_eq!(shapes, expected, "{} shapes from .{ext}", c.id);
             if ext == "dp.pt" {
                 assert!(notes.iter().any(|n| n.contains("`module.`")), "{notes:?}");
             }

@@ -2,6 +2,7 @@
 //! diagnostic past syntax is born here (`prunex::check::*`).
 
 pub mod diag;
+pub mod model;
 pub mod recipe;
 
 pub use diag::CheckError;
@@ -17,6 +18,8 @@ use crate::syntax::{load, Loader, SourceMap};
 pub struct Checked {
     /// The resolved recipe; `None` when the file did not load or parse.
     pub recipe: Option<Recipe>,
+    /// The recipe's model graph, when it has a model that builds.
+    pub graph: Option<crate::graph::Graph>,
     /// Every file read.
     pub sources: SourceMap,
     /// Every diagnostic, errors and warnings, in the order found.
@@ -55,6 +58,7 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
             .collect();
         return Checked {
             recipe: None,
+            graph: None,
             sources,
             reports,
         };
@@ -82,8 +86,19 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
             })
             .map(miette::Report::new),
     );
+    let mut graph = None;
+    if !broken
+        && !reports
+            .iter()
+            .any(|r| crate::diagnostics::is_error(r.as_ref()))
+    {
+        let (g, model_reports) = model::check_model(&recipe, &sources);
+        graph = g;
+        reports.extend(model_reports);
+    }
     Checked {
         recipe: (!broken).then_some(recipe),
+        graph,
         sources,
         reports,
     }

@@ -69,6 +69,8 @@ pub struct DataSpec {
     pub flip: bool,
     /// At most this many samples of each split.
     pub limit: Option<u64>,
+    /// Zero padding added to every image, in pixels per side.
+    pub pad: Option<u64>,
 }
 
 /// A learning-rate schedule with values resolved.
@@ -695,7 +697,7 @@ impl Resolver<'_> {
             return p.to_path_buf();
         }
         let base = self.sources.get(span.file).name.clone();
-        Path::new(&base).parent().unwrap_or(Path::new("")).join(p)
+        crate::syntax::load::normalize(&Path::new(&base).parent().unwrap_or(Path::new("")).join(p))
     }
 
     fn range(&mut self, v: &SValue, message: String, label: &str, help: String) {
@@ -900,6 +902,7 @@ impl Resolver<'_> {
             crop: None,
             flip: false,
             limit: None,
+            pad: None,
         };
         for s in d.body.iter().flat_map(|b| &b.stmts) {
             match &s.node {
@@ -908,6 +911,7 @@ impl Resolver<'_> {
                     spec.eval_batch = self.positive_whole(v, "the evaluation batch size")
                 }
                 ast::DataStmt::Limit(v) => spec.limit = self.positive_whole(v, "the sample limit"),
+                ast::DataStmt::Pad(v) => spec.pad = self.whole(v, "the padding"),
                 ast::DataStmt::Normalize { mean, std } => {
                     let m: Option<Vec<f64>> = mean
                         .values

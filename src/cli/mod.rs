@@ -2,6 +2,7 @@
 
 mod check;
 mod fmt;
+pub mod inspect;
 mod version;
 
 use std::io::IsTerminal;
@@ -61,6 +62,23 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Show a model's layers, output shapes, parameters and MACs.
+    Inspect {
+        /// A zoo model (resnet18, ...) or a YAML model description.
+        model: String,
+        /// Input shape C,H,W (default: the model's).
+        #[arg(long, value_parser = inspect::parse_input, value_name = "C,H,W")]
+        input: Option<[usize; 3]>,
+        /// Number of classes (zoo models).
+        #[arg(long)]
+        classes: Option<usize>,
+        /// Check a weights file (safetensors or .pt) against the model.
+        #[arg(long, value_name = "FILE")]
+        weights: Option<PathBuf>,
+        /// Print the model as a YAML description instead.
+        #[arg(long)]
+        yaml: bool,
+    },
     /// Print prunex's version, libtorch's, and CUDA/cuDNN availability.
     Version,
 }
@@ -75,6 +93,13 @@ pub fn run(cli: Cli) -> u8 {
             deny_warnings,
         } => check::run(&paths, &set, format, deny_warnings),
         Command::Fmt { paths, check } => fmt::run(&paths, check),
+        Command::Inspect {
+            model,
+            input,
+            classes,
+            weights,
+            yaml,
+        } => inspect::run(&model, input, classes, weights, yaml),
         Command::Version => version::run(),
     }
 }

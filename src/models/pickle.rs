@@ -42,6 +42,8 @@ pub enum Value {
     PersId(Box<Value>),
     /// A tensor rebuilt from its storage.
     Tensor(Tensor),
+    /// A tensor's shape only (when storages are not read).
+    Shape(Vec<usize>),
 }
 
 /// Why a `.pt` file could not be read.
@@ -53,8 +55,9 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PickleError> {
 }
 
 /// Reads a `torch.save` zip archive and returns its top-level value with
-/// tensors materialised.
-pub fn read_torch_zip(bytes: &[u8]) -> Result<Value, PickleError> {
+/// tensors materialised, or with only their shapes when `shapes_only`
+/// (cheap: no storage is read).
+pub fn read_torch_zip(bytes: &[u8], shapes_only: bool) -> Result<Value, PickleError> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| {
         PickleError(format!("not a zip archive ({e}); files from torch.save before PyTorch 1.6 (the legacy format) are not supported: load and save them again with a current PyTorch"))
     })?;
@@ -85,27 +88,39 @@ pub fn read_torch_zip(bytes: &[u8]) -> Result<Value, PickleError> {
         Ok(buf)
     };
     let value = Unpickler::new(&data).run()?;
-    materialise(value, &mut load_storage)
+    if shapes_only {
+        let mut none = |_: &str| -> Result<Vec<u8>, PickleError> { Ok(Vec::new()) };
+        return materialise(value, &mut none, true);
+    }
+    materialise(value, &mut load_storage, false)
 }
 
 /// Replaces `_rebuild_tensor_v2(storage, offset, size, stride, ...)` calls
-/// by tensors read from the archive.
+/// by tensors read from the archive, or by their shapes when `meta`.
 fn materialise(
     v: Value,
     load: &mut dyn FnMut(&str) -> Result<Vec<u8>, PickleError>,
+    meta: bool,
 ) -> Result<Value, PickleError> {
+    let all = |items: Vec<Value>, load: &mut dyn FnMut(&str) -> Result<Vec<u8>, PickleError>| {
+        items
+            .into_iter()
+            .map(|v| materialise(v, load, meta))
+            .collect::<Result<Vec<_>, _>>()
+    };
     Ok(match v {
         Value::Call(f, args) => {
-            let args = materialise(*args, load)?;
-            match (&*f, &args) {
-                (Value::Global(m, n), Value::Tuple(a))
-                    if m == "torch._utils" && n == "_rebuild_tensor_v2" =>
-                {
-                    Value::Tensor(rebuild(a, load)?)
+            let args = materialise(*args, load, meta)?;
+            let is =
+                |name: &str| matches!(&*f, Value::Global(m, n) if m == "torch._utils" && n == name);
+            match &args {
+                Value::Tuple(a) if is("_rebuild_tensor_v2") && meta => {
+                    Value::Shape(a.get(2).and_then(as_usizes).ok_or_else(|| {
+                        PickleError("a tensor size is not a tuple of integers".into())
+                    })?)
                 }
-                (Value::Global(m, n), Value::Tuple(a))
-                    if m == "torch._utils" && n == "_rebuild_parameter" =>
-                {
+                Value::Tuple(a) if is("_rebuild_tensor_v2") => Value::Tensor(rebuild(a, load)?),
+                Value::Tuple(a) if is("_rebuild_parameter") => {
                     a.first().cloned().unwrap_or(Value::None)
                 }
                 _ => Value::Call(f, Box::new(args)),
@@ -114,21 +129,11 @@ fn materialise(
         Value::Dict(items) => Value::Dict(
             items
                 .into_iter()
-                .map(|(k, v)| Ok((k, materialise(v, load)?)))
+                .map(|(k, v)| Ok((k, materialise(v, load, meta)?)))
                 .collect::<Result<_, PickleError>>()?,
         ),
-        Value::Tuple(items) => Value::Tuple(
-            items
-                .into_iter()
-                .map(|v| materialise(v, load))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::List(items) => Value::List(
-            items
-                .into_iter()
-                .map(|v| materialise(v, load))
-                .collect::<Result<_, _>>()?,
-        ),
+        Value::Tuple(items) => Value::Tuple(all(items, load)?),
+        Value::List(items) => Value::List(all(items, load)?),
         other => other,
     })
 }

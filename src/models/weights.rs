@@ -242,19 +242,43 @@ pub fn to_safetensors(sd: &StateDict) -> Vec<u8> {
     safetensors::serialize(views, None).expect("safetensors serialization")
 }
 
-/// Reads a `.pt` file written by `torch.save`: an `OrderedDict` state_dict,
-/// a plain dict of tensors, or a checkpoint dict holding one under
-/// `state_dict` or `model`.
-pub fn read_torch(bytes: &[u8]) -> Result<(StateDict, Vec<String>), String> {
-    use super::pickle::{read_torch_zip, Value};
-    let value = read_torch_zip(bytes).map_err(|e| e.0)?;
-    let mut notes = Vec::new();
-    fn tensors(items: &[(Value, Value)]) -> Option<StateDict> {
-        let mut sd = StateDict::new();
+/// What a weights file holds: the values, or only the shapes.
+trait Entry: Sized {
+    fn from_value(v: &super::pickle::Value) -> Option<Self>;
+}
+
+impl Entry for Tensor {
+    fn from_value(v: &super::pickle::Value) -> Option<Self> {
+        match v {
+            super::pickle::Value::Tensor(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Entry for Vec<usize> {
+    fn from_value(v: &super::pickle::Value) -> Option<Self> {
+        match v {
+            super::pickle::Value::Shape(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the state_dict in an unpickled `torch.save` value: an
+/// `OrderedDict` or plain dict of tensors, or a checkpoint dict holding one
+/// under `state_dict`, `model`, `model_state_dict` or `net`.
+fn find_state_dict<T: Entry>(
+    value: super::pickle::Value,
+    notes: &mut Vec<String>,
+) -> Result<BTreeMap<String, T>, String> {
+    use super::pickle::Value;
+    fn entries<T: Entry>(items: &[(Value, Value)]) -> Option<BTreeMap<String, T>> {
+        let mut sd = BTreeMap::new();
         for (k, v) in items {
-            match (k, v) {
-                (Value::Str(k), Value::Tensor(t)) => {
-                    sd.insert(k.clone(), t.clone());
+            match (k, T::from_value(v)) {
+                (Value::Str(k), Some(t)) => {
+                    sd.insert(k.clone(), t);
                 }
                 _ => return None,
             }
@@ -264,22 +288,93 @@ pub fn read_torch(bytes: &[u8]) -> Result<(StateDict, Vec<String>), String> {
     let Value::Dict(items) = value else {
         return Err("the file holds a whole pickled object, not a state_dict; save `model.state_dict()` instead of the model".into());
     };
-    if let Some(sd) = tensors(&items) {
-        return Ok((sd, notes));
+    if let Some(sd) = entries(&items) {
+        return Ok(sd);
     }
     for key in ["state_dict", "model", "model_state_dict", "net"] {
         if let Some((_, Value::Dict(inner))) =
             items.iter().find(|(k, _)| *k == Value::Str(key.into()))
         {
-            if let Some(sd) = tensors(inner) {
+            if let Some(sd) = entries(inner) {
                 notes.push(format!(
                     "read the state_dict under the checkpoint key `{key}`"
                 ));
-                return Ok((sd, notes));
+                return Ok(sd);
             }
         }
     }
     Err("the file is a dict, but not of tensors (nor a checkpoint with a `state_dict` or `model` entry)".into())
+}
+
+/// Reads a `.pt` file written by `torch.save`.
+pub fn read_torch(bytes: &[u8]) -> Result<(StateDict, Vec<String>), String> {
+    let value = super::pickle::read_torch_zip(bytes, false).map_err(|e| e.0)?;
+    let mut notes = Vec::new();
+    let sd = find_state_dict(value, &mut notes)?;
+    Ok((sd, notes))
+}
+
+/// Shapes by key.
+pub type Shapes = BTreeMap<String, Vec<usize>>;
+
+/// Reads only the keys and shapes of a weights file: the safetensors header
+/// or the pickle of a `.pt` file, never the tensor data, so checking a
+/// recipe's weights costs milliseconds whatever their size.
+pub fn read_shapes(path: &Path) -> Result<(Shapes, Vec<String>), WeightsError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let unreadable = |reason: String| WeightsError::Unreadable {
+        path: shown.clone(),
+        reason,
+        help:
+            "prunex reads safetensors and `.pt` files from `torch.save(model.state_dict(), path)`"
+                .into(),
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| WeightsError::Unreadable {
+        path: shown.clone(),
+        reason: e.to_string(),
+        help: "check the path; weights paths in a recipe are relative to the recipe's folder"
+            .into(),
+    })?;
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let mut notes = Vec::new();
+    if head.starts_with(b"PK") {
+        let mut bytes = head.to_vec();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let value = super::pickle::read_torch_zip(&bytes, true).map_err(|e| unreadable(e.0))?;
+        let shapes = find_state_dict(value, &mut notes).map_err(unreadable)?;
+        return Ok((strip_prefixes(shapes, &mut notes), notes));
+    }
+    let n = u64::from_le_bytes(head) as usize;
+    if n > 100_000_000 {
+        return Err(unreadable(
+            "not a safetensors file (its header length is implausible)".into(),
+        ));
+    }
+    let mut header = vec![0u8; n];
+    file.read_exact(&mut header)
+        .map_err(|e| unreadable(format!("not a safetensors file ({e})")))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| unreadable(format!("not a safetensors file ({e})")))?;
+    let mut shapes = Shapes::new();
+    for (k, v) in json.as_object().into_iter().flatten() {
+        if k == "__metadata__" {
+            continue;
+        }
+        let shape = v["shape"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .map(|d| d.as_u64().map(|d| d as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| unreadable(format!("the header entry of `{k}` has no shape")))?;
+        shapes.insert(k.clone(), shape);
+    }
+    Ok((strip_prefixes(shapes, &mut notes), notes))
 }
 
 /// Reads weights from a file: safetensors, or `.pt`/`.pth` from `torch.save`
@@ -309,7 +404,7 @@ pub fn read(path: &Path) -> Result<(StateDict, Vec<String>), WeightsError> {
 
 /// Strips the `module.` prefix of DataParallel/DistributedDataParallel and
 /// the `_orig_mod.` prefix of `torch.compile`, when every key has it.
-pub fn strip_prefixes(sd: StateDict, notes: &mut Vec<String>) -> StateDict {
+pub fn strip_prefixes<T>(sd: BTreeMap<String, T>, notes: &mut Vec<String>) -> BTreeMap<String, T> {
     let mut sd = sd;
     for (prefix, why) in [
         ("module.", "DataParallel/DistributedDataParallel"),
@@ -331,6 +426,15 @@ pub fn strip_prefixes(sd: StateDict, notes: &mut Vec<String>) -> StateDict {
 /// Checks that a state_dict has exactly the keys and shapes `graph`
 /// expects; every problem is listed in one diagnostic.
 pub fn check(sd: &StateDict, graph: &Graph, path: &str) -> Result<(), WeightsError> {
+    let shapes: Shapes = sd
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape.clone()))
+        .collect();
+    check_shapes(&shapes, graph, path)
+}
+
+/// [`check`] on keys and shapes alone.
+pub fn check_shapes(sd: &Shapes, graph: &Graph, path: &str) -> Result<(), WeightsError> {
     let expected = graph.state_keys();
     let names: Vec<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
     let mut missing = Vec::new();
@@ -338,9 +442,8 @@ pub fn check(sd: &StateDict, graph: &Graph, path: &str) -> Result<(), WeightsErr
     for (key, shape) in &expected {
         match sd.get(key) {
             None => missing.push(key.as_str()),
-            Some(t) if t.shape != *shape => wrong.push(format!(
-                "`{key}` has shape {:?}, the model needs {:?}",
-                t.shape, shape
+            Some(t) if t != shape => wrong.push(format!(
+                "`{key}` has shape {t:?}, the model needs {shape:?}"
             )),
             Some(_) => {}
         }

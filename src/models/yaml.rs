@@ -129,7 +129,11 @@ pub fn from_yaml(text: &str, file: &str) -> Result<Graph, DescriptionError> {
             .location
             .map(|(l, c)| format!(":{l}:{c}"))
             .unwrap_or_default(),
-        message: e.message,
+        // serde_yaml repeats the location at the end of its message.
+        message: match e.message.rfind(" at line ") {
+            Some(i) => e.message[..i].to_owned(),
+            None => e.message,
+        },
     })?;
     let mut nodes = vec![Node {
         name: "input".into(),

@@ -165,6 +165,9 @@ pub enum DataStmt {
     Augment(Vec<Spanned<Augment>>),
     /// `limit N`: use at most N samples of each split.
     Limit(SValue),
+    /// `pad N`: zero-pad every image by N pixels on each side (28×28
+    /// Fashion-MNIST to the 32×32 a VGG needs).
+    Pad(SValue),
 }
 
 /// A number or a bracketed list of numbers.

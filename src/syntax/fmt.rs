@@ -356,6 +356,7 @@ fn data_stmt(s: &DataStmt) -> String {
         DataStmt::Batch(v) => format!("batch {}", value(&v.node)),
         DataStmt::EvalBatch(v) => format!("eval_batch {}", value(&v.node)),
         DataStmt::Limit(v) => format!("limit {}", value(&v.node)),
+        DataStmt::Pad(v) => format!("pad {}", value(&v.node)),
         DataStmt::Normalize { mean, std } => {
             format!("normalize mean {} std {}", num_list(mean), num_list(std))
         }

@@ -9,7 +9,14 @@ pub const ITEMS: &[&str] = &[
 ];
 
 const MODEL: &[&str] = &["input", "classes", "weights"];
-const DATA: &[&str] = &["batch", "eval_batch", "normalize", "augment", "limit"];
+const DATA: &[&str] = &[
+    "batch",
+    "eval_batch",
+    "normalize",
+    "augment",
+    "limit",
+    "pad",
+];
 const TRAIN: &[&str] = &[
     "epochs",
     "optimizer",
@@ -110,6 +117,7 @@ impl BlockKind {
             "normalize" => "normalize mean 0.2860 std 0.3530",
             "augment" => "augment crop 4 flip",
             "limit" => "limit 2000",
+            "pad" => "pad 2",
             "epochs" => "epochs 5",
             "optimizer" => "optimizer sgd lr 0.01 momentum 0.9 weight_decay 5e-4",
             "lr" => "lr 0.001",

@@ -75,7 +75,7 @@ impl Loader for MemLoader {
 }
 
 /// Removes `.` and `a/..` from a path without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
+pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

@@ -298,6 +298,7 @@ impl<'s> Lower<'s> {
             Rule::batch_stmt => DataStmt::Batch(self.value(k.get(1)?.clone())?),
             Rule::eval_batch_stmt => DataStmt::EvalBatch(self.value(k.get(1)?.clone())?),
             Rule::limit_stmt => DataStmt::Limit(self.value(k.get(1)?.clone())?),
+            Rule::pad_stmt => DataStmt::Pad(self.value(k.get(1)?.clone())?),
             Rule::normalize_stmt => DataStmt::Normalize {
                 mean: self.num_list(k.get(2)?.clone())?,
                 std: self.num_list(k.get(4)?.clone())?,
@@ -667,6 +668,7 @@ impl Setting for DataStmt {
                 DataStmt::Normalize { .. } => "normalize",
                 DataStmt::Augment(_) => "augment",
                 DataStmt::Limit(_) => "limit",
+                DataStmt::Pad(_) => "pad",
             },
             span,
         ));

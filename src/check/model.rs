@@ -1,0 +1,69 @@
+//! Resolving a recipe's model and checking its weights' keys and shapes,
+//! before any tensor exists. Diagnostics keep their model/weights codes and
+//! point at the recipe line that named the model or the weights.
+
+use crate::check::recipe::{ModelSpec, Recipe};
+use crate::diagnostics::Located;
+use crate::graph::{Graph, GraphError};
+use crate::models::{self, weights, ModelError};
+use crate::syntax::{ast::ModelSource, SourceMap};
+
+/// Builds the recipe's model graph and checks its weights file, if any.
+pub fn check_model(recipe: &Recipe, sources: &SourceMap) -> (Option<Graph>, Vec<miette::Report>) {
+    let Some(spec) = &recipe.model else {
+        return (None, Vec::new());
+    };
+    let mut reports = Vec::new();
+    let graph = match build(spec) {
+        Ok(g) => g,
+        Err(e) => {
+            // An input too small for the model is about the `input` line.
+            let (span, label) = match (&e, &spec.input) {
+                (ModelError::Graph(GraphError::TooSmall { .. }), Some(input)) => {
+                    (input.span, "this input")
+                }
+                _ => (spec.source.span, "this model"),
+            };
+            let src = sources.get(span.file).named();
+            reports.push(miette::Report::new(Located::new(
+                e,
+                src,
+                span.source_span(),
+                label,
+            )));
+            return (None, reports);
+        }
+    };
+    if let Some(w) = &spec.weights {
+        let checked = weights::read_shapes(&w.node).and_then(|(shapes, _notes)| {
+            weights::check_shapes(&shapes, &graph, &w.node.display().to_string())
+        });
+        if let Err(e) = checked {
+            let src = sources.get(w.span.file).named();
+            let label = match e {
+                weights::WeightsError::Unreadable { .. } => "these weights",
+                weights::WeightsError::Mismatch { .. } => "these weights do not fit the model",
+            };
+            reports.push(miette::Report::new(Located::new(
+                e,
+                src,
+                w.span.source_span(),
+                label,
+            )));
+        }
+    }
+    (Some(graph), reports)
+}
+
+fn build(spec: &ModelSpec) -> Result<Graph, ModelError> {
+    let input = spec
+        .input
+        .as_ref()
+        .map(|i| [i.node[0] as usize, i.node[1] as usize, i.node[2] as usize]);
+    let classes = spec.classes.as_ref().map(|c| c.node as usize);
+    let source = match &spec.source.node {
+        ModelSource::Zoo(name) => name.clone(),
+        ModelSource::File(path) => path.clone(),
+    };
+    models::load(&source, input, classes)
+}

@@ -1,0 +1,160 @@
+//! `prunex inspect`: a model's layers, output shapes, parameters and MACs.
+
+use std::path::PathBuf;
+
+use miette::Report;
+use tabled::settings::{object::Columns, Alignment, Style};
+use tabled::{Table, Tabled};
+
+use super::{color, FAILED, OK};
+use crate::diagnostics::render_human;
+use crate::graph::{analyze, Analysis, Graph};
+use crate::models;
+
+#[derive(Tabled)]
+struct Row {
+    #[tabled(rename = "layer")]
+    name: String,
+    #[tabled(rename = "op")]
+    op: String,
+    #[tabled(rename = "output")]
+    output: String,
+    #[tabled(rename = "params")]
+    params: String,
+    #[tabled(rename = "MACs")]
+    macs: String,
+}
+
+/// Thousands separators, as people read parameter counts.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// 1.82 G, 290.8 K, ...
+pub fn si(n: u64) -> String {
+    let x = n as f64;
+    if x >= 1e9 {
+        format!("{:.2} G", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} K", x / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The layer table of a graph (modules and the functional operations that
+/// shape the data flow; the input node is left out).
+pub fn table(g: &Graph, a: &Analysis) -> String {
+    let mut rows: Vec<Row> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, n)| Row {
+            name: if n.functional {
+                format!("({})", n.name)
+            } else {
+                n.name.clone()
+            },
+            op: n.op.kind().to_owned(),
+            output: a.shapes[i].to_string(),
+            params: if a.params[i] > 0 {
+                thousands(a.params[i])
+            } else {
+                String::new()
+            },
+            macs: if a.macs[i] > 0 {
+                thousands(a.macs[i])
+            } else {
+                String::new()
+            },
+        })
+        .collect();
+    rows.push(Row {
+        name: "total".into(),
+        op: String::new(),
+        output: a.shapes[g.output].to_string(),
+        params: format!("{} ({})", thousands(a.total_params), si(a.total_params)),
+        macs: format!("{} ({})", thousands(a.total_macs), si(a.total_macs)),
+    });
+    let mut t = Table::new(rows);
+    t.with(Style::sharp())
+        .modify(Columns::new(3..5), Alignment::right());
+    t.to_string()
+}
+
+/// Parses `C,H,W`.
+pub fn parse_input(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let nums: Result<Vec<usize>, _> = parts.iter().map(|p| p.parse::<usize>()).collect();
+    match nums {
+        Ok(v) if v.len() == 3 && v.iter().all(|&d| d > 0) => Ok([v[0], v[1], v[2]]),
+        _ => Err(format!(
+            "`{s}` is not an input shape; write C,H,W with positive numbers, e.g. 3,224,224"
+        )),
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(
+    model: &str,
+    input: Option<[usize; 3]>,
+    classes: Option<usize>,
+    weights: Option<PathBuf>,
+    yaml: bool,
+) -> u8 {
+    let color = color();
+    let g = match models::load(model, input, classes) {
+        Ok(g) => g,
+        Err(e) => {
+            eprint!("{}", render_human(&Report::new(e), color));
+            return FAILED;
+        }
+    };
+    if yaml {
+        print!("{}", models::yaml::to_yaml(&g));
+        return OK;
+    }
+    let a = match analyze(&g, g.input) {
+        Ok(a) => a,
+        Err(e) => {
+            eprint!("{}", render_human(&Report::new(e), color));
+            return FAILED;
+        }
+    };
+    println!(
+        "{} · input [{}, {}, {}]",
+        g.name, g.input[0], g.input[1], g.input[2]
+    );
+    println!("{}", table(&g, &a));
+    println!("MACs per sample, counted as Torch-Pruning's counter does (see docs/models.md); names in parentheses are functional operations, not modules.");
+    if let Some(path) = weights {
+        match models::weights::load_for(&path, &g) {
+            Ok((sd, notes)) => {
+                for n in notes {
+                    println!("note: {n}");
+                }
+                println!(
+                    "weights {}: {} tensors, all keys and shapes fit",
+                    path.display(),
+                    sd.len()
+                );
+            }
+            Err(e) => {
+                eprint!("{}", render_human(&Report::new(e), color));
+                return FAILED;
+            }
+        }
+    }
+    OK
+}

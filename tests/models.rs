@@ -1,0 +1,227 @@
+//! Zoo models, YAML descriptions and weight checking, without libtorch.
+
+use assert_cmd::Command;
+use prunex::diagnostics::render_human;
+use prunex::graph::analyze;
+use prunex::models::weights::{self, StateDict, Tensor};
+use prunex::models::{self, yaml, zoo};
+
+fn render(e: impl miette::Diagnostic + Send + Sync + 'static) -> String {
+    render_human(&miette::Report::new(e), false)
+}
+
+#[test]
+fn every_zoo_model_round_trips_through_yaml() {
+    for name in zoo::NAMES {
+        for opts in [
+            zoo::ZooOptions::imagenet(),
+            zoo::ZooOptions {
+                input: [1, 32, 32],
+                classes: 10,
+            },
+        ] {
+            let g = zoo::build(name, opts).unwrap().unwrap();
+            let text = yaml::to_yaml(&g);
+            let back = yaml::from_yaml(&text, "x.yaml").unwrap();
+            assert_eq!(back, g, "{name} changed through YAML");
+            assert_eq!(
+                analyze(&back, back.input).unwrap(),
+                analyze(&g, g.input).unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn module_names_are_torchvisions() {
+    let g = zoo::build("resnet50", zoo::ZooOptions::imagenet())
+        .unwrap()
+        .unwrap();
+    let keys: Vec<String> = g.state_keys().into_iter().map(|(k, _)| k).collect();
+    for k in [
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.downsample.0.weight",
+        "layer4.2.conv3.weight",
+        "layer4.2.bn3.num_batches_tracked",
+        "fc.bias",
+    ] {
+        assert!(keys.iter().any(|x| x == k), "missing {k}");
+    }
+    assert_eq!(
+        keys.len(),
+        320,
+        "torchvision's resnet50 state_dict has 320 entries"
+    );
+    let g = zoo::build("mobilenet_v2", zoo::ZooOptions::imagenet())
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = g.modules().map(|(_, n)| n.name.as_str()).collect();
+    for n in [
+        "features.0.0",
+        "features.1.conv.0.0",
+        "features.1.conv.1",
+        "features.2.conv.1.0",
+        "features.18.0",
+        "classifier.1",
+    ] {
+        assert!(names.contains(&n), "missing module {n}");
+    }
+}
+
+#[test]
+fn a_hand_written_description_with_concat_and_se_computes() {
+    let g = models::load("examples/models/se-concat-net.yaml", None, None).unwrap();
+    let a = analyze(&g, g.input).unwrap();
+    assert_eq!(a.shapes[g.output].to_string(), "[10]");
+    assert_eq!(a.total_params, 13_218);
+}
+
+#[test]
+fn description_errors_name_the_layer() {
+    let broken = "name: b\ninput: [3, 8, 8]\nlayers:\n  - {name: c1, op: conv2d, in_channels: 3, out_channels: 4, kernel: 3}\n  - {name: c2, op: conv2d, in_channels: 5, out_channels: 4, kernel: 3}\n";
+    let g = yaml::from_yaml(broken, "b.yaml").unwrap();
+    insta::assert_snapshot!(
+        "channel_mismatch",
+        render(analyze(&g, g.input).unwrap_err())
+    );
+
+    let dangling = "name: d\ninput: [3, 8, 8]\nlayers:\n  - {name: c1, op: conv2d, in_channels: 3, out_channels: 4, kernel: 3}\n  - {name: a, op: add, inputs: [c1, c0], functional: true}\n";
+    insta::assert_snapshot!(
+        "unknown_input",
+        render(yaml::from_yaml(dangling, "d.yaml").unwrap_err())
+    );
+
+    let residual = "name: r\ninput: [3, 8, 8]\nlayers:\n  - {name: c1, op: conv2d, in_channels: 3, out_channels: 4, kernel: 3, padding: 1}\n  - {name: c2, op: conv2d, in_channels: 4, out_channels: 8, kernel: 3, padding: 1}\n  - {name: add, op: add, inputs: [c1, c2], functional: true}\n";
+    let g = yaml::from_yaml(residual, "r.yaml").unwrap();
+    insta::assert_snapshot!(
+        "residual_shape_mismatch",
+        render(analyze(&g, g.input).unwrap_err())
+    );
+
+    let bad = "name: x\ninput: [3, 8, 8]\nlayers:\n  - {name: c1, op: conv3d}\n";
+    insta::assert_snapshot!(
+        "bad_description",
+        render(yaml::from_yaml(bad, "x.yaml").unwrap_err())
+    );
+
+    let small = zoo::build(
+        "vgg16_bn",
+        zoo::ZooOptions {
+            input: [1, 28, 28],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap_err();
+    insta::assert_snapshot!("input_too_small", render(small));
+}
+
+fn zeros(g: &prunex::graph::Graph) -> StateDict {
+    g.state_keys()
+        .into_iter()
+        .map(|(k, shape)| {
+            let n = shape.iter().product::<usize>().max(1);
+            let t = if k.ends_with("num_batches_tracked") {
+                Tensor {
+                    shape,
+                    data: weights::TensorData::I64(vec![0]),
+                }
+            } else {
+                Tensor::f32(shape, vec![0.0; n])
+            };
+            (k, t)
+        })
+        .collect()
+}
+
+#[test]
+fn weights_that_do_not_fit_are_one_diagnostic_listing_each_key() {
+    let g = zoo::build(
+        "lenet5",
+        zoo::ZooOptions {
+            input: [1, 28, 28],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let mut sd = zeros(&g);
+    sd.remove("fc3.bias");
+    sd.insert(
+        "conv1.weight".into(),
+        Tensor::f32(vec![6, 3, 5, 5], vec![0.0; 450]),
+    );
+    sd.insert("fc4.weight".into(), Tensor::f32(vec![1], vec![0.0]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lenet5.safetensors");
+    std::fs::write(&path, weights::to_safetensors(&sd)).unwrap();
+    let err = weights::load_for(&path, &g).unwrap_err();
+    assert!(matches!(err, weights::WeightsError::Mismatch { .. }));
+    // The same check, under a fixed name so the snapshot does not depend on
+    // the temporary folder.
+    let (read, _) = weights::read(&path).unwrap();
+    let err = weights::check(&read, &g, "checkpoints/lenet5.safetensors").unwrap_err();
+    insta::assert_snapshot!("weights_mismatch", render(err));
+}
+
+#[test]
+fn prefixes_are_stripped_with_a_note() {
+    let g = zoo::build(
+        "lenet5",
+        zoo::ZooOptions {
+            input: [1, 28, 28],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let sd: StateDict = zeros(&g)
+        .into_iter()
+        .map(|(k, v)| (format!("_orig_mod.module.{k}"), v))
+        .collect();
+    let mut notes = Vec::new();
+    // torch.compile wraps the DataParallel wrapper here: strip both.
+    let sd = weights::strip_prefixes(sd, &mut notes);
+    let sd = weights::strip_prefixes(sd, &mut notes);
+    weights::check(&sd, &g, "x").unwrap();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+}
+
+#[test]
+fn unreadable_weights_say_what_prunex_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.pt");
+    std::fs::write(&path, b"not a weights file at all").unwrap();
+    let (sd, _) = (weights::read(&path).err().map(render).unwrap(), ());
+    assert!(sd.contains("prunex::weights::unreadable"), "{sd}");
+    assert!(sd.contains("safetensors and `.pt` files"), "{sd}");
+    let missing = render(weights::read(&dir.path().join("nope.safetensors")).unwrap_err());
+    assert!(missing.contains("No such file"), "{missing}");
+}
+
+#[test]
+fn inspect_prints_the_layer_table() {
+    let out = Command::cargo_bin("prunex")
+        .unwrap()
+        .args(["inspect", "lenet5"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    insta::assert_snapshot!("inspect_lenet5", String::from_utf8(out).unwrap());
+    Command::cargo_bin("prunex")
+        .unwrap()
+        .env("NO_COLOR", "1")
+        .args(["inspect", "resnet19"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("did you mean `resnet18`?"));
+    Command::cargo_bin("prunex")
+        .unwrap()
+        .args(["inspect", "resnet18", "--input", "3,x,4"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("is not an input shape"));
+}
