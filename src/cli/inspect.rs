@@ -93,6 +93,56 @@ pub fn table(g: &Graph, a: &Analysis) -> String {
     t.to_string()
 }
 
+#[derive(Tabled)]
+struct GroupRow {
+    #[tabled(rename = "group")]
+    id: usize,
+    #[tabled(rename = "channels")]
+    channels: usize,
+    #[tabled(rename = "layers that lose output channels")]
+    producers: String,
+    #[tabled(rename = "coupled by")]
+    couplers: String,
+    #[tabled(rename = "prunable")]
+    frozen: String,
+}
+
+/// Lists names, shortening long runs: `a, b, c … (12 layers)`.
+fn names(g: &Graph, ids: &[usize], max: usize) -> String {
+    let all: Vec<&str> = ids.iter().map(|&i| g.nodes[i].name.as_str()).collect();
+    if all.len() <= max {
+        all.join(", ")
+    } else {
+        format!(
+            "{} … {} ({} layers)",
+            all[..max - 1].join(", "),
+            all[all.len() - 1],
+            all.len()
+        )
+    }
+}
+
+/// The coupled groups of a graph as a table.
+pub fn groups_table(g: &Graph, c: &crate::graph::Coupling) -> String {
+    let rows: Vec<GroupRow> = c
+        .groups
+        .iter()
+        .map(|grp| GroupRow {
+            id: grp.id,
+            channels: grp.channels.len(),
+            producers: names(g, &grp.producers, 4),
+            couplers: names(g, &grp.couplers, 3),
+            frozen: match &grp.frozen {
+                None => "yes".into(),
+                Some(why) => format!("no: {why}"),
+            },
+        })
+        .collect();
+    let mut t = Table::new(rows);
+    t.with(Style::sharp());
+    t.to_string()
+}
+
 /// Parses `C,H,W`.
 pub fn parse_input(s: &str) -> Result<[usize; 3], String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
@@ -112,6 +162,7 @@ pub fn run(
     classes: Option<usize>,
     weights: Option<PathBuf>,
     yaml: bool,
+    groups: bool,
 ) -> u8 {
     let color = color();
     let g = match models::load(model, input, classes) {
@@ -132,10 +183,25 @@ pub fn run(
             return FAILED;
         }
     };
-    println!(
+    let head = format!(
         "{} · input [{}, {}, {}]",
         g.name, g.input[0], g.input[1], g.input[2]
     );
+    if groups {
+        return match crate::graph::coupling(&g) {
+            Ok(c) => {
+                println!("{head} · {} coupled groups", c.groups.len());
+                println!("{}", groups_table(&g, &c));
+                println!("Each group loses the same channels in every layer listed, in their BatchNorms, and in the input channels of the layers that read them.");
+                OK
+            }
+            Err(e) => {
+                eprint!("{}", render_human(&Report::new(e), color));
+                FAILED
+            }
+        };
+    }
+    println!("{head}");
     println!("{}", table(&g, &a));
     println!("MACs per sample, counted as Torch-Pruning's counter does (see docs/models.md); names in parentheses are functional operations, not modules.");
     if let Some(path) = weights {

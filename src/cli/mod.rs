@@ -78,6 +78,9 @@ pub enum Command {
         /// Print the model as a YAML description instead.
         #[arg(long)]
         yaml: bool,
+        /// Show the coupled channel groups instead of the layers.
+        #[arg(long)]
+        groups: bool,
     },
     /// Print prunex's version, libtorch's, and CUDA/cuDNN availability.
     Version,
@@ -99,7 +102,8 @@ pub fn run(cli: Cli) -> u8 {
             classes,
             weights,
             yaml,
-        } => inspect::run(&model, input, classes, weights, yaml),
+            groups,
+        } => inspect::run(&model, input, classes, weights, yaml, groups),
         Command::Version => version::run(),
     }
 }

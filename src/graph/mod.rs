@@ -9,10 +9,12 @@
 //! `torch.flatten`, `F.relu`) is marked `functional`: it has a name for
 //! messages, but no module, so recipe globs never match it.
 
+pub mod coupling;
 pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
+pub use coupling::{coupling, Coupling, Group, Role, Slot};
 pub use shape::{analyze, Analysis, GraphError, Shape};
 
 /// Index of a node in [`Graph::nodes`].

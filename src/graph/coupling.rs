@@ -1,0 +1,397 @@
+//! Channel coupling: which channels of which layers must be removed together.
+//!
+//! Every channel a convolution or linear layer produces is an *element*.
+//! Elements are joined (union-find) where the graph ties channels together:
+//! the inputs of an `add` channel by channel, a squeeze-excitation `mul`, a
+//! depthwise convolution's input and output channels. A `concat` output is the
+//! inputs' elements side by side; BatchNorm, activations, pooling and dropout
+//! pass elements through; a `flatten` makes each channel H·W features of the
+//! next linear layer. A *coupled channel* is a class of joined elements: pruning
+//! it removes one output channel from every producer in it, the matching
+//! BatchNorm features, and the matching input channels (or features) of every
+//! consumer. A *group* is a connected set of producers with their coupled
+//! channels; a recipe gives each group one ratio.
+//!
+//! Channels that must never change are *frozen*: the model input's, the graph
+//! output's (the classes), and those of grouped (non-depthwise) convolutions.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{analyze, Graph, GraphError, NodeId, Op, Shape};
+
+/// What a member loses when a coupled channel is pruned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An output channel (weight row, bias entry) of a convolution or linear layer.
+    Out,
+    /// A BatchNorm feature (γ, β, running mean and variance).
+    Norm,
+    /// An input channel of a convolution, or `repeat` consecutive input
+    /// features of a linear layer after a flatten.
+    In,
+}
+
+/// One place a coupled channel lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Slot {
+    /// The node.
+    pub node: NodeId,
+    /// What it loses.
+    pub role: Role,
+    /// The channel index in that node's role.
+    pub index: usize,
+    /// Features per channel (H·W for a linear layer after a flatten, else 1).
+    pub repeat: usize,
+}
+
+/// A coupled group of layers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Group {
+    /// Index among the graph's groups.
+    pub id: usize,
+    /// Convolutions and linear layers whose output channels the group prunes
+    /// (depthwise convolutions included), in graph order.
+    pub producers: Vec<NodeId>,
+    /// BatchNorms that follow.
+    pub norms: Vec<NodeId>,
+    /// Layers whose input channels follow.
+    pub consumers: Vec<NodeId>,
+    /// The add/concat/mul nodes and depthwise convolutions that tie producers together.
+    pub couplers: Vec<NodeId>,
+    /// The coupled channels: for each, every slot it occupies.
+    pub channels: Vec<Vec<Slot>>,
+    /// Why the group cannot be pruned, when it cannot.
+    pub frozen: Option<String>,
+}
+
+/// All groups of a graph.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Coupling {
+    /// The groups, in the order of their first producer.
+    pub groups: Vec<Group>,
+    /// The group of each producer node.
+    pub group_of: BTreeMap<NodeId, usize>,
+}
+
+struct Uf {
+    parent: Vec<usize>,
+}
+
+impl Uf {
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            self.parent[a.max(b)] = a.min(b);
+        }
+    }
+    fn fresh(&mut self, n: usize) -> Vec<usize> {
+        let base = self.parent.len();
+        self.parent.extend(base..base + n);
+        (base..base + n).collect()
+    }
+}
+
+/// The channels of a tensor: one element per channel, each standing for
+/// `repeat` consecutive features.
+#[derive(Clone, Debug)]
+struct Layout {
+    elems: Vec<usize>,
+    repeat: usize,
+}
+
+/// Analyses how channels are coupled in `g` (at its default input).
+pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
+    let a = analyze(g, g.input)?;
+    let mut uf = Uf { parent: Vec::new() };
+    let mut layouts: Vec<Layout> = Vec::with_capacity(g.nodes.len());
+    // Element → the slots it occupies.
+    let mut slots: Vec<Vec<Slot>> = Vec::new();
+    let mut frozen: BTreeMap<usize, String> = BTreeMap::new();
+    let mut couplers: Vec<(NodeId, usize)> = Vec::new();
+    let push_slot = |slots: &mut Vec<Vec<Slot>>, e: usize, s: Slot| {
+        if slots.len() <= e {
+            slots.resize(e + 1, Vec::new());
+        }
+        slots[e].push(s);
+    };
+    for (id, node) in g.nodes.iter().enumerate() {
+        let input = |k: usize| layouts[node.inputs[k]].clone();
+        let layout = match &node.op {
+            Op::Input => {
+                let elems = uf.fresh(a.shapes[id].channels());
+                for &e in &elems {
+                    frozen.insert(e, "the model input's channels".into());
+                }
+                Layout { elems, repeat: 1 }
+            }
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                groups,
+                ..
+            } => {
+                let x = input(0);
+                let depthwise = *groups == *in_channels && *groups == *out_channels && *groups > 1;
+                if depthwise {
+                    for (i, &e) in x.elems.iter().enumerate() {
+                        push_slot(
+                            &mut slots,
+                            e,
+                            Slot {
+                                node: id,
+                                role: Role::In,
+                                index: i,
+                                repeat: 1,
+                            },
+                        );
+                        push_slot(
+                            &mut slots,
+                            e,
+                            Slot {
+                                node: id,
+                                role: Role::Out,
+                                index: i,
+                                repeat: 1,
+                            },
+                        );
+                    }
+                    couplers.push((id, x.elems[0]));
+                    x
+                } else {
+                    for (i, &e) in x.elems.iter().enumerate() {
+                        push_slot(
+                            &mut slots,
+                            e,
+                            Slot {
+                                node: id,
+                                role: Role::In,
+                                index: i,
+                                repeat: x.repeat,
+                            },
+                        );
+                        if *groups > 1 {
+                            frozen.insert(
+                                e,
+                                format!(
+                                    "the input channels of the grouped convolution `{}`",
+                                    node.name
+                                ),
+                            );
+                        }
+                    }
+                    let elems = uf.fresh(*out_channels);
+                    for (i, &e) in elems.iter().enumerate() {
+                        push_slot(
+                            &mut slots,
+                            e,
+                            Slot {
+                                node: id,
+                                role: Role::Out,
+                                index: i,
+                                repeat: 1,
+                            },
+                        );
+                        if *groups > 1 {
+                            frozen.insert(
+                                e,
+                                format!(
+                                    "the output channels of the grouped convolution `{}`",
+                                    node.name
+                                ),
+                            );
+                        }
+                    }
+                    Layout { elems, repeat: 1 }
+                }
+            }
+            Op::Linear { out_features, .. } => {
+                let x = input(0);
+                for (i, &e) in x.elems.iter().enumerate() {
+                    push_slot(
+                        &mut slots,
+                        e,
+                        Slot {
+                            node: id,
+                            role: Role::In,
+                            index: i,
+                            repeat: x.repeat,
+                        },
+                    );
+                }
+                let elems = uf.fresh(*out_features);
+                for (i, &e) in elems.iter().enumerate() {
+                    push_slot(
+                        &mut slots,
+                        e,
+                        Slot {
+                            node: id,
+                            role: Role::Out,
+                            index: i,
+                            repeat: 1,
+                        },
+                    );
+                }
+                Layout { elems, repeat: 1 }
+            }
+            Op::BatchNorm2d { .. } => {
+                let x = input(0);
+                for (i, &e) in x.elems.iter().enumerate() {
+                    push_slot(
+                        &mut slots,
+                        e,
+                        Slot {
+                            node: id,
+                            role: Role::Norm,
+                            index: i,
+                            repeat: 1,
+                        },
+                    );
+                }
+                x
+            }
+            Op::Add | Op::Mul => {
+                let first = input(0);
+                for k in 1..node.inputs.len() {
+                    let other = input(k);
+                    for (&x, &y) in first.elems.iter().zip(&other.elems) {
+                        uf.union(x, y);
+                    }
+                }
+                couplers.push((id, first.elems[0]));
+                // A [C, 1, 1] gate times a [C, H, W] map has the map's layout.
+                let widest = (0..node.inputs.len())
+                    .max_by_key(|&k| a.shapes[node.inputs[k]].numel())
+                    .expect("add and mul have inputs");
+                input(widest)
+            }
+            Op::Concat => {
+                let mut elems = Vec::new();
+                for k in 0..node.inputs.len() {
+                    elems.extend(input(k).elems);
+                }
+                couplers.push((id, elems[0]));
+                Layout { elems, repeat: 1 }
+            }
+            Op::Flatten => {
+                let x = input(0);
+                let repeat = match a.shapes[node.inputs[0]] {
+                    Shape::Map { h, w, .. } => x.repeat * h * w,
+                    Shape::Flat(_) => x.repeat,
+                };
+                Layout {
+                    elems: x.elems,
+                    repeat,
+                }
+            }
+            _ => input(0),
+        };
+        layouts.push(layout);
+    }
+    for &e in &layouts[g.output].elems {
+        frozen.insert(
+            e,
+            format!("the model's output (`{}`)", g.nodes[g.output].name),
+        );
+    }
+
+    // Classes of elements, and the groups they form: two classes are in one
+    // group when a producer has output channels in both.
+    let n = uf.parent.len();
+    slots.resize(n, Vec::new());
+    let mut class_slots: BTreeMap<usize, Vec<Slot>> = BTreeMap::new();
+    let mut class_frozen: BTreeMap<usize, String> = BTreeMap::new();
+    for e in 0..n {
+        let c = uf.find(e);
+        class_slots
+            .entry(c)
+            .or_default()
+            .extend(slots[e].iter().copied());
+        if let Some(why) = frozen.get(&e) {
+            class_frozen.entry(c).or_insert_with(|| why.clone());
+        }
+    }
+    let mut gf = Uf { parent: Vec::new() };
+    let classes: Vec<usize> = class_slots.keys().copied().collect();
+    let index_of: BTreeMap<usize, usize> =
+        classes.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+    gf.fresh(classes.len());
+    let mut first_class_of_producer: BTreeMap<NodeId, usize> = BTreeMap::new();
+    for (&c, ss) in &class_slots {
+        for s in ss.iter().filter(|s| s.role == Role::Out) {
+            match first_class_of_producer.get(&s.node) {
+                Some(&other) => gf.union(index_of[&c], index_of[&other]),
+                None => {
+                    first_class_of_producer.insert(s.node, c);
+                }
+            }
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &c) in classes.iter().enumerate() {
+        by_root.entry(gf.find(i)).or_default().push(c);
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for members in by_root.values() {
+        let mut channels: Vec<Vec<Slot>> = members.iter().map(|c| class_slots[c].clone()).collect();
+        for ch in &mut channels {
+            ch.sort();
+        }
+        let nodes_with = |role: Role| {
+            let mut v: Vec<NodeId> = channels
+                .iter()
+                .flatten()
+                .filter(|s| s.role == role)
+                .map(|s| s.node)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let producers = nodes_with(Role::Out);
+        if producers.is_empty() {
+            continue; // the model input alone
+        }
+        let norms = nodes_with(Role::Norm);
+        let consumers: Vec<NodeId> = nodes_with(Role::In)
+            .into_iter()
+            .filter(|n| !producers.contains(n))
+            .collect();
+        let root_elems: Vec<usize> = members.clone();
+        let mut cs: Vec<NodeId> = couplers
+            .iter()
+            .filter(|(_, e)| root_elems.contains(&uf.find(*e)))
+            .map(|(n, _)| *n)
+            .collect();
+        cs.sort();
+        cs.dedup();
+        let frozen = members.iter().find_map(|c| class_frozen.get(c).cloned());
+        groups.push(Group {
+            id: 0,
+            producers,
+            norms,
+            consumers,
+            couplers: cs,
+            channels,
+            frozen,
+        });
+    }
+    groups.sort_by_key(|g| g.producers[0]);
+    let mut group_of = BTreeMap::new();
+    for (i, grp) in groups.iter_mut().enumerate() {
+        grp.id = i;
+        for &p in &grp.producers {
+            group_of.insert(p, i);
+        }
+    }
+    Ok(Coupling { groups, group_of })
+}
