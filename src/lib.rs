@@ -16,5 +16,6 @@ pub mod fuzz;
 pub mod graph;
 pub mod models;
 pub mod output;
+pub mod prune;
 pub mod syntax;
 pub mod yaml;

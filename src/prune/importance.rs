@@ -1,0 +1,190 @@
+//! How important each coupled channel is, and which ones to remove.
+//!
+//! Magnitude importance (`l1`, `l2`) follows Torch-Pruning's
+//! `GroupMagnitudeImportance`: for a coupled channel, every place it occupies
+//! contributes Σ|w|ᵖ — the producer's output row, the BatchNorm γ, and each
+//! consumer's input column (all H·W features of it after a flatten) — and the
+//! contributions are aggregated (`sum`, `mean` or `max`). With `mean`,
+//! prunex's ranking is Torch-Pruning's default. `bn_scale` uses only |γ|
+//! (Network Slimming); `taylor` uses |w·∂L/∂w| from gradients the executor
+//! gathers; `random` is a seeded baseline.
+
+use std::collections::BTreeMap;
+
+use crate::graph::{Coupling, Graph, Group, Role};
+use crate::models::weights::StateDict;
+
+/// Importance criteria.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Criterion {
+    /// Σ|w|.
+    L1,
+    /// Σw².
+    L2,
+    /// BatchNorm |γ| only.
+    BnScale,
+    /// |w · gradient|, summed like L1.
+    Taylor,
+    /// Uniform random scores (seeded).
+    Random,
+}
+
+/// How a coupled channel's contributions combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Sum over the places the channel occupies.
+    Sum,
+    /// Mean over them (Torch-Pruning's default).
+    Mean,
+    /// The largest one.
+    Max,
+}
+
+/// Gradients of the loss with respect to weights, accumulated over batches
+/// by the executor, keyed like the state_dict. This is all `taylor` needs
+/// from libtorch.
+pub type Gradients = StateDict;
+
+fn contributions(
+    g: &Graph,
+    group: &Group,
+    sd: &StateDict,
+    grads: Option<&Gradients>,
+    criterion: Criterion,
+    channel: usize,
+) -> Vec<f64> {
+    let p = |x: f32| -> f64 {
+        match criterion {
+            Criterion::L2 => (x as f64) * (x as f64),
+            _ => (x as f64).abs(),
+        }
+    };
+    let mut out = Vec::new();
+    for s in &group.channels[channel] {
+        let node = &g.nodes[s.node];
+        let key = format!("{}.weight", node.name);
+        let t = &sd[&key];
+        let w = t.as_f32().expect("weights are floating point");
+        let gr = match (criterion, grads) {
+            (Criterion::Taylor, Some(gr)) => gr.get(&key).and_then(|t| t.as_f32()),
+            _ => None,
+        };
+        // |w| (or |w·g| for Taylor) of element i, raised to p.
+        let term = |i: usize| p(gr.map_or(w[i], |gr| w[i] * gr[i]));
+        match (s.role, criterion) {
+            (Role::Norm, _) => out.push(term(s.index)),
+            (_, Criterion::BnScale) => {}
+            (Role::Out, _) => {
+                let row: usize = t.shape[1..].iter().product();
+                out.push((s.index * row..(s.index + 1) * row).map(term).sum());
+            }
+            (Role::In, _) => {
+                // A depthwise convolution's filter is counted with its output.
+                if t.shape.len() == 4 && t.shape[1] == 1 && group.producers.contains(&s.node) {
+                    continue;
+                }
+                let (rows, cols) = (t.shape[0], t.shape[1]);
+                let inner: usize = t.shape[2..].iter().product();
+                let mut acc = 0.0;
+                for o in 0..rows {
+                    let base = (o * cols + s.index * s.repeat) * inner;
+                    acc += (base..base + s.repeat * inner).map(term).sum::<f64>();
+                }
+                out.push(acc);
+            }
+        }
+    }
+    out
+}
+
+/// Scores every coupled channel of a group.
+pub fn scores(
+    g: &Graph,
+    group: &Group,
+    sd: &StateDict,
+    grads: Option<&Gradients>,
+    criterion: Criterion,
+    aggregate: Aggregate,
+    seed: u64,
+) -> Vec<f64> {
+    (0..group.channels.len())
+        .map(|ch| {
+            if criterion == Criterion::Random {
+                return splitmix(seed ^ ((group.id as u64) << 32) ^ ch as u64);
+            }
+            let c = contributions(g, group, sd, grads, criterion, ch);
+            if c.is_empty() {
+                return 0.0;
+            }
+            match aggregate {
+                Aggregate::Sum => c.iter().sum(),
+                Aggregate::Mean => c.iter().sum::<f64>() / c.len() as f64,
+                Aggregate::Max => c.iter().cloned().fold(f64::MIN, f64::max),
+            }
+        })
+        .collect()
+}
+
+/// A deterministic pseudo-random number in [0, 1).
+fn splitmix(mut x: u64) -> f64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// How many channels of `n` to keep for a fraction removed, as
+/// Torch-Pruning counts (`int(n · (1 − ratio))`), rounded down to a multiple
+/// of `round_to` when given, and never fewer than one.
+pub fn keep_count(n: usize, ratio: f64, round_to: Option<usize>) -> usize {
+    let mut keep = ((n as f64) * (1.0 - ratio) + 1e-9).floor() as usize;
+    if let Some(r) = round_to.filter(|&r| r > 1) {
+        keep = (keep / r) * r;
+        if keep == 0 {
+            keep = r.min(n);
+        }
+    }
+    keep.clamp(1, n)
+}
+
+/// The indices of the lowest-scoring channels to remove (ties broken by
+/// index, lowest first, like a stable sort).
+pub fn lowest(scores: &[f64], remove: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| {
+        scores[a]
+            .partial_cmp(&scores[b])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    let mut out: Vec<usize> = idx.into_iter().take(remove).collect();
+    out.sort();
+    out
+}
+
+/// Local pruning: each listed group loses `ratio` of its channels, chosen by
+/// `criterion`. Returns the removal per group.
+pub fn select_local(
+    g: &Graph,
+    c: &Coupling,
+    sd: &StateDict,
+    ratios: &BTreeMap<usize, f64>,
+    criterion: Criterion,
+    aggregate: Aggregate,
+    round_to: Option<usize>,
+    seed: u64,
+) -> BTreeMap<usize, Vec<usize>> {
+    ratios
+        .iter()
+        .filter(|(_, &r)| r > 0.0)
+        .map(|(&gid, &r)| {
+            let group = &c.groups[gid];
+            let n = group.channels.len();
+            let keep = keep_count(n, r, round_to);
+            let s = scores(g, group, sd, None, criterion, aggregate, seed);
+            (gid, lowest(&s, n - keep))
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}

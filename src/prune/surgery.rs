@@ -1,0 +1,162 @@
+//! Physical channel surgery: remove coupled channels from every member of
+//! their group — output channels of producers, BatchNorm features, input
+//! channels (or the features after a flatten) of consumers — producing a
+//! smaller graph and, when given, smaller weights. Plain Rust: no libtorch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::graph::{Coupling, Graph, Op, Role};
+use crate::models::weights::{StateDict, Tensor, TensorData};
+
+/// Channels to remove: for each group id, indices into `Group::channels`.
+pub type Removal = BTreeMap<usize, Vec<usize>>;
+
+/// What each node loses, by role.
+#[derive(Default, Debug)]
+struct Cut {
+    out: BTreeSet<usize>,
+    norm: BTreeSet<usize>,
+    /// Input channel indices, each standing for `repeat` features.
+    input: BTreeSet<(usize, usize)>,
+}
+
+fn cuts(c: &Coupling, removal: &Removal) -> BTreeMap<usize, Cut> {
+    let mut cuts: BTreeMap<usize, Cut> = BTreeMap::new();
+    for (&gid, idxs) in removal {
+        let group = &c.groups[gid];
+        for &i in idxs {
+            for s in &group.channels[i] {
+                let cut = cuts.entry(s.node).or_default();
+                match s.role {
+                    Role::Out => {
+                        cut.out.insert(s.index);
+                    }
+                    Role::Norm => {
+                        cut.norm.insert(s.index);
+                    }
+                    Role::In => {
+                        cut.input.insert((s.index, s.repeat));
+                    }
+                }
+            }
+        }
+    }
+    cuts
+}
+
+/// Keeps the entries of `t` along `dim` whose index is not in `drop`.
+pub fn drop_along(t: &Tensor, dim: usize, drop: &BTreeSet<usize>) -> Tensor {
+    if drop.is_empty() {
+        return t.clone();
+    }
+    let outer: usize = t.shape[..dim].iter().product();
+    let n = t.shape[dim];
+    let inner: usize = t.shape[dim + 1..].iter().product();
+    let keep: Vec<usize> = (0..n).filter(|i| !drop.contains(i)).collect();
+    let mut shape = t.shape.clone();
+    shape[dim] = keep.len();
+    fn gather<T: Copy>(v: &[T], outer: usize, n: usize, inner: usize, keep: &[usize]) -> Vec<T> {
+        let mut out = Vec::with_capacity(outer * keep.len() * inner);
+        for o in 0..outer {
+            for &k in keep {
+                let at = (o * n + k) * inner;
+                out.extend_from_slice(&v[at..at + inner]);
+            }
+        }
+        out
+    }
+    let data = match &t.data {
+        TensorData::F32(v) => TensorData::F32(gather(v, outer, n, inner, &keep)),
+        TensorData::I64(v) => TensorData::I64(gather(v, outer, n, inner, &keep)),
+    };
+    Tensor { shape, data }
+}
+
+/// Removes the channels in `removal` from the graph (and its weights).
+/// Frozen groups must not appear in `removal`; the checker guarantees it.
+pub fn remove_channels(
+    g: &Graph,
+    c: &Coupling,
+    removal: &Removal,
+    sd: Option<&StateDict>,
+) -> (Graph, Option<StateDict>) {
+    let cuts = cuts(c, removal);
+    let mut out = g.clone();
+    let mut weights = sd.cloned();
+    for (id, cut) in &cuts {
+        let node = &mut out.nodes[*id];
+        let in_features: usize = cut.input.iter().map(|(_, r)| r).sum();
+        let feature_drop: BTreeSet<usize> = cut
+            .input
+            .iter()
+            .flat_map(|&(i, r)| i * r..(i + 1) * r)
+            .collect();
+        let channel_drop: BTreeSet<usize> = cut.input.iter().map(|&(i, _)| i).collect();
+        match &mut node.op {
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                groups,
+                ..
+            } => {
+                let depthwise = *groups == *in_channels && *groups == *out_channels && *groups > 1;
+                *out_channels -= cut.out.len();
+                if depthwise {
+                    *in_channels = *out_channels;
+                    *groups = *out_channels;
+                } else {
+                    *in_channels -= channel_drop.len();
+                }
+                if let Some(sd) = weights.as_mut() {
+                    let w = format!("{}.weight", node.name);
+                    if let Some(t) = sd.get(&w) {
+                        let mut t = drop_along(t, 0, &cut.out);
+                        if !depthwise {
+                            t = drop_along(&t, 1, &channel_drop);
+                        }
+                        sd.insert(w, t);
+                    }
+                    let b = format!("{}.bias", node.name);
+                    if let Some(t) = sd.get(&b) {
+                        let t = drop_along(t, 0, &cut.out);
+                        sd.insert(b, t);
+                    }
+                }
+            }
+            Op::Linear {
+                in_features: inf,
+                out_features,
+                ..
+            } => {
+                *out_features -= cut.out.len();
+                *inf -= in_features;
+                if let Some(sd) = weights.as_mut() {
+                    let w = format!("{}.weight", node.name);
+                    if let Some(t) = sd.get(&w) {
+                        let t = drop_along(&drop_along(t, 0, &cut.out), 1, &feature_drop);
+                        sd.insert(w, t);
+                    }
+                    let b = format!("{}.bias", node.name);
+                    if let Some(t) = sd.get(&b) {
+                        let t = drop_along(t, 0, &cut.out);
+                        sd.insert(b, t);
+                    }
+                }
+            }
+            Op::BatchNorm2d { features, .. } => {
+                *features -= cut.norm.len();
+                if let Some(sd) = weights.as_mut() {
+                    for k in ["weight", "bias", "running_mean", "running_var"] {
+                        let key = format!("{}.{k}", node.name);
+                        if let Some(t) = sd.get(&key) {
+                            let t = drop_along(t, 0, &cut.norm);
+                            sd.insert(key, t);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (out, weights)
+}
