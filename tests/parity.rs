@@ -316,7 +316,7 @@ fn training_mode_runs_backward_and_updates_batchnorm() {
 /// kept channels, shown by identical pruned weights.
 #[test]
 fn channel_pruning_keeps_the_channels_torch_pruning_keeps() {
-    use prunex::prune::importance::{select_local, Aggregate, Criterion};
+    use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
     use prunex::prune::surgery::remove_channels;
     let dir = tempfile::tempdir().unwrap();
     for (name, params, gmacs) in [
@@ -383,7 +383,7 @@ fn channel_pruning_keeps_the_channels_torch_pruning_keeps() {
 #[test]
 fn pruned_models_equal_their_masked_originals() {
     use prunex::graph::Role;
-    use prunex::prune::importance::{select_local, Aggregate, Criterion};
+    use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
     use prunex::prune::surgery::remove_channels;
     tch::manual_seed(1);
     let mut graphs: Vec<prunex::graph::Graph> = [

@@ -310,12 +310,12 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
     slots.resize(n, Vec::new());
     let mut class_slots: BTreeMap<usize, Vec<Slot>> = BTreeMap::new();
     let mut class_frozen: BTreeMap<usize, String> = BTreeMap::new();
-    for e in 0..n {
+    for (e, occupied) in slots.iter().enumerate() {
         let c = uf.find(e);
         class_slots
             .entry(c)
             .or_default()
-            .extend(slots[e].iter().copied());
+            .extend(occupied.iter().copied());
         if let Some(why) = frozen.get(&e) {
             class_frozen.entry(c).or_insert_with(|| why.clone());
         }

@@ -163,17 +163,27 @@ pub fn lowest(scores: &[f64], remove: usize) -> Vec<usize> {
     out
 }
 
+/// How channels are chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Selection {
+    /// Importance criterion.
+    pub criterion: Criterion,
+    /// Aggregation over a coupled channel's places.
+    pub aggregate: Aggregate,
+    /// Keep channel counts multiples of this.
+    pub round_to: Option<usize>,
+    /// Seed of `random`.
+    pub seed: u64,
+}
+
 /// Local pruning: each listed group loses `ratio` of its channels, chosen by
-/// `criterion`. Returns the removal per group.
+/// the selection's criterion. Returns the removal per group.
 pub fn select_local(
     g: &Graph,
     c: &Coupling,
     sd: &StateDict,
     ratios: &BTreeMap<usize, f64>,
-    criterion: Criterion,
-    aggregate: Aggregate,
-    round_to: Option<usize>,
-    seed: u64,
+    sel: Selection,
 ) -> BTreeMap<usize, Vec<usize>> {
     ratios
         .iter()
@@ -181,8 +191,8 @@ pub fn select_local(
         .map(|(&gid, &r)| {
             let group = &c.groups[gid];
             let n = group.channels.len();
-            let keep = keep_count(n, r, round_to);
-            let s = scores(g, group, sd, None, criterion, aggregate, seed);
+            let keep = keep_count(n, r, sel.round_to);
+            let s = scores(g, group, sd, None, sel.criterion, sel.aggregate, sel.seed);
             (gid, lowest(&s, n - keep))
         })
         .filter(|(_, v)| !v.is_empty())
