@@ -349,10 +349,12 @@ fn channel_pruning_keeps_the_channels_torch_pruning_keeps() {
             &c,
             &sd,
             &ratios,
-            Criterion::L2,
-            Aggregate::Mean,
-            None,
-            0,
+            Selection {
+                criterion: Criterion::L2,
+                aggregate: Aggregate::Mean,
+                round_to: None,
+                seed: 0,
+            },
         );
         let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
         let a = analyze(&pruned, pruned.input).unwrap();
@@ -433,10 +435,12 @@ fn pruned_models_equal_their_masked_originals() {
             &c,
             &sd,
             &ratios,
-            Criterion::L1,
-            Aggregate::Sum,
-            Some(2),
-            0,
+            Selection {
+                criterion: Criterion::L1,
+                aggregate: Aggregate::Sum,
+                round_to: Some(2),
+                seed: 0,
+            },
         );
         assert!(!removal.is_empty());
         // The masked original.
