@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod graph;
 pub mod models;
 pub mod output;
+pub mod plan;
 pub mod prune;
 pub mod syntax;
 pub mod yaml;

@@ -182,4 +182,237 @@ pub enum CheckError {
         #[help]
         help: String,
     },
+
+    /// Layers given different ratios although they keep or lose the same
+    /// channels (a residual stream, a concat, a depthwise pair).
+    #[error("{kind} layers are given different channel ratios")]
+    #[diagnostic(code(prunex::check::coupled_ratio))]
+    CoupledRatio {
+        /// The file of the rules.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// Every conflicting rule.
+        #[label(collection)]
+        labels: Vec<miette::LabeledSpan>,
+        /// "residual-coupled", "concat-coupled", ...
+        kind: String,
+        /// The members, what couples them, and the one-line fix.
+        #[help]
+        help: String,
+    },
+
+    /// An ignored layer coupled to layers the recipe prunes.
+    #[error("`{layer}` is ignored, but it is coupled with {rest}: the whole group of {channels} channels stays unpruned")]
+    #[diagnostic(
+        code(prunex::check::ignored_coupled),
+        severity(Warning),
+        help("coupled layers keep or lose the same channels, so ignoring one keeps them all; to prune the group, drop `{layer}` from `ignore` (add `strict` to make this an error)")
+    )]
+    IgnoredCoupled {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The ignore pattern.
+        #[label("ignored here")]
+        span: SourceSpan,
+        /// The ignored layer.
+        layer: String,
+        /// The others.
+        rest: String,
+        /// Channels in the group.
+        channels: usize,
+    },
+
+    /// The same, under `strict`.
+    #[error("`{layer}` is ignored, but it is coupled with {rest}: the whole group of {channels} channels would stay unpruned")]
+    #[diagnostic(
+        code(prunex::check::ignored_coupled),
+        help("coupled layers keep or lose the same channels, so ignoring one keeps them all; drop `{layer}` from `ignore`, or remove `strict` to accept an unpruned group")
+    )]
+    IgnoredCoupledStrict {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The ignore pattern.
+        #[label("ignored here")]
+        span: SourceSpan,
+        /// The ignored layer.
+        layer: String,
+        /// The others.
+        rest: String,
+        /// Channels in the group.
+        channels: usize,
+    },
+
+    /// A pattern that names no module of the model.
+    #[error("`{pattern}` matches no module of `{model}`")]
+    #[diagnostic(code(prunex::check::unmatched_pattern), help("{help}"))]
+    UnmatchedPattern {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The pattern.
+        #[label("matches nothing")]
+        span: SourceSpan,
+        /// The pattern.
+        pattern: String,
+        /// The model.
+        model: String,
+        /// The closest names.
+        help: String,
+    },
+
+    /// A rule that names only layers without weights.
+    #[error("`{pattern}` names only layers without weights: {matched}")]
+    #[diagnostic(
+        code(prunex::check::no_weights),
+        help("ReLU, pooling and other parameterless layers are never pruned; name the convolution or linear layer instead")
+    )]
+    NoWeights {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The pattern.
+        #[label("no weights to prune")]
+        span: SourceSpan,
+        /// The pattern.
+        pattern: String,
+        /// What it matched.
+        matched: String,
+    },
+
+    /// A rule on a BatchNorm.
+    #[error("`{layer}` is a BatchNorm: it is not pruned on its own")]
+    #[diagnostic(code(prunex::check::batchnorm_rule), help("{help}"))]
+    BatchNormRule {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The pattern.
+        #[label("a BatchNorm")]
+        span: SourceSpan,
+        /// The BatchNorm.
+        layer: String,
+        /// The convolution to name instead.
+        help: String,
+    },
+
+    /// A rule that would prune channels that must not change.
+    #[error("{layers} cannot lose channels: they are {why}")]
+    #[diagnostic(code(prunex::check::prune_output))]
+    PruneFrozen {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The rule.
+        #[label("asks to prune them")]
+        span: SourceSpan,
+        /// The layers.
+        layers: String,
+        /// Why they are frozen.
+        why: String,
+        /// The fix.
+        #[help]
+        help: String,
+    },
+
+    /// A ratio that leaves no channel.
+    #[error("this ratio removes every channel of {layers} ({channels} channels)")]
+    #[diagnostic(
+        code(prunex::check::removes_all),
+        help("at least one channel must stay: use a ratio of at most {max:.3}")
+    )]
+    RemovesAll {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The rule.
+        #[label("keeps no channel")]
+        span: SourceSpan,
+        /// The layers.
+        layers: String,
+        /// Their channels.
+        channels: usize,
+        /// The largest ratio that keeps one.
+        max: f64,
+    },
+
+    /// A schedule whose last update comes before its first.
+    #[error("this schedule ends (epoch {until}) before it starts (epoch {from})")]
+    #[diagnostic(
+        code(prunex::check::schedule_order),
+        help("make `until` later than `from`")
+    )]
+    ScheduleOrder {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The schedule.
+        #[label("ends before it starts")]
+        span: SourceSpan,
+        /// Start.
+        from: u64,
+        /// End.
+        until: u64,
+    },
+
+    /// A gradual schedule too short for its period.
+    #[error("updating every {every} from {from} until {until} leaves a single update: the schedule cannot ramp to {end}")]
+    #[diagnostic(
+        code(prunex::check::unreachable_target),
+        help("make the period shorter than the span, or use `schedule oneshot`")
+    )]
+    UnreachableTarget {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The schedule.
+        #[label("one update only")]
+        span: SourceSpan,
+        /// Period.
+        every: u64,
+        /// Start.
+        from: u64,
+        /// End.
+        until: u64,
+        /// The target.
+        end: f64,
+    },
+
+    /// A schedule that reaches past fine-tuning.
+    #[error("this schedule prunes at epoch {at}, but fine-tuning has only {epochs} epochs")]
+    #[diagnostic(
+        code(prunex::check::schedule_beyond_finetune),
+        help("end the schedule by epoch {epochs} (`until epoch {epochs}`), or fine-tune longer")
+    )]
+    ScheduleBeyondFinetune {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The schedule.
+        #[label("past the end of fine-tuning")]
+        span: SourceSpan,
+        /// When.
+        at: u64,
+        /// Fine-tuning length.
+        epochs: u64,
+    },
+
+    /// A teacher whose output does not match the student's.
+    #[error("the teacher `{teacher}` outputs {teacher_shape}, the student {student_shape}")]
+    #[diagnostic(code(prunex::check::teacher_shape), help("distillation compares outputs class by class: use a teacher with the student's classes"))]
+    TeacherShape {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The teacher statement.
+        #[label("this teacher")]
+        span: SourceSpan,
+        /// The teacher.
+        teacher: String,
+        /// Its output.
+        teacher_shape: String,
+        /// The student's.
+        student_shape: String,
+    },
 }

@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod model;
+pub mod plan;
 pub mod recipe;
 
 pub use diag::CheckError;
@@ -20,6 +21,8 @@ pub struct Checked {
     pub recipe: Option<Recipe>,
     /// The recipe's model graph, when it has a model that builds.
     pub graph: Option<crate::graph::Graph>,
+    /// The execution plan, when the recipe and its model check.
+    pub plan: Option<crate::plan::Plan>,
     /// Every file read.
     pub sources: SourceMap,
     /// Every diagnostic, errors and warnings, in the order found.
@@ -59,6 +62,7 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
         return Checked {
             recipe: None,
             graph: None,
+            plan: None,
             sources,
             reports,
         };
@@ -87,18 +91,25 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
             .map(miette::Report::new),
     );
     let mut graph = None;
+    let mut the_plan = None;
     if !broken
         && !reports
             .iter()
             .any(|r| crate::diagnostics::is_error(r.as_ref()))
     {
         let (g, model_reports) = model::check_model(&recipe, &sources);
-        graph = g;
         reports.extend(model_reports);
+        if let Some(g) = &g {
+            let (p, plan_reports) = plan::plan(&recipe, g, &sources);
+            the_plan = p;
+            reports.extend(plan_reports);
+        }
+        graph = g;
     }
     Checked {
         recipe: (!broken).then_some(recipe),
         graph,
+        plan: the_plan,
         sources,
         reports,
     }

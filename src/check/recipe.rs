@@ -264,6 +264,9 @@ pub struct DistillSpec {
     pub temperature: Option<f64>,
     /// Weight of the distillation term.
     pub alpha: Option<f64>,
+    /// Where the teacher is named, for diagnostics.
+    #[serde(skip)]
+    pub teacher_span: Option<Span>,
 }
 
 /// The teacher.
@@ -1047,6 +1050,7 @@ impl Resolver<'_> {
                         zoo => zoo.clone(),
                     };
                     d.teacher = Some(TeacherSpec::Model { source, weights });
+                    d.teacher_span = Some(s.span);
                 }
                 ast::DistillStmt::Temperature(v) => {
                     d.temperature = self.positive(v, "the temperature").or(d.temperature)

@@ -3,6 +3,7 @@
 mod check;
 mod fmt;
 pub mod inspect;
+mod plan;
 mod version;
 
 use std::io::IsTerminal;
@@ -62,6 +63,18 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Show what a recipe will do to its model: groups, targets, the recipe
+    /// line behind each, predicted params and MACs.
+    Plan {
+        /// The recipe.
+        recipe: PathBuf,
+        /// Override a variable: --set name=value (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// Print the stable YAML dump instead of tables.
+        #[arg(long)]
+        yaml: bool,
+    },
     /// Show a model's layers, output shapes, parameters and MACs.
     Inspect {
         /// A zoo model (resnet18, ...) or a YAML model description.
@@ -104,6 +117,7 @@ pub fn run(cli: Cli) -> u8 {
             yaml,
             groups,
         } => inspect::run(&model, input, classes, weights, yaml, groups),
+        Command::Plan { recipe, set, yaml } => plan::run(&recipe, &set, yaml),
         Command::Version => version::run(),
     }
 }

@@ -1,0 +1,151 @@
+//! `prunex plan`: what a recipe will do to its model, per stage and group,
+//! with the recipe line behind every target; `--yaml` for the stable dump.
+
+use std::path::Path;
+
+use miette::Report;
+use tabled::settings::Style;
+use tabled::{Table, Tabled};
+
+use super::inspect::si;
+use super::{color, FAILED, OK};
+use crate::check::{check_path, parse_override, Mode};
+use crate::diagnostics::{is_error, render_human};
+use crate::plan::{Plan, Stage};
+use crate::syntax::FsLoader;
+
+#[derive(Tabled)]
+struct GroupRow {
+    group: String,
+    layers: String,
+    channels: String,
+    target: String,
+    keep: String,
+    #[tabled(rename = "set by")]
+    set_by: String,
+}
+
+fn shorten(names: &[String]) -> String {
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{}, {} … {} ({n} layers)", names[0], names[1], names[n - 1]),
+    }
+}
+
+fn stage_table(s: &Stage) -> String {
+    let rows: Vec<GroupRow> = if s.groups.is_empty() {
+        s.layers
+            .iter()
+            .map(|l| GroupRow {
+                group: String::new(),
+                layers: l.layer.clone(),
+                channels: l.weights.to_string(),
+                target: l.target.describe(),
+                keep: String::new(),
+                set_by: l.set_by.join("\n"),
+            })
+            .collect()
+    } else {
+        s.groups
+            .iter()
+            .map(|g| GroupRow {
+                group: g.group.to_string(),
+                layers: shorten(&g.layers),
+                channels: g.channels.to_string(),
+                target: g.target.describe(),
+                keep: g.keep.map(|k| k.to_string()).unwrap_or_default(),
+                set_by: g.set_by.join("\n"),
+            })
+            .collect()
+    };
+    let mut t = Table::new(rows);
+    t.with(Style::sharp());
+    t.to_string()
+}
+
+/// Prints a plan for people.
+pub fn print(p: &Plan) {
+    println!(
+        "{} · {} · input [{}, {}, {}]",
+        p.recipe, p.model, p.input[0], p.input[1], p.input[2]
+    );
+    for (i, s) in p.stages.iter().enumerate() {
+        let steps: Vec<String> = s
+            .schedule
+            .iter()
+            .map(|st| {
+                format!(
+                    "{}@{}{}",
+                    st.fraction,
+                    st.at,
+                    if matches!(st.unit, crate::check::recipe::Unit::Epochs) {
+                        "e"
+                    } else {
+                        "s"
+                    }
+                )
+            })
+            .collect();
+        println!(
+            "\nstage {} · prune {} by {} ({} scope, aggregate {}) · schedule: {}",
+            i + 1,
+            s.granularity,
+            s.importance,
+            s.scope,
+            s.aggregate,
+            steps.join(" → ")
+        );
+        println!("{}", stage_table(s));
+        println!(
+            "params {} → {} · MACs {} → {}{}",
+            si(p.params_before),
+            si(s.params_after),
+            si(p.macs_before),
+            si(s.macs_after),
+            if s.groups.is_empty() {
+                " (masks: zeros do not speed up dense kernels)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(path: &Path, set: &[String], yaml: bool) -> u8 {
+    let color = color();
+    let mut overrides = Vec::new();
+    for s in set {
+        match parse_override(s) {
+            Ok(o) => overrides.push(o),
+            Err(e) => {
+                eprint!("{}", render_human(&Report::new(*e), color));
+                return FAILED;
+            }
+        }
+    }
+    let checked = check_path(path, &FsLoader, &overrides, Mode::Single);
+    for r in &checked.reports {
+        eprint!("{}", render_human(r, color));
+    }
+    if checked.reports.iter().any(|r| is_error(r.as_ref())) {
+        return FAILED;
+    }
+    match checked.plan {
+        Some(p) if yaml => {
+            print!("{}", p.to_yaml());
+            OK
+        }
+        Some(p) => {
+            print(&p);
+            OK
+        }
+        None => {
+            eprintln!(
+                "error[prunex::cli::no_plan]: {} has no model to plan against (is it a fragment?)",
+                path.display()
+            );
+            FAILED
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The execution plan: a recipe resolved against its model graph. Plain data
+//! with a stable YAML dump (`prunex plan --yaml`), read by golden tests,
+//! reviewers and watch mode.
+
+use serde::Serialize;
+
+use crate::check::recipe::Unit;
+
+/// Everything a run will do to the model, resolved and checked.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    /// The recipe's name.
+    pub recipe: String,
+    /// The model.
+    pub model: String,
+    /// Its input `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Parameters before pruning.
+    pub params_before: u64,
+    /// MACs per sample before pruning.
+    pub macs_before: u64,
+    /// Prune stages, in order.
+    pub stages: Vec<Stage>,
+}
+
+/// One prune block.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stage {
+    /// `weights`, `2:4`, `channels` or `blocks`.
+    pub granularity: String,
+    /// Importance criterion.
+    pub importance: String,
+    /// How coupled channels' importance combines.
+    pub aggregate: String,
+    /// `local` or `global`.
+    pub scope: String,
+    /// Channel counts are kept multiples of this.
+    pub round_to: Option<usize>,
+    /// When the fraction changes, and to what (the stage-wide fraction;
+    /// each group or layer scales its final target by it).
+    pub schedule: Vec<Step>,
+    /// Channel groups (channels and blocks granularity).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupPlan>,
+    /// Layers (weights and N:M granularity).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerPlan>,
+    /// Predicted parameters after the last step (nonzero ones for masks).
+    pub params_after: u64,
+    /// Predicted MACs per sample after the last step (unchanged by masks:
+    /// zeros do not speed up dense kernels).
+    pub macs_after: u64,
+}
+
+/// A point of a schedule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    /// When.
+    pub at: u64,
+    /// In what unit.
+    pub unit: Unit,
+    /// The stage-wide fraction removed from then on.
+    pub fraction: f64,
+}
+
+/// What happens to one coupled group.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupPlan {
+    /// Group index (as `prunex inspect --groups` shows).
+    pub group: usize,
+    /// Layers whose output channels it prunes.
+    pub layers: Vec<String>,
+    /// What couples them (add, concat, mul, depthwise convolutions).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub coupled_by: Vec<String>,
+    /// Coupled channels.
+    pub channels: usize,
+    /// The target.
+    pub target: Target,
+    /// Channels kept after the last step (for local scope; global ranking
+    /// decides at run time within the caps).
+    pub keep: Option<usize>,
+    /// The recipe lines that set the target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set_by: Vec<String>,
+}
+
+/// What happens to one layer under masks.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerPlan {
+    /// The layer.
+    pub layer: String,
+    /// Weights in it.
+    pub weights: u64,
+    /// The target.
+    pub target: Target,
+    /// The recipe lines that set the target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set_by: Vec<String>,
+}
+
+/// A group's or layer's final fraction removed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Exactly this.
+    Exact(f64),
+    /// The stage's fraction, but at most this.
+    AtMost(f64),
+    /// The stage's fraction, but at least this.
+    AtLeast(f64),
+    /// The stage's fraction.
+    Stage(f64),
+    /// Not pruned: named in `ignore`, or coupled with a layer that is.
+    Ignored,
+    /// Not prunable, with the reason.
+    Frozen(String),
+}
+
+impl Target {
+    /// The final fraction removed under a stage fraction.
+    pub fn fraction(&self, stage: f64) -> f64 {
+        match *self {
+            Target::Exact(x) => x,
+            Target::AtMost(x) => stage.min(x),
+            Target::AtLeast(x) => stage.max(x),
+            Target::Stage(x) => x,
+            Target::Ignored | Target::Frozen(_) => 0.0,
+        }
+    }
+
+    /// As people read it.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Exact(x) => format!("{x}"),
+            Target::AtMost(x) => format!("≤ {x}"),
+            Target::AtLeast(x) => format!("≥ {x}"),
+            Target::Stage(x) => format!("{x} (stage)"),
+            Target::Ignored => "ignored".into(),
+            Target::Frozen(why) => format!("frozen: {why}"),
+        }
+    }
+}
+
+impl Plan {
+    /// The stable text dump.
+    pub fn to_yaml(&self) -> String {
+        crate::yaml::to_string(self)
+    }
+}
