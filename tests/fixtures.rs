@@ -27,12 +27,39 @@ fn ok_fixtures_check_clean() {
             .map(|r| render_human(r, false))
             .collect();
         assert!(
-            checked.reports.is_empty(),
-            "{} has diagnostics:\n{rendered}",
+            !checked.has_errors(),
+            "{} has errors:\n{rendered}",
             rel.display()
         );
         let recipe = checked.recipe.expect("a clean recipe resolves");
         insta::assert_yaml_snapshot!(recipe);
+    });
+}
+
+/// The plan of every ok fixture with a model (the golden dump reviewers and
+/// watch mode read), with the warnings a user would see.
+#[test]
+fn ok_fixtures_plan() {
+    insta::glob!("fixtures/ok/*.prune", |path| {
+        let rel = relative(path);
+        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        let warnings: String = checked
+            .reports
+            .iter()
+            .map(|r| render_human(r, false))
+            .collect();
+        let plan = checked
+            .plan
+            .map(|p| p.to_yaml())
+            .unwrap_or_else(|| "no plan".into());
+        insta::assert_snapshot!(format!(
+            "{plan}{}{warnings}",
+            if warnings.is_empty() {
+                ""
+            } else {
+                "\n# warnings\n"
+            }
+        ));
     });
 }
 

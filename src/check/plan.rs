@@ -77,6 +77,19 @@ impl Ctx<'_> {
                 .collect();
             near.sort();
             let names: Vec<String> = near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
+            let bare = pattern.node.trim_matches('*').trim_matches('.');
+            let containing = self
+                .modules
+                .iter()
+                .filter(|(n, _)| !bare.is_empty() && n.contains(bare))
+                .count();
+            let names = if containing > 0 && !pattern.node.contains('*') {
+                vec![format!(
+                    "the {containing} modules that `\"*{bare}*\"` matches"
+                )]
+            } else {
+                names
+            };
             let dp = if pattern.node.starts_with("module.")
                 || pattern.node.starts_with("_orig_mod.")
             {
