@@ -508,3 +508,59 @@ fn pruned_models_equal_their_masked_originals() {
         );
     }
 }
+
+/// Removing a residual block equals zeroing its branch's last BatchNorm
+/// (the branch then adds nothing): the block-pruned model computes what the
+/// original does with those blocks silenced.
+#[test]
+fn removed_blocks_equal_silenced_branches() {
+    use prunex::prune::blocks;
+    tch::manual_seed(2);
+    for name in ["resnet18", "resnet50", "mobilenet_v2"] {
+        let g = zoo::build(
+            name,
+            ZooOptions {
+                input: [3, 64, 64],
+                classes: 10,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let m = model::TorchModel::new(&g, tch::Device::Cpu);
+        let sd = m.state_dict().unwrap();
+        let found = blocks::find(&g);
+        let chosen: Vec<&blocks::Block> = found.iter().step_by(2).collect();
+        let mut silenced = sd.clone();
+        for b in &chosen {
+            let bn = b
+                .branch
+                .iter()
+                .rev()
+                .find(|&&n| matches!(g.nodes[n].op, prunex::graph::Op::BatchNorm2d { .. }))
+                .unwrap();
+            for k in ["weight", "bias"] {
+                if let weights::TensorData::F32(v) = &mut silenced
+                    .get_mut(&format!("{}.{k}", g.nodes[*bn].name))
+                    .unwrap()
+                    .data
+                {
+                    v.iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+        }
+        let mut sm = model::TorchModel::new(&g, tch::Device::Cpu);
+        sm.load(&silenced).unwrap();
+        let (pg, psd) = blocks::remove(&g, &chosen, Some(&sd));
+        let mut pm = model::TorchModel::new(&pg, tch::Device::Cpu);
+        pm.load(&psd.unwrap()).unwrap();
+        let x = tch::Tensor::randn([2, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+        let (want, got) = tch::no_grad(|| {
+            (
+                sm.forward(&x, false).unwrap(),
+                pm.forward(&x, false).unwrap(),
+            )
+        });
+        let diff = (&want - &got).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{name}: block-pruned output differs by {diff}");
+    }
+}

@@ -198,3 +198,79 @@ pub fn select_local(
         .filter(|(_, v)| !v.is_empty())
         .collect()
 }
+
+/// Per-group bounds for global ranking.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    /// The largest fraction the group may lose.
+    pub max: f64,
+    /// The smallest fraction it must lose.
+    pub min: f64,
+}
+
+/// Global pruning: one ranking across groups. Scores are divided by their
+/// group's mean (Torch-Pruning's `normalizer="mean"`) so groups of different
+/// scale compete fairly; the lowest channels overall are removed until
+/// `ratio` of all channels in `groups` is gone, within each group's bounds,
+/// keeping at least one channel (and multiples of `round_to`) per group.
+pub fn select_global(
+    g: &Graph,
+    c: &Coupling,
+    sd: &StateDict,
+    groups: &BTreeMap<usize, Bounds>,
+    ratio: f64,
+    sel: Selection,
+    grads: Option<&Gradients>,
+) -> BTreeMap<usize, Vec<usize>> {
+    let mut all: Vec<(f64, usize, usize)> = Vec::new();
+    let mut scores_of: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for &gid in groups.keys() {
+        let group = &c.groups[gid];
+        let s = scores(g, group, sd, grads, sel.criterion, sel.aggregate, sel.seed);
+        let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
+        for (i, &x) in s.iter().enumerate() {
+            all.push((if mean > 0.0 { x / mean } else { x }, gid, i));
+        }
+        scores_of.insert(gid, s);
+    }
+    all.sort_by(|a, b| {
+        a.0.partial_cmp(&b.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then((a.1, a.2).cmp(&(b.1, b.2)))
+    });
+    let total: usize = groups.keys().map(|&gid| c.groups[gid].channels.len()).sum();
+    let target = ((total as f64) * ratio).floor() as usize;
+    // Start from each group's floor, then take the globally least important.
+    let mut removed: BTreeMap<usize, usize> = groups
+        .iter()
+        .map(|(&gid, b)| {
+            let n = c.groups[gid].channels.len();
+            (gid, n - keep_count(n, b.min, None))
+        })
+        .collect();
+    let mut count: usize = removed.values().sum();
+    for &(_, gid, _) in &all {
+        if count >= target {
+            break;
+        }
+        let n = c.groups[gid].channels.len();
+        let cap = n - keep_count(n, groups[&gid].max, None);
+        let r = removed
+            .get_mut(&gid)
+            .expect("every ranked group has an entry");
+        if *r < cap {
+            *r += 1;
+            count += 1;
+        }
+    }
+    removed
+        .into_iter()
+        .filter_map(|(gid, r)| {
+            let n = c.groups[gid].channels.len();
+            let keep = keep_count(n, r as f64 / n as f64, sel.round_to);
+            let s = &scores_of[&gid];
+            let v = lowest(s, n - keep);
+            (!v.is_empty()).then_some((gid, v))
+        })
+        .collect()
+}

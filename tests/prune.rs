@@ -1,0 +1,212 @@
+//! Selection, masks and block finding on synthetic weights (no libtorch).
+
+use std::collections::BTreeMap;
+
+use prunex::graph::{analyze, coupling};
+use prunex::models::weights::{StateDict, Tensor};
+use prunex::models::zoo::{self, ZooOptions};
+use prunex::prune::importance::{
+    keep_count, select_global, Aggregate, Bounds, Criterion, Selection,
+};
+use prunex::prune::{blocks, mask, surgery};
+
+/// Deterministic pseudo-random weights for a graph.
+fn weights(g: &prunex::graph::Graph) -> StateDict {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    g.state_keys()
+        .into_iter()
+        .map(|(k, shape)| {
+            let n: usize = shape.iter().product::<usize>().max(1);
+            let v = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 2000) as f32 / 1000.0 - 1.0
+                })
+                .collect();
+            (k, Tensor::f32(shape, v))
+        })
+        .collect()
+}
+
+const SEL: Selection = Selection {
+    criterion: Criterion::L2,
+    aggregate: Aggregate::Mean,
+    round_to: None,
+    seed: 0,
+};
+
+#[test]
+fn keep_counts_follow_torch_pruning_and_never_reach_zero() {
+    assert_eq!(keep_count(64, 0.5, None), 32);
+    assert_eq!(keep_count(64, 0.3, None), 44);
+    assert_eq!(keep_count(64, 0.3, Some(8)), 40);
+    assert_eq!(keep_count(6, 0.99, None), 1);
+    assert_eq!(keep_count(16, 0.9, Some(8)), 8);
+}
+
+#[test]
+fn global_ranking_reaches_the_target_within_caps() {
+    let g = zoo::build(
+        "resnet18",
+        ZooOptions {
+            input: [3, 32, 32],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let c = coupling(&g).unwrap();
+    let sd = weights(&g);
+    let bounds: BTreeMap<usize, Bounds> = c
+        .groups
+        .iter()
+        .filter(|gr| gr.frozen.is_none())
+        .map(|gr| (gr.id, Bounds { max: 0.7, min: 0.1 }))
+        .collect();
+    let total: usize = bounds.keys().map(|&g| c.groups[g].channels.len()).sum();
+    let removal = select_global(&g, &c, &sd, &bounds, 0.5, SEL, None);
+    let removed: usize = removal.values().map(Vec::len).sum();
+    assert_eq!(removed, total / 2, "exactly half of all channels");
+    for (&gid, idx) in &removal {
+        let n = c.groups[gid].channels.len();
+        assert!(
+            idx.len() as f64 <= 0.7 * n as f64 + 1e-9,
+            "group {gid} above its cap"
+        );
+        assert!(
+            idx.len() as f64 >= 0.1 * n as f64 - 1.0,
+            "group {gid} below its floor"
+        );
+    }
+    // Not a uniform cut: some groups lose more than others.
+    let fractions: Vec<f64> = removal
+        .iter()
+        .map(|(g, v)| v.len() as f64 / c.groups[*g].channels.len() as f64)
+        .collect();
+    assert!(fractions.iter().any(|&f| (f - 0.5).abs() > 0.05));
+    let (pg, psd) = surgery::remove_channels(&g, &c, &removal, Some(&sd));
+    prunex::models::weights::check(&psd.unwrap(), &pg, "pruned").unwrap();
+    assert!(analyze(&pg, pg.input).unwrap().total_macs < analyze(&g, g.input).unwrap().total_macs);
+}
+
+#[test]
+fn unstructured_masks_reach_their_sparsity_exactly() {
+    let g = zoo::build(
+        "lenet5",
+        ZooOptions {
+            input: [1, 28, 28],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let mut sd = weights(&g);
+    let targets: BTreeMap<String, f64> = [
+        ("conv1", 0.85),
+        ("conv2", 0.80),
+        ("fc1", 0.75),
+        ("fc2", 0.70),
+        ("fc3", 0.80),
+    ]
+    .iter()
+    .map(|(l, s)| (format!("{l}.weight"), *s))
+    .collect();
+    let masks = mask::local(&sd, &targets);
+    for (k, s) in &targets {
+        let m = &masks[k];
+        let zeros = m.iter().filter(|x| !**x).count();
+        assert_eq!(zeros, ((m.len() as f64) * s).round() as usize, "{k}");
+    }
+    // The classic tutorial's overall sparsity: 73.87 % of all 44,426
+    // parameters (biases included) are zero.
+    let zeros: usize = masks
+        .values()
+        .map(|m| m.iter().filter(|k| !**k).count())
+        .sum();
+    let params = analyze(&g, g.input).unwrap().total_params as f64;
+    assert!(
+        (zeros as f64 / params - 0.7387).abs() < 0.0001,
+        "{}",
+        zeros as f64 / params
+    );
+    mask::apply(&mut sd, &masks);
+    let conv1 = sd["conv1.weight"].as_f32().unwrap();
+    assert_eq!(
+        conv1.iter().filter(|x| **x == 0.0).count(),
+        (150.0f64 * 0.85).round() as usize
+    );
+
+    let keys: Vec<String> = targets.keys().cloned().collect();
+    let g_masks = mask::global(&weights(&g), &keys, 0.6);
+    assert!((mask::sparsity(&g_masks) - 0.6).abs() < 1e-4);
+}
+
+#[test]
+fn two_of_four_keeps_two_in_every_run_of_four_input_channels() {
+    let g = zoo::build(
+        "resnet18",
+        ZooOptions {
+            input: [3, 32, 32],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let sd = weights(&g);
+    let keys = vec![
+        "layer1.0.conv1.weight".to_owned(),
+        "conv1.weight".to_owned(),
+        "fc.weight".to_owned(),
+    ];
+    let (masks, skipped) = mask::n_m(&sd, &keys, 2, 4);
+    assert_eq!(
+        skipped,
+        vec!["conv1.weight".to_owned()],
+        "3 input channels are not a multiple of 4"
+    );
+    let m = &masks["layer1.0.conv1.weight"];
+    let (o, i, k) = (64, 64, 9);
+    for oo in 0..o {
+        for kk in 0..k {
+            for start in (0..i).step_by(4) {
+                let kept = (start..start + 4)
+                    .filter(|&c| m[(oo * i + c) * k + kk])
+                    .count();
+                assert_eq!(kept, 2);
+            }
+        }
+    }
+    assert!((mask::sparsity(&masks) - 0.5).abs() < 1e-9);
+}
+
+#[test]
+fn blocks_with_identity_shortcuts_are_found_and_removed() {
+    let g = zoo::build(
+        "resnet18",
+        ZooOptions {
+            input: [3, 32, 32],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let found = blocks::find(&g);
+    let names: Vec<&str> = found.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+    );
+    let sd = weights(&g);
+    let (pg, psd) = blocks::remove(&g, &[&found[1], &found[3]], Some(&sd));
+    let psd = psd.unwrap();
+    prunex::models::weights::check(&psd, &pg, "x").unwrap();
+    assert!(!psd
+        .keys()
+        .any(|k| k.starts_with("layer1.1.") || k.starts_with("layer3.1.")));
+    assert_eq!(
+        analyze(&pg, pg.input).unwrap().shapes[pg.output].to_string(),
+        "[10]"
+    );
+}
