@@ -45,6 +45,10 @@ pub struct Stage {
     /// Layers (weights and N:M granularity).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerPlan>,
+    /// Residual blocks that may be replaced by their identity (blocks
+    /// granularity), and how many will be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlocksPlan>,
     /// Predicted parameters after the last step (nonzero ones for masks).
     pub params_after: u64,
     /// Predicted MACs per sample after the last step (unchanged by masks:
@@ -83,6 +87,15 @@ pub struct GroupPlan {
     /// The recipe lines that set the target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub set_by: Vec<String>,
+}
+
+/// Block pruning.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlocksPlan {
+    /// Blocks with an identity shortcut, not ignored.
+    pub candidates: Vec<String>,
+    /// How many are removed at the last step, least important first.
+    pub remove: usize,
 }
 
 /// What happens to one layer under masks.

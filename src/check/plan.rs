@@ -188,7 +188,8 @@ pub fn plan(recipe: &Recipe, g: &Graph, sources: &SourceMap) -> (Option<Plan>, V
     for spec in &recipe.prune {
         let steps = schedule(&mut cx, spec, finetune_epochs);
         let stage = match spec.granularity.as_str() {
-            "channels" | "blocks" => channels(&mut cx, spec, &c, steps, &before),
+            "channels" => channels(&mut cx, spec, &c, steps, &before),
+            "blocks" => blocks(&mut cx, spec, steps, &before),
             _ => masks(&mut cx, spec, steps, &before),
         };
         stages.push(stage);
@@ -536,6 +537,7 @@ fn channels(
         schedule,
         groups,
         layers: Vec::new(),
+        blocks: None,
         params_after: after.total_params,
         macs_after: after.total_macs,
     }
@@ -667,8 +669,40 @@ fn masks(
         schedule,
         groups: Vec::new(),
         layers,
+        blocks: None,
         params_after: before.total_params.saturating_sub(removed),
         macs_after: before.total_macs,
+    }
+}
+
+/// Plans a blocks stage: which residual blocks may go, and how many will.
+fn blocks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, before: &crate::graph::Analysis) -> Stage {
+    let g = cx.g;
+    let mut ignored = BTreeSet::new();
+    for pat in &spec.ignore {
+        ignored.extend(cx.matches(pat));
+    }
+    for r in &spec.rules {
+        cx.matches(&r.pattern);
+    }
+    let found = crate::prune::blocks::find(g);
+    let candidates: Vec<&crate::prune::blocks::Block> =
+        found.iter().filter(|b| !b.branch.iter().any(|n| ignored.contains(n))).collect();
+    let remove = ((candidates.len() as f64) * stage_end(spec) + 1e-9).floor() as usize;
+    let (pruned, _) = crate::prune::blocks::remove(g, &candidates[..remove], None);
+    let after = analyze(&pruned, pruned.input).unwrap_or_else(|_| before.clone());
+    Stage {
+        granularity: spec.granularity.clone(),
+        importance: spec.importance.clone().unwrap_or_else(|| "l2".into()),
+        aggregate: spec.aggregate.clone().unwrap_or_else(|| "mean".into()),
+        scope: "global".into(),
+        round_to: None,
+        schedule,
+        groups: Vec::new(),
+        layers: Vec::new(),
+        blocks: Some(crate::plan::BlocksPlan { candidates: candidates.iter().map(|b| b.name.clone()).collect(), remove }),
+        params_after: after.total_params,
+        macs_after: after.total_macs,
     }
 }
 

@@ -95,7 +95,15 @@ pub fn print(p: &Plan) {
             s.aggregate,
             steps.join(" → ")
         );
-        println!("{}", stage_table(s));
+        match &s.blocks {
+            Some(b) => println!(
+                "removes the {} least important of {} residual blocks with an identity shortcut: {}",
+                b.remove,
+                b.candidates.len(),
+                b.candidates.join(", ")
+            ),
+            None => println!("{}", stage_table(s)),
+        }
         println!(
             "params {} → {} · MACs {} → {}{}",
             si(p.params_before),
