@@ -676,7 +676,12 @@ fn masks(
 }
 
 /// Plans a blocks stage: which residual blocks may go, and how many will.
-fn blocks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, before: &crate::graph::Analysis) -> Stage {
+fn blocks(
+    cx: &mut Ctx<'_>,
+    spec: &PruneSpec,
+    schedule: Vec<Step>,
+    before: &crate::graph::Analysis,
+) -> Stage {
     let g = cx.g;
     let mut ignored = BTreeSet::new();
     for pat in &spec.ignore {
@@ -686,8 +691,10 @@ fn blocks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, before: &crat
         cx.matches(&r.pattern);
     }
     let found = crate::prune::blocks::find(g);
-    let candidates: Vec<&crate::prune::blocks::Block> =
-        found.iter().filter(|b| !b.branch.iter().any(|n| ignored.contains(n))).collect();
+    let candidates: Vec<&crate::prune::blocks::Block> = found
+        .iter()
+        .filter(|b| !b.branch.iter().any(|n| ignored.contains(n)))
+        .collect();
     let remove = ((candidates.len() as f64) * stage_end(spec) + 1e-9).floor() as usize;
     let (pruned, _) = crate::prune::blocks::remove(g, &candidates[..remove], None);
     let after = analyze(&pruned, pruned.input).unwrap_or_else(|_| before.clone());
@@ -700,7 +707,10 @@ fn blocks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, before: &crat
         schedule,
         groups: Vec::new(),
         layers: Vec::new(),
-        blocks: Some(crate::plan::BlocksPlan { candidates: candidates.iter().map(|b| b.name.clone()).collect(), remove }),
+        blocks: Some(crate::plan::BlocksPlan {
+            candidates: candidates.iter().map(|b| b.name.clone()).collect(),
+            remove,
+        }),
         params_after: after.total_params,
         macs_after: after.total_macs,
     }

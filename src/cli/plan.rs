@@ -18,6 +18,7 @@ use crate::syntax::FsLoader;
 struct GroupRow {
     group: String,
     layers: String,
+    #[tabled(rename = "channels / weights")]
     channels: String,
     target: String,
     keep: String,
@@ -110,10 +111,10 @@ pub fn print(p: &Plan) {
             si(s.params_after),
             si(p.macs_before),
             si(s.macs_after),
-            if s.groups.is_empty() {
-                " (masks: zeros do not speed up dense kernels)"
-            } else {
+            if s.layers.is_empty() {
                 ""
+            } else {
+                " (masks: zeros do not speed up dense kernels; MACs are unchanged)"
             }
         );
     }
