@@ -214,3 +214,51 @@ fn the_front_end_does_not_link_libtorch() {
         );
     }
 }
+
+#[test]
+fn inspect_groups_shows_the_coupling() {
+    let out = prunex()
+        .args(["inspect", "resnet18", "--groups", "--input", "3,32,32"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    insta::assert_snapshot!(String::from_utf8(out).unwrap());
+}
+
+#[test]
+fn plan_shows_every_target_and_where_it_came_from() {
+    let out = prunex()
+        .args([
+            "plan",
+            "tests/fixtures/ok/sketch-resnet18-channels-gradual.prune",
+            "--set",
+            "target=0.4",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("prunex::check::ignored_coupled"));
+    insta::assert_snapshot!(stdout);
+    let yaml = prunex()
+        .args(["plan", "--yaml", "recipes/lenet5-fashion.prune"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let yaml = String::from_utf8(yaml).unwrap();
+    assert!(
+        yaml.contains("granularity: weights") && yaml.contains("layer: fc3"),
+        "{yaml}"
+    );
+    prunex()
+        .args(["plan", "tests/fixtures/err/coupled-ratio.prune"])
+        .assert()
+        .code(1);
+}

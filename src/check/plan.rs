@@ -496,8 +496,12 @@ fn channels(
         }
         let n = grp.channels.len();
         let round_to = spec.round_to.map(|r| r as usize);
-        let keep = (!matches!(target, Target::Ignored | Target::Frozen(_)))
-            .then(|| keep_count(n, fraction, round_to));
+        let prunable = !matches!(target, Target::Ignored | Target::Frozen(_));
+        // Under global ranking a group without an exact target gets what the
+        // ranking leaves it (within its caps): only run time knows.
+        let global = spec.scope.as_deref() == Some("global");
+        let decided = prunable && !(global && !matches!(target, Target::Exact(_)));
+        let keep = prunable.then(|| keep_count(n, fraction, round_to));
         if let (Some(k), Some(r)) = (keep, explicit.last()) {
             let raw = ((n as f64) * (1.0 - fraction) + 1e-9).floor() as usize;
             if raw == 0 && fraction > 0.0 {
@@ -522,7 +526,7 @@ fn channels(
             coupled_by,
             channels: n,
             target,
-            keep,
+            keep: keep.filter(|_| decided),
             set_by,
         });
     }
