@@ -500,7 +500,7 @@ fn channels(
         // Under global ranking a group without an exact target gets what the
         // ranking leaves it (within its caps): only run time knows.
         let global = spec.scope.as_deref() == Some("global");
-        let decided = prunable && !(global && !matches!(target, Target::Exact(_)));
+        let decided = prunable && (!global || matches!(target, Target::Exact(_)));
         let keep = prunable.then(|| keep_count(n, fraction, round_to));
         if let (Some(k), Some(r)) = (keep, explicit.last()) {
             let raw = ((n as f64) * (1.0 - fraction) + 1e-9).floor() as usize;
