@@ -31,7 +31,10 @@ fn bench(c: &mut Criterion) {
     for side in [224, 1024] {
         let loader = MemLoader::new().with("r.prune", recipe(side));
         let checked = check_path(Path::new("r.prune"), &loader, &[], Mode::Single);
-        assert!(!checked.has_errors() && checked.plan.is_some(), "the benchmark recipe checks");
+        assert!(
+            !checked.has_errors() && checked.plan.is_some(),
+            "the benchmark recipe checks"
+        );
         c.bench_function(&format!("check resnet50 recipe at {side}x{side}"), |b| {
             b.iter(|| check_path(Path::new("r.prune"), &loader, &[], Mode::Single))
         });

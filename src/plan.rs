@@ -84,6 +84,10 @@ pub struct GroupPlan {
     /// Channels kept after the last step (for local scope; global ranking
     /// decides at run time within the caps).
     pub keep: Option<usize>,
+    /// The group's fraction removed at each schedule step: its final target
+    /// scaled by the stage's progress.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<f64>,
     /// The recipe lines that set the target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub set_by: Vec<String>,

@@ -527,6 +527,21 @@ fn channels(
             channels: n,
             target,
             keep: keep.filter(|_| decided),
+            steps: if prunable {
+                schedule
+                    .iter()
+                    .map(|st| {
+                        let scaled = if end > 0.0 {
+                            fraction * st.fraction / end
+                        } else {
+                            fraction
+                        };
+                        (scaled * 1e6).round() / 1e6
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             set_by,
         });
     }
