@@ -26,13 +26,14 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn src(&self, span: Span) -> miette::NamedSource<std::sync::Arc<str>> {
-        self.sources.get(span.file).named()
+        self.sources.named(span)
     }
 
+    /// `file:line` of a span (rules are named by line).
     fn place(&self, span: Span) -> String {
-        let f = self.sources.get(span.file);
-        let (line, _) = f.line_col(span.start);
-        format!("{}:{line}", f.name)
+        let p = self.sources.place(span);
+        p.rsplit_once(':')
+            .map_or(p.clone(), |(fl, _)| fl.to_owned())
     }
 
     fn text(&self, span: Span) -> String {
@@ -548,17 +549,30 @@ fn channels(
     let (pruned, _) = remove_channels(g, c, &removal, None);
     let after = analyze(&pruned, pruned.input).unwrap_or_else(|_| before.clone());
     Stage {
+        groups,
+        ..stage(spec, schedule, "l2", (after.total_params, after.total_macs))
+    }
+}
+
+/// A stage with the spec's settings (defaults filled in) and no members yet.
+fn stage(
+    spec: &PruneSpec,
+    schedule: Vec<Step>,
+    importance: &str,
+    (params, macs): (u64, u64),
+) -> Stage {
+    Stage {
         granularity: spec.granularity.clone(),
-        importance: spec.importance.clone().unwrap_or_else(|| "l2".into()),
+        importance: spec.importance.clone().unwrap_or_else(|| importance.into()),
         aggregate: spec.aggregate.clone().unwrap_or_else(|| "mean".into()),
         scope: spec.scope.clone().unwrap_or_else(|| "local".into()),
         round_to: spec.round_to.map(|r| r as usize),
         schedule,
-        groups,
+        groups: Vec::new(),
         layers: Vec::new(),
         blocks: None,
-        params_after: after.total_params,
-        macs_after: after.total_macs,
+        params_after: params,
+        macs_after: macs,
     }
 }
 
@@ -679,18 +693,14 @@ fn masks(
             set_by,
         });
     }
+    let counts = (
+        before.total_params.saturating_sub(removed),
+        before.total_macs,
+    );
     Stage {
-        granularity: spec.granularity.clone(),
-        importance: spec.importance.clone().unwrap_or_else(|| "l1".into()),
-        aggregate: spec.aggregate.clone().unwrap_or_else(|| "mean".into()),
-        scope: spec.scope.clone().unwrap_or_else(|| "local".into()),
-        round_to: None,
-        schedule,
-        groups: Vec::new(),
         layers,
-        blocks: None,
-        params_after: before.total_params.saturating_sub(removed),
-        macs_after: before.total_macs,
+        round_to: None,
+        ..stage(spec, schedule, "l1", counts)
     }
 }
 
@@ -717,21 +727,15 @@ fn blocks(
     let remove = ((candidates.len() as f64) * stage_end(spec) + 1e-9).floor() as usize;
     let (pruned, _) = crate::prune::blocks::remove(g, &candidates[..remove], None);
     let after = analyze(&pruned, pruned.input).unwrap_or_else(|_| before.clone());
+    let blocks = crate::plan::BlocksPlan {
+        candidates: candidates.iter().map(|b| b.name.clone()).collect(),
+        remove,
+    };
     Stage {
-        granularity: spec.granularity.clone(),
-        importance: spec.importance.clone().unwrap_or_else(|| "l2".into()),
-        aggregate: spec.aggregate.clone().unwrap_or_else(|| "mean".into()),
         scope: "global".into(),
         round_to: None,
-        schedule,
-        groups: Vec::new(),
-        layers: Vec::new(),
-        blocks: Some(crate::plan::BlocksPlan {
-            candidates: candidates.iter().map(|b| b.name.clone()).collect(),
-            remove,
-        }),
-        params_after: after.total_params,
-        macs_after: after.total_macs,
+        blocks: Some(blocks),
+        ..stage(spec, schedule, "l2", (after.total_params, after.total_macs))
     }
 }
 

@@ -450,13 +450,11 @@ fn describe(v: &Value) -> String {
 
 impl Resolver<'_> {
     fn src(&self, span: Span) -> miette::NamedSource<std::sync::Arc<str>> {
-        self.sources.get(span.file).named()
+        self.sources.named(span)
     }
 
     fn place(&self, span: Span) -> String {
-        let f = self.sources.get(span.file);
-        let (line, col) = f.line_col(span.start);
-        format!("{}:{line}:{col}", f.name)
+        self.sources.place(span)
     }
 
     fn run(&mut self, u: &UnresolvedRecipe, overrides: &[Override]) -> Recipe {

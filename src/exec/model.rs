@@ -90,6 +90,20 @@ impl TorchModel {
                 .into_iter()
                 .map(|(k, s)| (k, s.iter().map(|&d| d as i64).collect()))
                 .collect();
+            // Uniform in ±1/√fan_in, for weights and biases alike.
+            let uniform = |name: &str, fan_in: usize| {
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                shapes.get(name).map(|s| {
+                    p.var(
+                        name,
+                        s,
+                        Init::Uniform {
+                            lo: -bound,
+                            up: bound,
+                        },
+                    )
+                })
+            };
             let entry = match node.op {
                 Op::Conv2d {
                     in_channels,
@@ -97,52 +111,16 @@ impl TorchModel {
                     kernel,
                     ..
                 } => {
-                    let fan_in = (in_channels / groups.max(1) * kernel[0] * kernel[1]) as f64;
-                    let bound = 1.0 / fan_in.sqrt();
+                    let fan_in = in_channels / groups.max(1) * kernel[0] * kernel[1];
                     Params::Conv {
-                        w: p.var(
-                            "weight",
-                            &shapes["weight"],
-                            Init::Uniform {
-                                lo: -bound,
-                                up: bound,
-                            },
-                        ),
-                        b: shapes.get("bias").map(|s| {
-                            p.var(
-                                "bias",
-                                s,
-                                Init::Uniform {
-                                    lo: -bound,
-                                    up: bound,
-                                },
-                            )
-                        }),
+                        w: uniform("weight", fan_in).expect("a convolution has weights"),
+                        b: uniform("bias", fan_in),
                     }
                 }
-                Op::Linear { in_features, .. } => {
-                    let bound = 1.0 / (in_features as f64).sqrt();
-                    Params::Linear {
-                        w: p.var(
-                            "weight",
-                            &shapes["weight"],
-                            Init::Uniform {
-                                lo: -bound,
-                                up: bound,
-                            },
-                        ),
-                        b: shapes.get("bias").map(|s| {
-                            p.var(
-                                "bias",
-                                s,
-                                Init::Uniform {
-                                    lo: -bound,
-                                    up: bound,
-                                },
-                            )
-                        }),
-                    }
-                }
+                Op::Linear { in_features, .. } => Params::Linear {
+                    w: uniform("weight", in_features).expect("a linear layer has weights"),
+                    b: uniform("bias", in_features),
+                },
                 Op::BatchNorm2d { .. } => {
                     batches_tracked.insert(node.name.clone(), 0);
                     Params::Bn {

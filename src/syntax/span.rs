@@ -133,6 +133,18 @@ impl SourceMap {
         &self.files[id]
     }
 
+    /// The file a span is in, as miette renders it.
+    pub fn named(&self, span: Span) -> miette::NamedSource<Arc<str>> {
+        self.get(span.file).named()
+    }
+
+    /// `file:line:column` of a span's start.
+    pub fn place(&self, span: Span) -> String {
+        let f = self.get(span.file);
+        let (line, col) = f.line_col(span.start);
+        format!("{}:{line}:{col}", f.name)
+    }
+
     /// All files, in the order they were added.
     pub fn files(&self) -> &[SourceFile] {
         &self.files
