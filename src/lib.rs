@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod data;
 pub mod diagnostics;
 pub mod fuzz;
 pub mod graph;

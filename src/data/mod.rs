@@ -1,0 +1,431 @@
+//! Data sets and batches, in plain Rust: IDX files (MNIST, Fashion-MNIST;
+//! gzipped or not) and CIFAR-10 binary batches, normalisation, padding,
+//! random crop and flip, seeded shuffling. The executor moves batches onto
+//! the device.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use miette::Diagnostic;
+use thiserror::Error;
+
+/// A data file that cannot be used, and why.
+#[derive(Debug, Error, Diagnostic)]
+pub enum DataError {
+    /// A file the data set needs is not there.
+    #[error("the {kind} data set in `{dir}` has no `{file}`")]
+    #[diagnostic(code(prunex::data::missing), help("{help}"))]
+    Missing {
+        /// Data set kind.
+        kind: String,
+        /// Its folder.
+        dir: String,
+        /// The file looked for.
+        file: String,
+        /// How to get it.
+        help: String,
+    },
+    /// A file that cannot be read.
+    #[error("cannot read `{file}`: {reason}")]
+    #[diagnostic(
+        code(prunex::data::unreadable),
+        help("check the file's permissions, or download it again")
+    )]
+    Unreadable {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not the file it should be.
+    #[error("`{file}` is not an IDX {what} file (magic number {found:#010x}, expected {expected:#010x})")]
+    #[diagnostic(code(prunex::data::bad_magic), help("the folder should hold the original MNIST-format files (train-images-idx3-ubyte[.gz], ...)"))]
+    BadMagic {
+        /// The file.
+        file: String,
+        /// images or labels.
+        what: &'static str,
+        /// What it has.
+        found: u32,
+        /// What it should have.
+        expected: u32,
+    },
+    /// A file shorter than its header says.
+    #[error(
+        "`{file}` is truncated: its header promises {expected} bytes of data, it holds {found}"
+    )]
+    #[diagnostic(
+        code(prunex::data::truncated),
+        help("the download or copy was cut short; get the file again")
+    )]
+    Truncated {
+        /// The file.
+        file: String,
+        /// Bytes promised.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// Images and labels that do not pair up.
+    #[error("`{images}` has {n_images} images but `{labels}` has {n_labels} labels")]
+    #[diagnostic(
+        code(prunex::data::count_mismatch),
+        help("images and labels must come from the same split of the same data set")
+    )]
+    CountMismatch {
+        /// The images file.
+        images: String,
+        /// Its count.
+        n_images: usize,
+        /// The labels file.
+        labels: String,
+        /// Its count.
+        n_labels: usize,
+    },
+    /// A data set kind prunex does not read yet.
+    #[error("reading `{kind}` data is not supported yet")]
+    #[diagnostic(
+        code(prunex::data::unsupported),
+        help("prunex reads fashion_mnist, mnist and cifar10 today")
+    )]
+    Unsupported {
+        /// The kind.
+        kind: String,
+    },
+}
+
+/// Images as bytes (0–255), row-major `[N, C, H, W]`, with their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Images {
+    /// Pixels.
+    pub pixels: Vec<u8>,
+    /// Labels.
+    pub labels: Vec<u8>,
+    /// `[C, H, W]` of one image.
+    pub shape: [usize; 3],
+}
+
+impl Images {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn truncate(&mut self, n: usize) {
+        let per: usize = self.shape.iter().product();
+        self.labels.truncate(n);
+        self.pixels.truncate(n * per);
+    }
+}
+
+/// A data set's training and test splits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSet {
+    /// Training images.
+    pub train: Images,
+    /// Test images.
+    pub test: Images,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    let shown = path.display().to_string();
+    let raw = std::fs::read(path).map_err(|e| DataError::Unreadable {
+        file: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::Unreadable {
+                file: shown,
+                reason: format!("broken gzip data ({e})"),
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Finds `name` or `name.gz` in `dir`.
+fn find(dir: &Path, name: &str, kind: &str) -> Result<PathBuf, DataError> {
+    for candidate in [dir.join(format!("{name}.gz")), dir.join(name)] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    Err(DataError::Missing {
+        kind: kind.to_owned(),
+        dir: dir.display().to_string(),
+        file: format!("{name}[.gz]"),
+        help: if kind == "fashion_mnist" {
+            "Debian's dataset-fashion-mnist installs it in /usr/share/datasets/fashion-mnist (`scripts/setup --data`)".into()
+        } else {
+            "put the original IDX files (gzipped or not) in that folder".into()
+        },
+    })
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Reads one IDX images file and its labels file.
+pub fn read_idx(images: &Path, labels: &Path) -> Result<Images, DataError> {
+    let (ishow, lshow) = (images.display().to_string(), labels.display().to_string());
+    let ib = read_file(images)?;
+    let lb = read_file(labels)?;
+    let short = |file: &str, need: usize, have: usize| DataError::Truncated {
+        file: file.to_owned(),
+        expected: need,
+        found: have,
+    };
+    if ib.len() < 16 {
+        return Err(short(&ishow, 16, ib.len()));
+    }
+    if lb.len() < 8 {
+        return Err(short(&lshow, 8, lb.len()));
+    }
+    if be32(&ib, 0) != 0x0803 {
+        return Err(DataError::BadMagic {
+            file: ishow,
+            what: "images",
+            found: be32(&ib, 0),
+            expected: 0x0803,
+        });
+    }
+    if be32(&lb, 0) != 0x0801 {
+        return Err(DataError::BadMagic {
+            file: lshow,
+            what: "labels",
+            found: be32(&lb, 0),
+            expected: 0x0801,
+        });
+    }
+    let (n, h, w) = (
+        be32(&ib, 4) as usize,
+        be32(&ib, 8) as usize,
+        be32(&ib, 12) as usize,
+    );
+    let nl = be32(&lb, 4) as usize;
+    if ib.len() - 16 < n * h * w {
+        return Err(short(&ishow, n * h * w, ib.len() - 16));
+    }
+    if lb.len() - 8 < nl {
+        return Err(short(&lshow, nl, lb.len() - 8));
+    }
+    if n != nl {
+        return Err(DataError::CountMismatch {
+            images: ishow,
+            n_images: n,
+            labels: lshow,
+            n_labels: nl,
+        });
+    }
+    Ok(Images {
+        pixels: ib[16..16 + n * h * w].to_vec(),
+        labels: lb[8..8 + n].to_vec(),
+        shape: [1, h, w],
+    })
+}
+
+fn read_cifar(files: &[PathBuf]) -> Result<Images, DataError> {
+    const RECORD: usize = 1 + 3 * 32 * 32;
+    let mut out = Images {
+        pixels: Vec::new(),
+        labels: Vec::new(),
+        shape: [3, 32, 32],
+    };
+    for f in files {
+        let b = read_file(f)?;
+        if b.len() % RECORD != 0 {
+            return Err(DataError::Truncated {
+                file: f.display().to_string(),
+                expected: b.len().div_ceil(RECORD) * RECORD,
+                found: b.len(),
+            });
+        }
+        for rec in b.chunks_exact(RECORD) {
+            out.labels.push(rec[0]);
+            out.pixels.extend_from_slice(&rec[1..]);
+        }
+    }
+    Ok(out)
+}
+
+/// Loads a data set of `kind` from `dir`, at most `limit` images per split.
+pub fn load(kind: &str, dir: &Path, limit: Option<usize>) -> Result<DataSet, DataError> {
+    let mut ds = match kind {
+        "fashion_mnist" | "mnist" => DataSet {
+            train: read_idx(
+                &find(dir, "train-images-idx3-ubyte", kind)?,
+                &find(dir, "train-labels-idx1-ubyte", kind)?,
+            )?,
+            test: read_idx(
+                &find(dir, "t10k-images-idx3-ubyte", kind)?,
+                &find(dir, "t10k-labels-idx1-ubyte", kind)?,
+            )?,
+            classes: 10,
+        },
+        "cifar10" => {
+            let train: Result<Vec<PathBuf>, DataError> = (1..=5)
+                .map(|i| find(dir, &format!("data_batch_{i}.bin"), kind))
+                .collect();
+            DataSet {
+                train: read_cifar(&train?)?,
+                test: read_cifar(&[find(dir, "test_batch.bin", kind)?])?,
+                classes: 10,
+            }
+        }
+        other => {
+            return Err(DataError::Unsupported {
+                kind: other.to_owned(),
+            })
+        }
+    };
+    if let Some(n) = limit {
+        ds.train.truncate(n);
+        ds.test.truncate(n);
+    }
+    Ok(ds)
+}
+
+/// How images become tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transform {
+    /// Per-channel mean (one value: all channels).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation.
+    pub std: Vec<f32>,
+    /// Zero padding per side (applied to every image).
+    pub pad: usize,
+    /// Random crop after padding by this much (training only).
+    pub crop: usize,
+    /// Random horizontal flip (training only).
+    pub flip: bool,
+}
+
+impl Transform {
+    /// The output shape for an input shape.
+    pub fn shape(&self, s: [usize; 3]) -> [usize; 3] {
+        [s[0], s[1] + 2 * self.pad, s[2] + 2 * self.pad]
+    }
+}
+
+/// A deterministic generator (xorshift64*), so runs repeat with a seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeds a generator.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// Shuffles in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+}
+
+/// One batch: `x` is `[n, C, H, W]` row-major, `y` the labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Inputs.
+    pub x: Vec<f32>,
+    /// Labels.
+    pub y: Vec<i64>,
+    /// `[n, C, H, W]`.
+    pub shape: [usize; 4],
+}
+
+/// Makes the batches of one pass over `images`: shuffled and augmented when
+/// `rng` is given (training), in order and unaugmented otherwise.
+pub fn batches(
+    images: &Images,
+    t: &Transform,
+    batch: usize,
+    mut rng: Option<&mut Rng>,
+) -> Vec<Batch> {
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    if let Some(r) = rng.as_deref_mut() {
+        r.shuffle(&mut order);
+    }
+    let [c, h, w] = images.shape;
+    let [_, oh, ow] = t.shape(images.shape);
+    let per = c * h * w;
+    let mut out = Vec::new();
+    for chunk in order.chunks(batch.max(1)) {
+        let mut x = vec![0f32; chunk.len() * c * oh * ow];
+        let mut y = Vec::with_capacity(chunk.len());
+        for (bi, &i) in chunk.iter().enumerate() {
+            y.push(images.labels[i] as i64);
+            let img = &images.pixels[i * per..(i + 1) * per];
+            // Random crop: shift the padded image by up to `crop` pixels.
+            let (dy, dx, flip) = match rng.as_deref_mut() {
+                Some(r) if t.crop > 0 || t.flip => {
+                    let dy = if t.crop > 0 {
+                        r.below(2 * t.crop + 1) as isize - t.crop as isize
+                    } else {
+                        0
+                    };
+                    let dx = if t.crop > 0 {
+                        r.below(2 * t.crop + 1) as isize - t.crop as isize
+                    } else {
+                        0
+                    };
+                    (dy, dx, t.flip && r.below(2) == 1)
+                }
+                _ => (0, 0, false),
+            };
+            for ch in 0..c {
+                let mean = t.mean.get(ch).or(t.mean.first()).copied().unwrap_or(0.0);
+                let std = t.std.get(ch).or(t.std.first()).copied().unwrap_or(1.0);
+                let zero = (0.0 - mean) / std;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let sx = if flip { ow - 1 - ox } else { ox };
+                        let iy = oy as isize - t.pad as isize + dy;
+                        let ix = sx as isize - t.pad as isize + dx;
+                        let v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            (img[(ch * h + iy as usize) * w + ix as usize] as f32 / 255.0 - mean)
+                                / std
+                        } else {
+                            zero
+                        };
+                        x[((bi * c + ch) * oh + oy) * ow + ox] = v;
+                    }
+                }
+            }
+        }
+        out.push(Batch {
+            x,
+            y,
+            shape: [chunk.len(), c, oh, ow],
+        });
+    }
+    out
+}

@@ -1,0 +1,164 @@
+//! Data loading on a committed slice of the real Fashion-MNIST (600 training
+//! and 200 test images, gzipped IDX as Debian ships them), and the
+//! diagnostics for broken files.
+
+use std::path::Path;
+
+use prunex::data::{batches, load, read_idx, DataError, Rng, Transform};
+use prunex::diagnostics::render_human;
+
+const SMALL: &str = "tests/fixtures/data/fashion-mnist-small";
+
+fn plain() -> Transform {
+    Transform {
+        mean: vec![0.0],
+        std: vec![1.0],
+        pad: 0,
+        crop: 0,
+        flip: false,
+    }
+}
+
+#[test]
+fn reads_gzipped_idx_files() {
+    let ds = load("fashion_mnist", Path::new(SMALL), None).unwrap();
+    assert_eq!((ds.train.len(), ds.test.len(), ds.classes), (600, 200, 10));
+    assert_eq!(ds.train.shape, [1, 28, 28]);
+    // The first training image of Fashion-MNIST is an ankle boot (class 9).
+    assert_eq!(ds.train.labels[0], 9);
+    assert!(ds.train.labels.iter().all(|&l| l < 10));
+    let limited = load("fashion_mnist", Path::new(SMALL), Some(64)).unwrap();
+    assert_eq!((limited.train.len(), limited.test.len()), (64, 64));
+}
+
+#[test]
+fn batches_normalise_pad_and_cover_every_image_once() {
+    let ds = load("fashion_mnist", Path::new(SMALL), Some(100)).unwrap();
+    let t = Transform {
+        mean: vec![0.2860],
+        std: vec![0.3530],
+        pad: 2,
+        crop: 0,
+        flip: false,
+    };
+    let b = batches(&ds.test, &t, 32, None);
+    assert_eq!(b.len(), 4);
+    assert_eq!(b[0].shape, [32, 1, 32, 32]);
+    assert_eq!(b[3].shape, [4, 1, 32, 32]);
+    // The padding holds normalised zeros; the image's first pixel sits at (2, 2).
+    let zero = (0.0 - 0.2860) / 0.3530;
+    assert!((b[0].x[0] - zero).abs() < 1e-6);
+    let px = ds.test.pixels[0] as f32 / 255.0;
+    assert!((b[0].x[2 * 32 + 2] - (px - 0.2860) / 0.3530).abs() < 1e-6);
+    // Shuffled training batches are a permutation, the same for the same seed.
+    let shuffled = |seed| {
+        batches(&ds.train, &plain(), 100, Some(&mut Rng::new(seed)))[0]
+            .y
+            .clone()
+    };
+    let mut a = shuffled(1);
+    assert_eq!(a, shuffled(1));
+    assert_ne!(a, shuffled(2));
+    a.sort();
+    let mut labels: Vec<i64> = ds.train.labels.iter().map(|&l| l as i64).collect();
+    labels.sort();
+    assert_eq!(a, labels);
+}
+
+#[test]
+fn augmentation_keeps_shapes_and_changes_pixels() {
+    let ds = load("fashion_mnist", Path::new(SMALL), Some(16)).unwrap();
+    let t = Transform {
+        mean: vec![0.5],
+        std: vec![0.5],
+        pad: 0,
+        crop: 4,
+        flip: true,
+    };
+    let aug = batches(&ds.train, &t, 16, Some(&mut Rng::new(3)));
+    let same = batches(
+        &ds.train,
+        &Transform {
+            crop: 0,
+            flip: false,
+            ..t.clone()
+        },
+        16,
+        Some(&mut Rng::new(3)),
+    );
+    assert_eq!(aug[0].shape, [16, 1, 28, 28]);
+    assert_eq!(
+        aug[0].y, same[0].y,
+        "augmentation does not change the order"
+    );
+    assert_ne!(aug[0].x, same[0].x);
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn idx_images(n: u32, h: u32, w: u32, data: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [0x0803u32, n, h, w] {
+        v.extend(x.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(7u8, data));
+    v
+}
+
+fn idx_labels(n: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [0x0801u32, n] {
+        v.extend(x.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(1u8, n as usize));
+    v
+}
+
+#[test]
+fn broken_files_get_diagnostics_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = write(dir.path(), "labels", &idx_labels(3));
+    let truncated = write(dir.path(), "truncated", &idx_images(3, 2, 2, 10));
+    let e = read_idx(&truncated, &labels).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Truncated {
+                expected: 12,
+                found: 10,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let mut bad = idx_images(3, 2, 2, 12);
+    bad[3] = 0x99;
+    let bad = write(dir.path(), "bad", &bad);
+    assert!(matches!(
+        read_idx(&bad, &labels).unwrap_err(),
+        DataError::BadMagic { .. }
+    ));
+    let four = write(dir.path(), "four", &idx_images(4, 2, 2, 16));
+    let e = read_idx(&four, &labels).unwrap_err();
+    assert!(matches!(
+        e,
+        DataError::CountMismatch {
+            n_images: 4,
+            n_labels: 3,
+            ..
+        }
+    ));
+    let text = render_human(&miette::Report::new(e), false);
+    assert!(text.contains("prunex::data::count_mismatch"), "{text}");
+    let missing = load("fashion_mnist", dir.path(), None).unwrap_err();
+    let text = render_human(&miette::Report::new(missing), false);
+    assert!(
+        text.contains("has no `train-images-idx3-ubyte[.gz]`")
+            && text.contains("dataset-fashion-mnist"),
+        "{text}"
+    );
+}
