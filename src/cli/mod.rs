@@ -4,6 +4,7 @@ mod check;
 mod fmt;
 pub mod inspect;
 mod plan;
+mod run;
 mod version;
 
 use std::io::IsTerminal;
@@ -63,6 +64,14 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Run a recipe: train (if needed), prune, fine-tune, export.
+    Run {
+        /// The recipe.
+        recipe: PathBuf,
+        /// Override a variable: --set name=value (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
     /// Show what a recipe will do to its model: groups, targets, the recipe
     /// line behind each, predicted params and MACs.
     Plan {
@@ -118,6 +127,7 @@ pub fn run(cli: Cli) -> u8 {
             groups,
         } => inspect::run(&model, input, classes, weights, yaml, groups),
         Command::Plan { recipe, set, yaml } => plan::run(&recipe, &set, yaml),
+        Command::Run { recipe, set } => run::run(&recipe, &set),
         Command::Version => version::run(),
     }
 }

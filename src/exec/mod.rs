@@ -2,10 +2,8 @@
 //! binary (and tests that run tensors), never into the prunex library, so the
 //! `prunex` front end never loads libtorch (see build.rs).
 
-// The tch module built from the IR. The parity tests drive it today; the run
-// command drives it once the executor's stages land.
-#[allow(dead_code)]
 pub mod model;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -29,6 +27,20 @@ pub struct ExecCli {
 pub enum ExecCommand {
     /// Print libtorch's version and what it sees of CUDA and cuDNN.
     Version,
+    /// Run a recipe.
+    Run {
+        /// The recipe.
+        recipe: std::path::PathBuf,
+        /// Override a variable: --set name=value (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+/// Whether to color output on stderr.
+pub fn color() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
 
 /// What libtorch reports about this machine.
@@ -83,5 +95,16 @@ pub fn main() -> ExitCode {
             println!("cpu threads: {}", i.threads);
             ExitCode::SUCCESS
         }
+        ExecCommand::Run { recipe, set } => match run::run(&recipe, &set) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(run::RunError::Invalid) => ExitCode::from(1),
+            Err(e) => {
+                eprint!(
+                    "{}",
+                    prunex::diagnostics::render_human(&miette::Report::new(e), color())
+                );
+                ExitCode::from(1)
+            }
+        },
     }
 }
