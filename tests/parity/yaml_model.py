@@ -1,0 +1,118 @@
+"""Builds a PyTorch module from a prunex model description (model.yaml), so
+tests can load prunex's exported weights into the pruned architecture with
+load_state_dict(strict=True).
+
+`yaml_model.py accuracy MODEL.yaml WEIGHTS.safetensors DATA_DIR MEAN STD [PAD]`
+prints the test accuracy on the IDX test split.
+"""
+import gzip
+import struct
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, list) else (v, v)
+
+
+class Described(nn.Module):
+    def __init__(self, desc):
+        super().__init__()
+        self.layers = desc["layers"]
+        self.refs = {"input": 0}
+        self.inputs = []
+        for i, l in enumerate(self.layers, start=1):
+            ins = l.get("inputs")
+            self.inputs.append([self.refs[r] for r in ins] if ins else [i - 1])
+            self.refs[l.get("ref", l["name"])] = i
+            self.refs[l["name"]] = i
+            if l.get("functional"):
+                continue
+            op = l["op"]
+            if op == "conv2d":
+                m = nn.Conv2d(l["in_channels"], l["out_channels"], pair(l["kernel"]), pair(l.get("stride", 1)),
+                              pair(l.get("padding", 0)), pair(l.get("dilation", 1)), l.get("groups", 1), l.get("bias", True))
+            elif op == "linear":
+                m = nn.Linear(l["in_features"], l["out_features"], l.get("bias", True))
+            elif op == "batchnorm2d":
+                m = nn.BatchNorm2d(l["features"], eps=l.get("eps", 1e-5), momentum=l.get("momentum", 0.1))
+            else:
+                continue
+            self._register(l["name"], m)
+        self.output = self.refs[desc["output"]] if "output" in desc else len(self.layers)
+
+    def _register(self, path, m):
+        parent = self
+        parts = path.split(".")
+        for p in parts[:-1]:
+            if not hasattr(parent, p):
+                parent.add_module(p, nn.Module())
+            parent = getattr(parent, p)
+        if not hasattr(parent, parts[-1]):
+            parent.add_module(parts[-1], m)
+
+    def _get(self, path):
+        m = self
+        for p in path.split("."):
+            m = getattr(m, p)
+        return m
+
+    def forward(self, x):
+        vals = [x]
+        for l, ins in zip(self.layers, self.inputs):
+            a = [vals[i] for i in ins]
+            op = l["op"]
+            if op in ("conv2d", "linear", "batchnorm2d"):
+                y = self._get(l["name"])(a[0])
+            elif op == "relu":
+                y = F.relu(a[0])
+            elif op == "relu6":
+                y = F.relu6(a[0])
+            elif op == "maxpool2d":
+                y = F.max_pool2d(a[0], pair(l["kernel"]), pair(l["stride"]), pair(l.get("padding", 0)), ceil_mode=l.get("ceil_mode", False))
+            elif op == "avgpool2d":
+                y = F.avg_pool2d(a[0], pair(l["kernel"]), pair(l["stride"]), pair(l.get("padding", 0)))
+            elif op == "adaptive_avgpool2d":
+                y = F.adaptive_avg_pool2d(a[0], pair(l["output"]))
+            elif op == "flatten":
+                y = torch.flatten(a[0], 1)
+            elif op == "add":
+                y = sum(a[1:], a[0])
+            elif op == "mul":
+                y = a[0] * a[1]
+            elif op == "concat":
+                y = torch.cat(a, 1)
+            elif op == "sigmoid":
+                y = torch.sigmoid(a[0])
+            else:  # dropout, identity in eval
+                y = a[0]
+            vals.append(y)
+        return vals[self.output]
+
+
+def idx(path):
+    data = gzip.open(path).read() if path.endswith(".gz") else open(path, "rb").read()
+    magic = struct.unpack(">I", data[:4])[0]
+    if magic == 0x0803:
+        n, h, w = struct.unpack(">III", data[4:16])
+        return torch.frombuffer(bytearray(data[16:16 + n * h * w]), dtype=torch.uint8).reshape(n, 1, h, w)
+    n = struct.unpack(">I", data[4:8])[0]
+    return torch.frombuffer(bytearray(data[8:8 + n]), dtype=torch.uint8).long()
+
+
+if __name__ == "__main__":
+    _, mode, model_yaml, weights, data, mean, std = sys.argv[:7]
+    pad = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+    m = Described(yaml.safe_load(open(model_yaml))).eval()
+    m.load_state_dict(load_file(weights), strict=True)
+    x = idx(data + "/t10k-images-idx3-ubyte.gz").float() / 255.0
+    x = (F.pad(x, (pad, pad, pad, pad)) - float(mean)) / float(std) if pad else (x - float(mean)) / float(std)
+    y = idx(data + "/t10k-labels-idx1-ubyte.gz")
+    with torch.no_grad():
+        acc = (m(x).argmax(-1) == y).float().mean().item()
+    print(f"{acc:.6f}")
