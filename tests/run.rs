@@ -143,3 +143,32 @@ export "out"
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
 }
+
+#[test]
+fn gradual_global_channel_pruning_removes_the_stage_fraction_of_all_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        dir.path(),
+        r#"recipe "global-small"
+seed 1
+device cpu
+model simplecnn { input [1, 28, 28] classes 10 }
+data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
+pretrain { epochs 1 optimizer adam lr 0.002 }
+prune channels by l2 {
+    schedule gradual 0.0 -> 0.5 every 1 epochs curve linear
+    scope global max 0.8
+    ignore "fc"
+}
+finetune { epochs 3 optimizer adam lr 0.001 }
+export "out"
+"#,
+    );
+    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    let (c1, c2) = (sd["conv1.weight"].shape[0], sd["conv2.weight"].shape[0]);
+    assert_eq!(c1 + c2, 48, "half of the 96 channels stay ({c1} + {c2})");
+    assert!(
+        c1 as f64 >= 32.0 * 0.2 && c2 as f64 >= 64.0 * 0.2,
+        "no layer loses more than its cap"
+    );
+}

@@ -384,6 +384,53 @@ impl Session {
                     seed,
                 };
                 let mut removal = surgery::Removal::new();
+                if stage.scope == "global" {
+                    // One ranking across groups; rules become per-group bounds.
+                    let bounds: BTreeMap<usize, importance::Bounds> = stage
+                        .groups
+                        .iter()
+                        .filter(|gp| !matches!(gp.target, Target::Ignored | Target::Frozen(_)))
+                        .filter(|gp| c.groups.get(gp.group).is_some())
+                        .map(|gp| {
+                            let b = match gp.target {
+                                Target::Exact(x) => importance::Bounds {
+                                    max: scale(&Target::Exact(x)),
+                                    min: scale(&Target::Exact(x)),
+                                },
+                                Target::AtMost(x) => importance::Bounds {
+                                    max: x.min(0.999),
+                                    min: 0.0,
+                                },
+                                Target::AtLeast(x) => importance::Bounds {
+                                    max: 0.999,
+                                    min: scale(&Target::Exact(x)),
+                                },
+                                _ => importance::Bounds {
+                                    max: 0.999,
+                                    min: 0.0,
+                                },
+                            };
+                            (gp.group, b)
+                        })
+                        .collect();
+                    // The fraction is of the dense channels; part may be gone already.
+                    let dense: usize = stage
+                        .groups
+                        .iter()
+                        .filter(|gp| bounds.contains_key(&gp.group))
+                        .map(|gp| gp.channels)
+                        .sum();
+                    let now: usize = bounds.keys().map(|&gid| c.groups[gid].channels.len()).sum();
+                    let keep = ((dense as f64) * (1.0 - fraction)).round() as usize;
+                    let ratio = if now > 0 {
+                        now.saturating_sub(keep) as f64 / now as f64
+                    } else {
+                        0.0
+                    };
+                    let removal = importance::select_global(&g, &c, &sd, &bounds, ratio, sel, None);
+                    let (ng, nsd) = surgery::remove_channels(&g, &c, &removal, Some(&sd));
+                    return self.rebuild(ng, nsd.expect("weights given"));
+                }
                 for gp in &stage.groups {
                     let Some(grp) = c.groups.get(gp.group) else {
                         continue;
