@@ -132,6 +132,24 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
+/// Parses `--set` arguments, printing the first bad one.
+pub(crate) fn overrides(set: &[String], color: bool) -> Option<Vec<crate::check::Override>> {
+    let mut out = Vec::new();
+    for s in set {
+        match crate::check::parse_override(s) {
+            Ok(o) => out.push(o),
+            Err(e) => {
+                eprint!(
+                    "{}",
+                    crate::diagnostics::render_human(&miette::Report::new(*e), color)
+                );
+                return None;
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Whether to color output on stderr.
 pub(crate) fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()

@@ -3,13 +3,12 @@
 
 use std::path::Path;
 
-use miette::Report;
 use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
 use super::inspect::si;
 use super::{color, FAILED, OK};
-use crate::check::{check_path, parse_override, Mode};
+use crate::check::{check_path, Mode};
 use crate::diagnostics::{is_error, render_human};
 use crate::plan::{Plan, Stage};
 use crate::syntax::FsLoader;
@@ -123,16 +122,9 @@ pub fn print(p: &Plan) {
 /// Runs the subcommand.
 pub fn run(path: &Path, set: &[String], yaml: bool) -> u8 {
     let color = color();
-    let mut overrides = Vec::new();
-    for s in set {
-        match parse_override(s) {
-            Ok(o) => overrides.push(o),
-            Err(e) => {
-                eprint!("{}", render_human(&Report::new(*e), color));
-                return FAILED;
-            }
-        }
-    }
+    let Some(overrides) = super::overrides(set, color) else {
+        return FAILED;
+    };
     let checked = check_path(path, &FsLoader, &overrides, Mode::Single);
     for r in &checked.reports {
         eprint!("{}", render_human(r, color));

@@ -4,27 +4,18 @@
 use std::path::Path;
 use std::process::Command;
 
-use miette::Report;
-
 use super::version::exec_path;
 use super::{color, FAILED, TROUBLE};
-use crate::check::{check_path, parse_override, Mode};
+use crate::check::{check_path, Mode};
 use crate::diagnostics::{is_error, render_human};
 use crate::syntax::FsLoader;
 
 /// Runs the subcommand.
 pub fn run(recipe: &Path, set: &[String]) -> u8 {
     let color = color();
-    let mut overrides = Vec::new();
-    for s in set {
-        match parse_override(s) {
-            Ok(o) => overrides.push(o),
-            Err(e) => {
-                eprint!("{}", render_human(&Report::new(*e), color));
-                return FAILED;
-            }
-        }
-    }
+    let Some(overrides) = super::overrides(set, color) else {
+        return FAILED;
+    };
     let checked = check_path(recipe, &FsLoader, &overrides, Mode::Single);
     if checked.reports.iter().any(|r| is_error(r.as_ref())) {
         for r in &checked.reports {

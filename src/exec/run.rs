@@ -139,6 +139,15 @@ fn to_tensor(b: &Batch, device: Device) -> (Tensor, Tensor) {
     )
 }
 
+/// How many predictions in a batch are right.
+fn correct(logits: &Tensor, y: &Tensor) -> i64 {
+    logits
+        .argmax(-1, false)
+        .eq_tensor(y)
+        .sum(Kind::Int64)
+        .int64_value(&[])
+}
+
 fn device_of(spec: Option<DeviceSpec>) -> Device {
     match spec.unwrap_or(DeviceSpec::Auto) {
         DeviceSpec::Auto => Device::cuda_if_available(),
@@ -153,11 +162,7 @@ impl Session {
         for b in batches(&self.data.test, &self.transform, self.eval_batch, None) {
             let (x, y) = to_tensor(&b, self.device);
             let out = tch::no_grad(|| self.model.forward(&x, false))?;
-            right += out
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            right += correct(&out, &y);
             total += b.y.len() as i64;
         }
         Ok(right as f64 / total.max(1) as f64)
@@ -281,11 +286,7 @@ impl Session {
             opt.backward_step(&loss);
             self.apply_masks()?;
             loss_sum += value * b.y.len() as f64;
-            right += out
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            right += correct(&out, &y);
             seen += b.y.len() as i64;
         }
         Ok((
