@@ -36,6 +36,12 @@ pub struct Stage {
     pub scope: String,
     /// Channel counts are kept multiples of this.
     pub round_to: Option<usize>,
+    /// Taylor importance: batches of gradients gathered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batches: Option<u64>,
+    /// Network Slimming: L1 strength on BatchNorm γ while training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub penalty: Option<f64>,
     /// When the fraction changes, and to what (the stage-wide fraction;
     /// each group or layer scales its final target by it).
     pub schedule: Vec<Step>,

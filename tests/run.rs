@@ -172,3 +172,48 @@ export "out"
         "no layer loses more than its cap"
     );
 }
+
+fn small(technique: &str) -> String {
+    format!(
+        r#"recipe "technique"
+seed 2
+device cpu
+model simplecnn {{ input [1, 28, 28] classes 10 }}
+data fashion_mnist "DATA" {{ batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }}
+pretrain {{ epochs 1 optimizer adam lr 0.002 }}
+{technique}
+finetune {{ epochs 1 optimizer adam lr 0.001 }}
+export "out"
+"#
+    )
+}
+
+/// Network Slimming, Taylor pruning and distillation from the dense model
+/// run end to end and shrink the model; distillation changes the
+/// fine-tuning objective.
+#[test]
+fn slimming_taylor_and_distillation_run() {
+    let slimming =
+        "prune channels by bn_scale { penalty 1e-3 ratio 0.5 schedule oneshot ignore \"fc\" }";
+    let taylor = "prune channels by taylor { batches 5 ratio 0.5 schedule oneshot ignore \"fc\" }";
+    let plain = "prune channels by l2 { ratio 0.5 schedule oneshot ignore \"fc\" }";
+    let distilled = format!("{plain}\ndistill {{ teacher dense temperature 2 alpha 0.7 }}");
+    let mut losses = Vec::new();
+    for technique in [slimming, taylor, plain, distilled.as_str()] {
+        let dir = tempfile::tempdir().unwrap();
+        let report = run(dir.path(), &small(technique));
+        let params = report["params"].as_array().unwrap();
+        assert!(
+            params[1].as_u64().unwrap() < params[0].as_u64().unwrap(),
+            "{technique}: {params:?}"
+        );
+        let last = report["epochs"].as_array().unwrap().last().unwrap()["loss"]
+            .as_f64()
+            .unwrap();
+        losses.push(last);
+    }
+    assert_ne!(
+        losses[2], losses[3],
+        "distillation changes the fine-tuning loss"
+    );
+}

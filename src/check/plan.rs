@@ -567,6 +567,10 @@ fn stage(
         aggregate: spec.aggregate.clone().unwrap_or_else(|| "mean".into()),
         scope: spec.scope.clone().unwrap_or_else(|| "local".into()),
         round_to: spec.round_to.map(|r| r as usize),
+        batches: (spec.importance.as_deref() == Some("taylor"))
+            .then(|| spec.batches.unwrap_or(100)),
+        penalty: (spec.importance.as_deref() == Some("bn_scale"))
+            .then(|| spec.penalty.unwrap_or(1e-4)),
         schedule,
         groups: Vec::new(),
         layers: Vec::new(),

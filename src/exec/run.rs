@@ -129,6 +129,10 @@ struct Session {
     masks: BTreeMap<String, Tensor>,
     dense_weights: u64,
     epochs: Vec<EpochReport>,
+    /// The teacher and (temperature, alpha), while distilling.
+    teacher: Option<(TorchModel, f64, f64)>,
+    /// Network Slimming's L1 strength on BatchNorm γ, while training.
+    penalty: Option<f64>,
 }
 
 fn to_tensor(b: &Batch, device: Device) -> (Tensor, Tensor) {
@@ -272,8 +276,25 @@ impl Session {
             opt.set_lr(lr);
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
-            let loss =
+            let ce =
                 out.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?;
+            let loss = match self.teacher.as_mut().filter(|_| stage == "finetune") {
+                // alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE
+                Some((teacher, temp, alpha)) => {
+                    let (temp, alpha) = (*temp, *alpha);
+                    let soft = tch::no_grad(|| teacher.forward(&x, false))?.f_div_scalar(temp)?;
+                    let log_pt = soft.f_log_softmax(-1, Kind::Float)?;
+                    let log_ps = out.f_div_scalar(temp)?.f_log_softmax(-1, Kind::Float)?;
+                    let kl = log_pt
+                        .f_exp()?
+                        .f_mul(&log_pt.f_sub(&log_ps)?)?
+                        .f_sum(Kind::Float)?
+                        .f_div_scalar(b.y.len() as f64)?;
+                    kl.f_mul_scalar(alpha * temp * temp)?
+                        .f_add(&ce.f_mul_scalar(1.0 - alpha)?)?
+                }
+                None => ce,
+            };
             let value = loss.double_value(&[]);
             if !value.is_finite() {
                 return Err(RunError::NonFinite {
@@ -283,7 +304,24 @@ impl Session {
                     value,
                 });
             }
-            opt.backward_step(&loss);
+            opt.zero_grad();
+            loss.backward();
+            if let Some(lambda) = self.penalty {
+                // Network Slimming: the subgradient of lambda * |gamma|.
+                tch::no_grad(|| -> Result<(), RunError> {
+                    for (name, v) in self.model.vs.variables() {
+                        let module = name.strip_suffix(".weight").unwrap_or("");
+                        if self.model.batches_tracked.contains_key(module) {
+                            let mut g = v.grad();
+                            if g.defined() {
+                                let _ = g.f_add_(&v.f_sign()?.f_mul_scalar(lambda)?)?;
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            opt.step();
             self.apply_masks()?;
             loss_sum += value * b.y.len() as f64;
             right += correct(&out, &y);
@@ -295,9 +333,54 @@ impl Session {
         ))
     }
 
+    /// Sums the loss gradients of `n` training batches, by state_dict key
+    /// (first-order Taylor importance).
+    fn gather_gradients(&mut self, n: u64) -> Result<StateDict, RunError> {
+        let vars = self.model.vs.variables();
+        let zero = |vars: &std::collections::HashMap<String, Tensor>| {
+            for v in vars.values() {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+        };
+        zero(&vars);
+        let data = batches(
+            &self.data.train,
+            &self.transform,
+            self.batch,
+            Some(&mut self.rng),
+        );
+        for b in data.iter().take(n as usize) {
+            let (x, y) = to_tensor(b, self.device);
+            let out = self.model.forward(&x, true)?;
+            out.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?
+                .backward();
+        }
+        let mut grads = StateDict::new();
+        for (k, v) in &vars {
+            let g = v.grad();
+            if g.defined() {
+                let g = g.f_to_device(Device::Cpu)?.f_contiguous()?;
+                let shape = g.size().iter().map(|&d| d as usize).collect();
+                grads.insert(
+                    k.clone(),
+                    weights::Tensor::f32(shape, Vec::<f32>::try_from(g.f_flatten(0, -1)?)?),
+                );
+            }
+        }
+        zero(&vars);
+        Ok(grads)
+    }
+
     /// Prunes one stage to the schedule fraction `fraction`.
     fn prune(&mut self, stage: &Stage, fraction: f64, end: f64, seed: u64) -> Result<(), RunError> {
-        let sd = self.model.state_dict()?;
+        let mut sd = self.model.state_dict()?;
+        let grads = match stage.importance.as_str() {
+            "taylor" => Some(self.gather_gradients(stage.batches.unwrap_or(100))?),
+            _ => None,
+        };
         let criterion = match stage.importance.as_str() {
             "l1" => importance::Criterion::L1,
             "random" => importance::Criterion::Random,
@@ -325,6 +408,20 @@ impl Session {
                 .collect();
             let (masks, _) = mask::n_m(&sd, &keys, n, m);
             return self.set_masks(masks);
+        }
+        // Masks rank magnitudes; under Taylor those are |w · g|. The
+        // values only pick the masks: masks apply to the model's weights.
+        if let (Some(gr), false) = (
+            &grads,
+            stage.granularity == "channels" || stage.granularity == "blocks",
+        ) {
+            for (k, t) in sd.iter_mut() {
+                if let (weights::TensorData::F32(w), Some(g)) =
+                    (&mut t.data, gr.get(k).and_then(|g| g.as_f32()))
+                {
+                    w.iter_mut().zip(g).for_each(|(w, g)| *w *= g);
+                }
+            }
         }
         match stage.granularity.as_str() {
             "weights" => {
@@ -428,7 +525,8 @@ impl Session {
                     } else {
                         0.0
                     };
-                    let removal = importance::select_global(&g, &c, &sd, &bounds, ratio, sel, None);
+                    let removal =
+                        importance::select_global(&g, &c, &sd, &bounds, ratio, sel, grads.as_ref());
                     let (ng, nsd) = surgery::remove_channels(&g, &c, &removal, Some(&sd));
                     return self.rebuild(ng, nsd.expect("weights given"));
                 }
@@ -545,6 +643,8 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
         masks: BTreeMap::new(),
         dense_weights,
         epochs: Vec::new(),
+        teacher: None,
+        penalty: plan.stages.iter().find_map(|st| st.penalty),
     };
     let spec = recipe.model.as_ref().ok_or(RunError::Invalid)?;
     if let Some(w) = &spec.weights {
@@ -561,6 +661,7 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
     }
     let dense = s.evaluate()?;
     eprintln!("dense test accuracy: {:.2} %", dense * 100.0);
+    s.teacher = teacher(recipe, graph, &s)?;
 
     // Prune steps by fine-tuning epoch: (stage, fraction, end).
     let mut events: BTreeMap<u64, Vec<(usize, f64)>> = BTreeMap::new();
@@ -618,6 +719,54 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
     export(&out_dir, &s.model, &report)?;
     print_summary(&report, &out_dir);
     Ok(report)
+}
+
+/// The distillation teacher: the dense model as it is before pruning, or
+/// another model with its weights; temperature 4 and alpha 0.9 unless set.
+fn teacher(
+    recipe: &Recipe,
+    graph: &Graph,
+    s: &Session,
+) -> Result<Option<(TorchModel, f64, f64)>, RunError> {
+    use prunex::check::recipe::TeacherSpec;
+    let Some(d) = &recipe.distill else {
+        return Ok(None);
+    };
+    let (temp, alpha) = (d.temperature.unwrap_or(4.0), d.alpha.unwrap_or(0.9));
+    let model = match &d.teacher {
+        None | Some(TeacherSpec::Dense) => {
+            let mut t = TorchModel::new(graph, s.device);
+            t.load(&s.model.state_dict()?)?;
+            t
+        }
+        Some(TeacherSpec::Model { source, weights: w }) => {
+            use prunex::syntax::ast::ModelSource;
+            let name = match source {
+                ModelSource::Zoo(n) | ModelSource::File(n) => n.clone(),
+            };
+            let spec = recipe.model.as_ref().ok_or(RunError::Invalid)?;
+            let input = spec
+                .input
+                .as_ref()
+                .map(|i| [i.node[0] as usize, i.node[1] as usize, i.node[2] as usize]);
+            let classes = spec.classes.as_ref().map(|c| c.node as usize);
+            let show = |e: &dyn Diagnostic| eprintln!("{e}");
+            let g = prunex::models::load(&name, input, classes).map_err(|e| {
+                show(&e);
+                RunError::Invalid
+            })?;
+            let mut t = TorchModel::new(&g, s.device);
+            if let Some(w) = w {
+                let (sd, _) = weights::load_for(w, &g).map_err(|e| {
+                    eprint!("{}", render_human(&Report::new(e), super::color()));
+                    RunError::Invalid
+                })?;
+                t.load(&sd)?;
+            }
+            t
+        }
+    };
+    Ok(Some((model, temp, alpha)))
 }
 
 fn apply_events(
