@@ -71,6 +71,9 @@ pub enum Command {
         /// Override a variable: --set name=value (repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// CPU threads for libtorch (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
     },
     /// Show what a recipe will do to its model: groups, targets, the recipe
     /// line behind each, predicted params and MACs.
@@ -127,7 +130,11 @@ pub fn run(cli: Cli) -> u8 {
             groups,
         } => inspect::run(&model, input, classes, weights, yaml, groups),
         Command::Plan { recipe, set, yaml } => plan::run(&recipe, &set, yaml),
-        Command::Run { recipe, set } => run::run(&recipe, &set),
+        Command::Run {
+            recipe,
+            set,
+            threads,
+        } => run::run(&recipe, &set, threads),
         Command::Version => version::run(),
     }
 }

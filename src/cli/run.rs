@@ -11,7 +11,7 @@ use crate::diagnostics::{is_error, render_human};
 use crate::syntax::FsLoader;
 
 /// Runs the subcommand.
-pub fn run(recipe: &Path, set: &[String]) -> u8 {
+pub fn run(recipe: &Path, set: &[String], threads: Option<i32>) -> u8 {
     let color = color();
     let Some(overrides) = super::overrides(set, color) else {
         return FAILED;
@@ -34,6 +34,9 @@ pub fn run(recipe: &Path, set: &[String]) -> u8 {
     cmd.arg("run").arg(recipe);
     for s in set {
         cmd.arg("--set").arg(s);
+    }
+    if let Some(n) = threads {
+        cmd.arg("--threads").arg(n.to_string());
     }
     match cmd.status() {
         Ok(s) => s.code().map_or(TROUBLE, |c| c as u8),

@@ -34,6 +34,9 @@ pub enum ExecCommand {
         /// Override a variable: --set name=value (repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// CPU threads for libtorch (default: libtorch's choice).
+        #[arg(long)]
+        threads: Option<i32>,
     },
 }
 
@@ -95,7 +98,16 @@ pub fn main() -> ExitCode {
             println!("cpu threads: {}", i.threads);
             ExitCode::SUCCESS
         }
-        ExecCommand::Run { recipe, set } => match run::run(&recipe, &set) {
+        ExecCommand::Run {
+            recipe,
+            set,
+            threads,
+        } => match {
+            if let Some(n) = threads.filter(|&n| n > 0) {
+                tch::set_num_threads(n);
+            }
+            run::run(&recipe, &set)
+        } {
             Ok(_) => ExitCode::SUCCESS,
             Err(run::RunError::Invalid) => ExitCode::from(1),
             Err(e) => {

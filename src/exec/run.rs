@@ -87,6 +87,23 @@ pub struct EpochReport {
     pub sparsity: f64,
 }
 
+/// One conv or linear layer before and after.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    /// Module path.
+    pub layer: String,
+    /// Weight shape before.
+    pub shape_before: Vec<usize>,
+    /// Weight shape after (absent when a block was removed).
+    pub shape_after: Option<Vec<usize>>,
+    /// Weights zero or removed, relative to before.
+    pub sparsity: f64,
+    /// Parameters before and after.
+    pub params: (u64, u64),
+    /// MACs per sample before and after.
+    pub macs: (u64, u64),
+}
+
 /// The run report written as report.yaml.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
@@ -114,6 +131,8 @@ pub struct RunReport {
     pub sparsity: f64,
     /// Per-epoch metrics.
     pub epochs: Vec<EpochReport>,
+    /// Per conv/linear layer: shapes, sparsity, params and MACs before and after.
+    pub layers: Vec<LayerReport>,
     /// The plan that was run.
     pub plan: Plan,
 }
@@ -696,7 +715,36 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
     let last = s.evaluate()?;
     let after = analyze(&s.model.graph, s.model.graph.input)
         .map_err(|e| tch::TchError::Kind(e.to_string()))?;
+    let final_sd = s.model.state_dict()?;
+    let layers = graph
+        .modules()
+        .filter(|(_, n)| {
+            matches!(
+                n.op,
+                prunex::graph::Op::Conv2d { .. } | prunex::graph::Op::Linear { .. }
+            )
+        })
+        .map(|(id, n)| {
+            let key = format!("{}.weight", n.name);
+            let shape_before = n.op.state()[0].1.clone();
+            let numel: usize = shape_before.iter().product();
+            let after_id = s.model.graph.nodes.iter().position(|m| m.name == n.name);
+            let w = final_sd.get(&key);
+            let nonzero = w
+                .and_then(|t| t.as_f32())
+                .map_or(0, |v| v.iter().filter(|x| **x != 0.0).count());
+            LayerReport {
+                layer: n.name.clone(),
+                shape_before,
+                shape_after: w.map(|t| t.shape.clone()),
+                sparsity: 1.0 - nonzero as f64 / numel.max(1) as f64,
+                params: (before.params[id], after_id.map_or(0, |i| after.params[i])),
+                macs: (before.macs[id], after_id.map_or(0, |i| after.macs[i])),
+            }
+        })
+        .collect();
     let report = RunReport {
+        layers,
         recipe: plan.recipe.clone(),
         prunex: env!("CARGO_PKG_VERSION").into(),
         libtorch: env!("PRUNEX_LIBTORCH_VERSION").into(),
@@ -841,8 +889,46 @@ fn export(dir: &Path, m: &TorchModel, report: &RunReport) -> Result<(), RunError
     Ok(())
 }
 
+#[derive(tabled::Tabled)]
+struct Row {
+    layer: String,
+    #[tabled(rename = "weight shape")]
+    shape: String,
+    #[tabled(rename = "zero or removed")]
+    sparsity: String,
+    params: String,
+    #[tabled(rename = "MACs")]
+    macs: String,
+}
+
 fn print_summary(r: &RunReport, dir: &Path) {
-    use prunex::cli::inspect::si;
+    use prunex::cli::inspect::{si, thousands};
+    let dims = |s: &[usize]| {
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("×")
+    };
+    let rows: Vec<Row> = r
+        .layers
+        .iter()
+        .map(|l| Row {
+            layer: l.layer.clone(),
+            shape: match &l.shape_after {
+                Some(a) if *a != l.shape_before => {
+                    format!("{} → {}", dims(&l.shape_before), dims(a))
+                }
+                Some(a) => dims(a),
+                None => format!("{} → removed", dims(&l.shape_before)),
+            },
+            sparsity: format!("{:.1} %", l.sparsity * 100.0),
+            params: format!("{} → {}", thousands(l.params.0), thousands(l.params.1)),
+            macs: format!("{} → {}", thousands(l.macs.0), thousands(l.macs.1)),
+        })
+        .collect();
+    let mut t = tabled::Table::new(rows);
+    t.with(tabled::settings::Style::sharp());
+    println!("{t}");
     println!("{} · seed {} · {}", r.recipe, r.seed, r.device);
     println!(
         "accuracy: dense {:.2} %{} → after fine-tuning {:.2} %",
