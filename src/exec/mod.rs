@@ -102,21 +102,19 @@ pub fn main() -> ExitCode {
             recipe,
             set,
             threads,
-        } => match {
+        } => {
             if let Some(n) = threads.filter(|&n| n > 0) {
                 tch::set_num_threads(n);
             }
-            run::run(&recipe, &set)
-        } {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(run::RunError::Invalid) => ExitCode::from(1),
-            Err(e) => {
-                eprint!(
-                    "{}",
-                    prunex::diagnostics::render_human(&miette::Report::new(e), color())
-                );
-                ExitCode::from(1)
+            match run::run(&recipe, &set) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(run::RunError::Invalid) => ExitCode::from(1),
+                Err(e) => {
+                    let report = miette::Report::new(e);
+                    eprint!("{}", prunex::diagnostics::render_human(&report, color()));
+                    ExitCode::from(1)
+                }
             }
-        },
+        }
     }
 }
