@@ -118,12 +118,22 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
     let mut slots: Vec<Vec<Slot>> = Vec::new();
     let mut frozen: BTreeMap<usize, String> = BTreeMap::new();
     let mut couplers: Vec<(NodeId, usize)> = Vec::new();
-    let push_slot = |slots: &mut Vec<Vec<Slot>>, e: usize, s: Slot| {
-        if slots.len() <= e {
-            slots.resize(e + 1, Vec::new());
-        }
-        slots[e].push(s);
-    };
+    // Records that every element of `elems` occupies `role` at its position
+    // in `node`.
+    let occupy =
+        |slots: &mut Vec<Vec<Slot>>, elems: &[usize], node: NodeId, role: Role, repeat: usize| {
+            for (index, &e) in elems.iter().enumerate() {
+                if slots.len() <= e {
+                    slots.resize(e + 1, Vec::new());
+                }
+                slots[e].push(Slot {
+                    node,
+                    role,
+                    index,
+                    repeat,
+                });
+            }
+        };
     for (id, node) in g.nodes.iter().enumerate() {
         let input = |k: usize| layouts[node.inputs[k]].clone();
         let layout = match &node.op {
@@ -139,47 +149,27 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 out_channels,
                 groups,
                 ..
+            } if *groups == *in_channels && *groups == *out_channels && *groups > 1 => {
+                // Depthwise: each output channel is its input channel, filtered.
+                let x = input(0);
+                occupy(&mut slots, &x.elems, id, Role::In, 1);
+                occupy(&mut slots, &x.elems, id, Role::Out, 1);
+                couplers.push((id, x.elems[0]));
+                x
+            }
+            Op::Conv2d {
+                out_channels: out, ..
+            }
+            | Op::Linear {
+                out_features: out, ..
             } => {
                 let x = input(0);
-                let depthwise = *groups == *in_channels && *groups == *out_channels && *groups > 1;
-                if depthwise {
-                    for (i, &e) in x.elems.iter().enumerate() {
-                        push_slot(
-                            &mut slots,
-                            e,
-                            Slot {
-                                node: id,
-                                role: Role::In,
-                                index: i,
-                                repeat: 1,
-                            },
-                        );
-                        push_slot(
-                            &mut slots,
-                            e,
-                            Slot {
-                                node: id,
-                                role: Role::Out,
-                                index: i,
-                                repeat: 1,
-                            },
-                        );
-                    }
-                    couplers.push((id, x.elems[0]));
-                    x
-                } else {
-                    for (i, &e) in x.elems.iter().enumerate() {
-                        push_slot(
-                            &mut slots,
-                            e,
-                            Slot {
-                                node: id,
-                                role: Role::In,
-                                index: i,
-                                repeat: x.repeat,
-                            },
-                        );
-                        if *groups > 1 {
+                occupy(&mut slots, &x.elems, id, Role::In, x.repeat);
+                let elems = uf.fresh(*out);
+                occupy(&mut slots, &elems, id, Role::Out, 1);
+                if let Op::Conv2d { groups: g, .. } = node.op {
+                    if g > 1 {
+                        for &e in &x.elems {
                             frozen.insert(
                                 e,
                                 format!(
@@ -188,20 +178,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                                 ),
                             );
                         }
-                    }
-                    let elems = uf.fresh(*out_channels);
-                    for (i, &e) in elems.iter().enumerate() {
-                        push_slot(
-                            &mut slots,
-                            e,
-                            Slot {
-                                node: id,
-                                role: Role::Out,
-                                index: i,
-                                repeat: 1,
-                            },
-                        );
-                        if *groups > 1 {
+                        for &e in &elems {
                             frozen.insert(
                                 e,
                                 format!(
@@ -211,52 +188,12 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                             );
                         }
                     }
-                    Layout { elems, repeat: 1 }
-                }
-            }
-            Op::Linear { out_features, .. } => {
-                let x = input(0);
-                for (i, &e) in x.elems.iter().enumerate() {
-                    push_slot(
-                        &mut slots,
-                        e,
-                        Slot {
-                            node: id,
-                            role: Role::In,
-                            index: i,
-                            repeat: x.repeat,
-                        },
-                    );
-                }
-                let elems = uf.fresh(*out_features);
-                for (i, &e) in elems.iter().enumerate() {
-                    push_slot(
-                        &mut slots,
-                        e,
-                        Slot {
-                            node: id,
-                            role: Role::Out,
-                            index: i,
-                            repeat: 1,
-                        },
-                    );
                 }
                 Layout { elems, repeat: 1 }
             }
             Op::BatchNorm2d { .. } => {
                 let x = input(0);
-                for (i, &e) in x.elems.iter().enumerate() {
-                    push_slot(
-                        &mut slots,
-                        e,
-                        Slot {
-                            node: id,
-                            role: Role::Norm,
-                            index: i,
-                            repeat: 1,
-                        },
-                    );
-                }
+                occupy(&mut slots, &x.elems, id, Role::Norm, 1);
                 x
             }
             Op::Add | Op::Mul => {
