@@ -156,6 +156,31 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// Each rule with the prunable layers it names, in rule order; reports
+    /// patterns that match nothing or only layers without weights.
+    fn rule_matches<'s>(&mut self, spec: &'s PruneSpec) -> Vec<(&'s RuleSpec, Vec<NodeId>)> {
+        spec.rules
+            .iter()
+            .map(|r| {
+                let found = self.matches(&r.pattern);
+                (r, self.prunable(&r.pattern, &found, r.span))
+            })
+            .collect()
+    }
+
+    /// The modules `ignore` names, each with the pattern that named it.
+    fn ignored<'s>(&mut self, spec: &'s PruneSpec) -> BTreeMap<NodeId, &'s Spanned<String>> {
+        let mut out = BTreeMap::new();
+        for pat in &spec.ignore {
+            for n in self.matches(pat) {
+                out.insert(n, pat);
+            }
+        }
+        out
+    }
+}
+
 /// Builds the plan of a checked recipe whose model graph is `g`.
 pub fn plan(recipe: &Recipe, g: &Graph, sources: &SourceMap) -> (Option<Plan>, Vec<Report>) {
     let mut seen = BTreeSet::new();
@@ -362,9 +387,7 @@ fn channels(
     // Per producer: its latest layer rule; per group: its latest group rule.
     let mut layer_rule: BTreeMap<NodeId, &RuleSpec> = BTreeMap::new();
     let mut group_rule: BTreeMap<usize, &RuleSpec> = BTreeMap::new();
-    for r in &spec.rules {
-        let found = cx.matches(&r.pattern);
-        let layers = cx.prunable(&r.pattern, &found, r.span);
+    for (r, layers) in cx.rule_matches(spec) {
         for &l in &layers {
             match r.kind {
                 RuleKind::Layer => {
@@ -378,12 +401,7 @@ fn channels(
             }
         }
     }
-    let mut ignored: BTreeMap<NodeId, &Spanned<String>> = BTreeMap::new();
-    for pat in &spec.ignore {
-        for n in cx.matches(pat) {
-            ignored.insert(n, pat);
-        }
-    }
+    let ignored = cx.ignored(spec);
     let mut groups = Vec::new();
     let mut removal: Removal = BTreeMap::new();
     for grp in &c.groups {
@@ -655,16 +673,12 @@ fn masks(
     let g = cx.g;
     let end = stage_end(spec);
     let mut rule_of: BTreeMap<NodeId, &RuleSpec> = BTreeMap::new();
-    for r in &spec.rules {
-        let found = cx.matches(&r.pattern);
-        for l in cx.prunable(&r.pattern, &found, r.span) {
+    for (r, layers) in cx.rule_matches(spec) {
+        for l in layers {
             rule_of.insert(l, r);
         }
     }
-    let mut ignored = BTreeSet::new();
-    for pat in &spec.ignore {
-        ignored.extend(cx.matches(pat));
-    }
+    let ignored = cx.ignored(spec);
     let nm = spec
         .granularity
         .split_once(':')
@@ -680,7 +694,7 @@ fn masks(
             .state()
             .first()
             .map_or(0, |(_, s)| s.iter().product::<usize>() as u64);
-        let (target, set_by) = if ignored.contains(id) {
+        let (target, set_by) = if ignored.contains_key(id) {
             (Target::Ignored, Vec::new())
         } else if let Some((n, m)) = nm {
             (Target::Exact(1.0 - n / m), Vec::new())
@@ -716,17 +730,14 @@ fn blocks(
     before: &crate::graph::Analysis,
 ) -> Stage {
     let g = cx.g;
-    let mut ignored = BTreeSet::new();
-    for pat in &spec.ignore {
-        ignored.extend(cx.matches(pat));
-    }
+    let ignored = cx.ignored(spec);
     for r in &spec.rules {
         cx.matches(&r.pattern);
     }
     let found = crate::prune::blocks::find(g);
     let candidates: Vec<&crate::prune::blocks::Block> = found
         .iter()
-        .filter(|b| !b.branch.iter().any(|n| ignored.contains(n)))
+        .filter(|b| !b.branch.iter().any(|n| ignored.contains_key(n)))
         .collect();
     let remove = ((candidates.len() as f64) * stage_end(spec) + 1e-9).floor() as usize;
     let (pruned, _) = crate::prune::blocks::remove(g, &candidates[..remove], None);
