@@ -355,6 +355,7 @@ fn channel_pruning_keeps_the_channels_torch_pruning_keeps() {
                 round_to: None,
                 seed: 0,
             },
+            None,
         );
         let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
         let a = analyze(&pruned, pruned.input).unwrap();
@@ -441,6 +442,7 @@ fn pruned_models_equal_their_masked_originals() {
                 round_to: Some(2),
                 seed: 0,
             },
+            None,
         );
         assert!(!removal.is_empty());
         // The masked original.

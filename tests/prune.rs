@@ -210,3 +210,39 @@ fn blocks_with_identity_shortcuts_are_found_and_removed() {
         "[10]"
     );
 }
+
+#[test]
+fn taylor_selection_follows_the_gradients() {
+    use prunex::prune::importance::select_local;
+    let g = zoo::build(
+        "simplecnn",
+        ZooOptions {
+            input: [1, 28, 28],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let c = coupling(&g).unwrap();
+    let sd = weights(&g);
+    let conv1 = c.group_of[&g.nodes.iter().position(|n| n.name == "conv1").unwrap()];
+    let ratios = BTreeMap::from([(conv1, 0.5)]);
+    let sel = Selection {
+        criterion: Criterion::Taylor,
+        aggregate: Aggregate::Sum,
+        round_to: None,
+        seed: 0,
+    };
+    // Gradients that favour the first 16 output channels of conv1 (and are
+    // zero elsewhere) make exactly the last 16 the least important.
+    let mut grads = StateDict::new();
+    for (k, t) in &sd {
+        let mut v = vec![0.0f32; t.data.len()];
+        if k == "conv1.weight" {
+            v[..16 * 9].iter_mut().for_each(|x| *x = 1.0);
+        }
+        grads.insert(k.clone(), Tensor::f32(t.shape.clone(), v));
+    }
+    let removal = select_local(&g, &c, &sd, &ratios, sel, Some(&grads));
+    assert_eq!(removal[&conv1], (16..32).collect::<Vec<_>>());
+}

@@ -549,6 +549,9 @@ impl Session {
                     let (ng, nsd) = surgery::remove_channels(&g, &c, &removal, Some(&sd));
                     return self.rebuild(ng, nsd.expect("weights given"));
                 }
+                // Targets count channels of the dense model; a group may have
+                // lost some already, so each becomes a fraction of what is left.
+                let mut ratios = BTreeMap::new();
                 for gp in &stage.groups {
                     let Some(grp) = c.groups.get(gp.group) else {
                         continue;
@@ -556,23 +559,25 @@ impl Session {
                     if matches!(gp.target, Target::Ignored | Target::Frozen(_)) {
                         continue;
                     }
-                    // Targets are relative to the dense channel count.
                     let keep =
                         importance::keep_count(gp.channels, scale(&gp.target), stage.round_to);
                     let n = grp.channels.len();
                     if n > keep {
-                        let s = importance::scores(
-                            &g,
-                            grp,
-                            &sd,
-                            None,
-                            sel.criterion,
-                            sel.aggregate,
-                            seed,
-                        );
-                        removal.insert(grp.id, importance::lowest(&s, n - keep));
+                        ratios.insert(grp.id, 1.0 - keep as f64 / n as f64);
                     }
                 }
+                let local = importance::Selection {
+                    round_to: None,
+                    ..sel
+                };
+                removal.extend(importance::select_local(
+                    &g,
+                    &c,
+                    &sd,
+                    &ratios,
+                    local,
+                    grads.as_ref(),
+                ));
                 let (ng, nsd) = surgery::remove_channels(&g, &c, &removal, Some(&sd));
                 self.rebuild(ng, nsd.expect("weights given"))
             }

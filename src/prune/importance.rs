@@ -184,6 +184,7 @@ pub fn select_local(
     sd: &StateDict,
     ratios: &BTreeMap<usize, f64>,
     sel: Selection,
+    grads: Option<&Gradients>,
 ) -> BTreeMap<usize, Vec<usize>> {
     ratios
         .iter()
@@ -192,7 +193,7 @@ pub fn select_local(
             let group = &c.groups[gid];
             let n = group.channels.len();
             let keep = keep_count(n, r, sel.round_to);
-            let s = scores(g, group, sd, None, sel.criterion, sel.aggregate, sel.seed);
+            let s = scores(g, group, sd, grads, sel.criterion, sel.aggregate, sel.seed);
             (gid, lowest(&s, n - keep))
         })
         .filter(|(_, v)| !v.is_empty())
