@@ -9,6 +9,7 @@
 //! run tensors), so `prunex` itself does not even load libtorch: `check`,
 //! `fmt` and watch-mode feedback start in milliseconds.
 
+pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod data;

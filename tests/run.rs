@@ -24,6 +24,7 @@ fn run(dir: &Path, recipe: &str) -> serde_json::Value {
     let out = Command::cargo_bin("prunex")
         .unwrap()
         .env("NO_COLOR", "1")
+        .env("PRUNEX_CACHE", dir.join("cache"))
         .arg("run")
         .arg(&path)
         .output()
@@ -216,4 +217,165 @@ fn slimming_taylor_and_distillation_run() {
         losses[2], losses[3],
         "distillation changes the fine-tuning loss"
     );
+}
+
+const RESUMABLE: &str = r#"recipe "resumable"
+seed 5
+device cpu
+model lenet5 { input [1, 28, 28] classes 10 }
+data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 augment crop 2 flip }
+pretrain { epochs 2 optimizer sgd lr 0.05 momentum 0.9 }
+prune weights by l1 {
+    schedule gradual 0.0 -> 0.6 every 1 epochs
+    scope global
+}
+distill { teacher dense temperature 2 alpha 0.5 }
+finetune { epochs 3 optimizer adamw lr 0.001 weight_decay 0.01 lr_schedule cosine lr_mult "conv*" 0.5 }
+export "out"
+"#;
+
+fn exec(dir: &Path, cache: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::cargo_bin("prunex").unwrap();
+    cmd.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("PRUNEX_CACHE", dir.join(cache))
+        .arg("run")
+        .arg("r.prune")
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// A run interrupted inside a fine-tuning epoch and resumed computes
+/// exactly what an uninterrupted run with the same seed does: same
+/// metrics, bit-identical weights (optimizer state, masks, the dense
+/// teacher and the data order are all restored).
+#[test]
+fn resume_after_an_interrupt_reaches_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("r.prune"), RESUMABLE.replace("DATA", DATA)).unwrap();
+
+    let whole = exec(d, "cache-a", &[], &[]);
+    assert!(
+        whole.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    let report = std::fs::read_to_string(d.join("out/report.json")).unwrap();
+    let weights = std::fs::read(d.join("out/weights.safetensors")).unwrap();
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+
+    let cut = exec(
+        d,
+        "cache-b",
+        &[],
+        &[("PRUNEX_INTERRUPT_AT", "finetune:2:7")],
+    );
+    let err = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(130), "{err}");
+    assert!(err.contains("prunex::run::interrupted"), "{err}");
+    assert!(err.contains("finetune epoch 2, step 7"), "{err}");
+    assert!(
+        !d.join("out").exists(),
+        "an interrupted run writes no export"
+    );
+
+    let resumed = exec(d, "cache-b", &["--resume"], &[]);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    assert!(err.contains("resuming finetune epoch 2 at step 7"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/report.json")).unwrap(),
+        report
+    );
+    assert_eq!(
+        std::fs::read(d.join("out/weights.safetensors")).unwrap(),
+        weights
+    );
+}
+
+/// The dense model is cached by a hash of model, data and training
+/// settings: a second run skips pretraining; `--fresh` does not.
+#[test]
+fn a_second_run_reuses_pretraining_and_fresh_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("r.prune"), RESUMABLE.replace("DATA", DATA)).unwrap();
+    let first = exec(d, "cache", &[], &[]);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        err.contains(
+            "running: pretrain epochs 1–2, dense evaluation, pruning, finetune epochs 1–3"
+        ),
+        "{err}"
+    );
+    let second = exec(d, "cache", &[], &[]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains("from cache: pretrain epochs 1–2, dense evaluation\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("running: pruning, finetune epochs 1–3, final measurement"),
+        "{err}"
+    );
+    assert!(!err.contains("pretrain epoch 1/2"), "{err}");
+    let fresh = exec(d, "cache", &["--fresh"], &[]);
+    let err = String::from_utf8_lossy(&fresh.stderr);
+    assert!(err.contains("pretrain epoch 1/2"), "{err}");
+    // The report's lock names the inputs.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/report.json")).unwrap()).unwrap();
+    for k in ["recipe", "plan", "model", "data"] {
+        assert_eq!(r["lock"][k].as_str().unwrap().len(), 64, "{k}");
+    }
+    assert_eq!(r["lock"]["seed"], 5);
+    // Timings are kept apart from the deterministic report.
+    let t = std::fs::read_to_string(d.join("out/timings.yaml")).unwrap();
+    assert!(t.contains("batch64_ms"), "{t}");
+}
+
+/// A real Ctrl-C (SIGINT to `prunex run`) stops the executor at a batch
+/// boundary: exit 130, the stable code, a checkpoint, no export.
+#[test]
+fn ctrl_c_saves_and_exits_cleanly() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let long = RESUMABLE
+        .replace("DATA", DATA)
+        .replace("pretrain { epochs 2", "pretrain { epochs 500");
+    std::fs::write(d.join("r.prune"), long).unwrap();
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("prunex"))
+        .current_dir(d)
+        .env("NO_COLOR", "1")
+        .env("PRUNEX_CACHE", d.join("cache"))
+        .args(["run", "r.prune"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    // Wait for the first finished epoch, then press Ctrl-C.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("pretrain epoch 1/500") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "the run ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    err.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("prunex::run::interrupted"), "{seen}");
+    assert!(seen.contains("--resume"), "{seen}");
+    assert!(!d.join("out").exists());
+    let entries = std::fs::read_dir(d.join("cache")).unwrap().count();
+    // The finished epoch, and the partial one unless Ctrl-C came between two.
+    assert!(entries >= 1, "the finished epoch is saved");
 }

@@ -1,11 +1,14 @@
 //! The command line: one module per subcommand.
 
+mod cache;
 mod check;
+mod diff;
 mod fmt;
 pub mod inspect;
 mod plan;
 mod run;
 mod version;
+mod watch;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -74,6 +77,43 @@ pub enum Command {
         /// CPU threads for libtorch (default: libtorch's choice).
         #[arg(long)]
         threads: Option<i32>,
+        /// Continue from the last saved checkpoint (every epoch, and where
+        /// Ctrl-C stopped). Without it, only the dense model (pretraining and
+        /// its evaluation) comes from the cache.
+        #[arg(long, conflicts_with = "fresh")]
+        resume: bool,
+        /// Take nothing from the cache: pretrain, prune and fine-tune anew.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Re-check a recipe on every save of it or of any file it includes, and
+    /// re-run it from the first stage the edit changed.
+    Watch {
+        /// The recipe.
+        recipe: PathBuf,
+        /// Override a variable: --set name=value (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// CPU threads for libtorch.
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Only check on save; do not run.
+        #[arg(long)]
+        check_only: bool,
+    },
+    /// Show how two recipes' resolved plans differ: per-layer targets,
+    /// schedules, distillation, training.
+    Diff {
+        /// The old recipe (or REV:PATH for a git revision, e.g. HEAD~1:recipes/a.prune).
+        old: String,
+        /// The new recipe (or REV:PATH).
+        new: String,
+    },
+    /// The stage cache (pretrained models, checkpoints).
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        action: CacheAction,
     },
     /// Show what a recipe will do to its model: groups, targets, the recipe
     /// line behind each, predicted params and MACs.
@@ -111,6 +151,15 @@ pub enum Command {
     Version,
 }
 
+/// `prunex cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Where the cache is, its entries and size.
+    Info,
+    /// Remove every entry.
+    Clean,
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> u8 {
     match cli.command {
@@ -134,7 +183,17 @@ pub fn run(cli: Cli) -> u8 {
             recipe,
             set,
             threads,
-        } => run::run(&recipe, &set, threads),
+            resume,
+            fresh,
+        } => run::run(&recipe, &set, threads, resume, fresh),
+        Command::Watch {
+            recipe,
+            set,
+            threads,
+            check_only,
+        } => watch::run(&recipe, &set, threads, check_only),
+        Command::Diff { old, new } => diff::run(&old, &new),
+        Command::Cache { action } => cache::run(action),
         Command::Version => version::run(),
     }
 }

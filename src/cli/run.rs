@@ -1,8 +1,13 @@
 //! `prunex run`: checks the recipe here (milliseconds, no libtorch), then
 //! hands it to the executor `prunex-exec`, which links libtorch.
+//!
+//! The executor runs in its own process group, so Ctrl-C reaches only this
+//! process, which passes it on: the executor finishes its batch, saves where
+//! it is and exits (a second Ctrl-C stops it at once).
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::version::exec_path;
 use super::{color, FAILED, TROUBLE};
@@ -10,8 +15,84 @@ use crate::check::{check_path, Mode};
 use crate::diagnostics::{is_error, render_human};
 use crate::syntax::FsLoader;
 
+/// The running executor's pid (0: none), for the Ctrl-C handler.
+pub(crate) static CHILD: AtomicI32 = AtomicI32::new(0);
+
+/// Asks the running executor, if any, to stop (SIGINT: it saves and exits).
+pub(crate) fn interrupt_child() {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) with a pid we started and a standard signal.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+    }
+}
+
+/// Installs the Ctrl-C handler that passes Ctrl-C on to the executor;
+/// `also` runs too (watch mode's exit flag).
+pub(crate) fn on_ctrl_c(also: impl Fn() + Send + 'static) {
+    let _ = ctrlc::set_handler(move || {
+        interrupt_child();
+        also();
+    });
+}
+
+/// How the executor uses the stage cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    Dense,
+    Resume,
+    Fresh,
+}
+
+/// Starts `prunex-exec run` in its own process group.
+pub(crate) fn spawn_exec(
+    recipe: &Path,
+    set: &[String],
+    threads: Option<i32>,
+    reuse: Reuse,
+) -> Result<Child, u8> {
+    use std::os::unix::process::CommandExt;
+    let exec = match exec_path() {
+        Ok(p) if p.exists() => p,
+        _ => {
+            eprintln!("error[prunex::cli::no_executor]: the executor prunex-exec is missing next to prunex\n  help: build it with `cargo build --release` (scripts/setup installs libtorch first)");
+            return Err(TROUBLE);
+        }
+    };
+    let mut cmd = Command::new(exec);
+    cmd.arg("run").arg(recipe);
+    for s in set {
+        cmd.arg("--set").arg(s);
+    }
+    if let Some(n) = threads {
+        cmd.arg("--threads").arg(n.to_string());
+    }
+    match reuse {
+        Reuse::Resume => {
+            cmd.arg("--resume");
+        }
+        Reuse::Fresh => {
+            cmd.arg("--fresh");
+        }
+        Reuse::Dense => {}
+    }
+    cmd.process_group(0);
+    match cmd.spawn() {
+        Ok(c) => {
+            CHILD.store(c.id() as i32, Ordering::SeqCst);
+            Ok(c)
+        }
+        Err(e) => {
+            eprintln!("error[prunex::cli::executor_failed]: cannot start prunex-exec: {e}");
+            Err(TROUBLE)
+        }
+    }
+}
+
 /// Runs the subcommand.
-pub fn run(recipe: &Path, set: &[String], threads: Option<i32>) -> u8 {
+pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, resume: bool, fresh: bool) -> u8 {
     let color = color();
     let Some(overrides) = super::overrides(set, color) else {
         return FAILED;
@@ -23,25 +104,24 @@ pub fn run(recipe: &Path, set: &[String], threads: Option<i32>) -> u8 {
         }
         return FAILED;
     }
-    let exec = match exec_path() {
-        Ok(p) if p.exists() => p,
-        _ => {
-            eprintln!("error[prunex::cli::no_executor]: the executor prunex-exec is missing next to prunex; build it with `cargo build --release`");
-            return TROUBLE;
-        }
+    let reuse = if resume {
+        Reuse::Resume
+    } else if fresh {
+        Reuse::Fresh
+    } else {
+        Reuse::Dense
     };
-    let mut cmd = Command::new(exec);
-    cmd.arg("run").arg(recipe);
-    for s in set {
-        cmd.arg("--set").arg(s);
-    }
-    if let Some(n) = threads {
-        cmd.arg("--threads").arg(n.to_string());
-    }
-    match cmd.status() {
+    on_ctrl_c(|| {});
+    let mut child = match spawn_exec(recipe, set, threads, reuse) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let status = child.wait();
+    CHILD.store(0, Ordering::SeqCst);
+    match status {
         Ok(s) => s.code().map_or(TROUBLE, |c| c as u8),
         Err(e) => {
-            eprintln!("error[prunex::cli::executor_failed]: cannot start prunex-exec: {e}");
+            eprintln!("error[prunex::cli::executor_failed]: lost the executor: {e}");
             TROUBLE
         }
     }

@@ -3,6 +3,7 @@
 //! `prunex` front end never loads libtorch (see build.rs).
 
 pub mod model;
+pub mod optim;
 pub mod run;
 
 use std::process::ExitCode;
@@ -37,6 +38,12 @@ pub enum ExecCommand {
         /// CPU threads for libtorch (default: libtorch's choice).
         #[arg(long)]
         threads: Option<i32>,
+        /// Continue from the last saved unit, even inside an epoch.
+        #[arg(long, conflicts_with = "fresh")]
+        resume: bool,
+        /// Reuse nothing from the stage cache.
+        #[arg(long)]
+        fresh: bool,
     },
 }
 
@@ -102,13 +109,38 @@ pub fn main() -> ExitCode {
             recipe,
             set,
             threads,
+            resume,
+            fresh,
         } => {
             if let Some(n) = threads.filter(|&n| n > 0) {
                 tch::set_num_threads(n);
             }
-            match run::run(&recipe, &set) {
+            // Ctrl-C: finish the batch, save, exit; a second Ctrl-C exits
+            // at once (outputs and cache entries are written atomically).
+            let _ = ctrlc::set_handler(|| {
+                if run::CANCEL.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    std::process::exit(130);
+                }
+            });
+            let opts = run::Options {
+                reuse: if resume {
+                    run::Reuse::Resume
+                } else if fresh {
+                    run::Reuse::Fresh
+                } else {
+                    run::Reuse::Dense
+                },
+                cache: prunex::cache::Cache::from_env(),
+                progress: true,
+            };
+            match run::run(&recipe, &set, &opts) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(run::RunError::Invalid) => ExitCode::from(1),
+                Err(e @ run::RunError::Interrupted { .. }) => {
+                    let report = miette::Report::new(e);
+                    eprint!("{}", prunex::diagnostics::render_human(&report, color()));
+                    ExitCode::from(130)
+                }
                 Err(e) => {
                     let report = miette::Report::new(e);
                     eprint!("{}", prunex::diagnostics::render_human(&report, color()));

@@ -2,11 +2,26 @@
 //! no weights are given, evaluation, pruning at each scheduled step
 //! (masks re-applied after every optimizer step; channels and blocks removed
 //! physically, the optimizer rebuilt), fine-tuning, export.
+//!
+//! A run is a chain of units — each pretraining epoch, the dense
+//! evaluation, the pruning before fine-tuning, each fine-tuning epoch, the
+//! final measurement — and each unit's result is stored in the stage cache
+//! ([`prunex::cache`]) under a hash of everything upstream of it. That one
+//! mechanism gives the pretraining cache, a checkpoint every epoch,
+//! `--resume`, Ctrl-C (the current batch finishes, the position inside the
+//! epoch is saved) and watch mode's "re-run only what changed".
+//!
+//! Runs repeat: every unit reseeds its data order from its key and libtorch
+//! from its key and step, so a resumed run computes exactly what an
+//! uninterrupted one does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use miette::{Diagnostic, Report};
+use prunex::cache::{hash_bytes, Cache, Key, KeyBuilder};
 use prunex::check::recipe::{Device as DeviceSpec, LrSchedule, Recipe, TrainSpec, Unit};
 use prunex::check::{check_path, parse_override, Mode};
 use prunex::data::{batches, load, Batch, DataSet, Rng, Transform};
@@ -17,11 +32,32 @@ use prunex::output::write_atomically;
 use prunex::plan::{Plan, Stage, Target};
 use prunex::prune::{blocks, importance, mask, surgery};
 use prunex::syntax::FsLoader;
-use serde::Serialize;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use super::model::TorchModel;
+use super::optim::{Optimizer, Rule};
+
+/// Set by Ctrl-C (or by watch mode, which sends SIGINT): the run stops at
+/// the next batch boundary, saves where it is, and exits.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+fn cancelled() -> bool {
+    CANCEL.load(Ordering::SeqCst)
+}
+
+/// `PRUNEX_INTERRUPT_AT=finetune:2:5` acts as a Ctrl-C before step 5 of
+/// fine-tuning epoch 2, so tests can interrupt a run at an exact place.
+fn interrupt_at() -> Option<(String, u64, usize)> {
+    let v = std::env::var("PRUNEX_INTERRUPT_AT").ok()?;
+    let mut it = v.split(':');
+    Some((
+        it.next()?.to_owned(),
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
+}
 
 /// What can stop a run.
 #[derive(Debug, Error, Diagnostic)]
@@ -68,10 +104,37 @@ pub enum RunError {
         /// Why.
         reason: String,
     },
+    /// Ctrl-C (or watch mode) stopped the run; where it was is saved.
+    #[error("interrupted in {at}; progress saved")]
+    #[diagnostic(
+        code(prunex::run::interrupted),
+        help(
+            "`prunex run --resume {recipe}` continues from here; the export folder was not touched"
+        )
+    )]
+    Interrupted {
+        /// Where.
+        at: String,
+        /// The recipe, for the help line.
+        recipe: String,
+    },
+    /// The model's input does not fit the data.
+    #[error("the model takes {model:?} inputs but the data's images are {data:?}")]
+    #[diagnostic(
+        code(prunex::run::input_mismatch),
+        help("set the model's `input` to the data's shape, or add `pad` to the data block")
+    )]
+    InputMismatch {
+        /// `[C, H, W]` of the model.
+        model: [usize; 3],
+        /// `[C, H, W]` of the data after the transform.
+        data: [usize; 3],
+    },
 }
 
-/// Metrics of one epoch.
-#[derive(Clone, Debug, Serialize)]
+/// Metrics of one epoch (deterministic: same seed, device and threads →
+/// same numbers).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochReport {
     /// `pretrain` or `finetune`.
     pub stage: String,
@@ -86,6 +149,31 @@ pub struct EpochReport {
     /// Fraction of conv/linear weights that are zero or removed, relative to the dense model.
     pub sparsity: f64,
 }
+
+/// Wall-clock measurements, kept apart from the deterministic report.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Timings {
+    /// Training epochs: stage, epoch, seconds, images per second.
+    pub epochs: Vec<(String, u64, f64, f64)>,
+    /// Inference latency of the dense model.
+    pub dense: Option<Latency>,
+    /// Inference latency of the pruned model.
+    pub pruned: Option<Latency>,
+    /// libtorch CPU threads.
+    pub threads: i32,
+}
+
+/// Median inference latency in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// Batch of 1.
+    pub batch1_ms: f64,
+    /// Batch of [`LATENCY_BATCH`].
+    pub batch64_ms: f64,
+}
+
+/// The larger batch latency is measured at.
+pub const LATENCY_BATCH: i64 = 64;
 
 /// One conv or linear layer before and after.
 #[derive(Clone, Debug, Serialize)]
@@ -104,22 +192,39 @@ pub struct LayerReport {
     pub macs: (u64, u64),
 }
 
-/// The run report written as report.yaml.
+/// What a run's results follow from: hashes (BLAKE3) of its inputs.
 #[derive(Clone, Debug, Serialize)]
-pub struct RunReport {
-    /// Recipe name.
+pub struct Lock {
+    /// The recipe and every file it includes.
     pub recipe: String,
+    /// The resolved plan.
+    pub plan: String,
+    /// The model architecture (its YAML description).
+    pub model: String,
+    /// The weights file, when the recipe names one.
+    pub weights: Option<String>,
+    /// The data (every image and label of both splits).
+    pub data: String,
+    /// Seed.
+    pub seed: u64,
     /// prunex version.
     pub prunex: String,
     /// libtorch version.
     pub libtorch: String,
+}
+
+/// The run report written as report.yaml and report.json.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Recipe name.
+    pub recipe: String,
     /// The device used.
     pub device: String,
-    /// Seed.
-    pub seed: u64,
+    /// What the results follow from.
+    pub lock: Lock,
     /// Test accuracy of the dense model.
     pub dense_accuracy: f64,
-    /// Right after the first pruning step, before fine-tuning.
+    /// Right after the pruning before fine-tuning, when there is one.
     pub pruned_accuracy: Option<f64>,
     /// After fine-tuning.
     pub final_accuracy: f64,
@@ -135,6 +240,46 @@ pub struct RunReport {
     pub layers: Vec<LayerReport>,
     /// The plan that was run.
     pub plan: Plan,
+    /// Wall-clock measurements (also written apart, as timings.yaml).
+    #[serde(skip)]
+    pub timings: Timings,
+}
+
+/// How a run uses the stage cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reuse {
+    /// Reuse the dense model (pretraining and its evaluation); redo pruning
+    /// and fine-tuning.
+    #[default]
+    Dense,
+    /// Continue from the last unit saved, even inside an epoch.
+    Resume,
+    /// Reuse nothing (results are still saved).
+    Fresh,
+}
+
+/// Where a unit stopped inside an epoch (Ctrl-C), to continue from there.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Partial {
+    /// Steps done.
+    step: usize,
+    loss_sum: f64,
+    right: i64,
+    seen: i64,
+    seconds: f64,
+}
+
+/// What a snapshot keeps besides tensors.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Meta {
+    label: String,
+    epochs: Vec<EpochReport>,
+    dense_accuracy: Option<f64>,
+    pruned_accuracy: Option<f64>,
+    final_accuracy: Option<f64>,
+    timings: Timings,
+    teacher: Option<(f64, f64)>,
+    partial: Option<Partial>,
 }
 
 struct Session {
@@ -143,7 +288,10 @@ struct Session {
     transform: Transform,
     batch: usize,
     eval_batch: usize,
+    seed: u64,
     rng: Rng,
+    /// Seeds libtorch per step within the current unit.
+    unit_seed: u64,
     model: TorchModel,
     masks: BTreeMap<String, Tensor>,
     dense_weights: u64,
@@ -152,6 +300,14 @@ struct Session {
     teacher: Option<(TorchModel, f64, f64)>,
     /// Network Slimming's L1 strength on BatchNorm γ, while training.
     penalty: Option<f64>,
+    opt: Option<Optimizer>,
+    /// Optimizer state restored from a snapshot, loaded when the optimizer is built.
+    pending_opt: Option<StateDict>,
+    dense_accuracy: Option<f64>,
+    pruned_accuracy: Option<f64>,
+    final_accuracy: Option<f64>,
+    timings: Timings,
+    progress: bool,
 }
 
 fn to_tensor(b: &Batch, device: Device) -> (Tensor, Tensor) {
@@ -179,6 +335,63 @@ fn device_of(spec: Option<DeviceSpec>) -> Device {
     }
 }
 
+/// A 64-bit seed from a key.
+fn seed_of(key: &Key) -> u64 {
+    u64::from_str_radix(&key.0[..16], 16).unwrap_or(0)
+}
+
+/// The learning rate at step `i` of `steps` in epoch `epoch` of `total`.
+fn lr_at(t: &TrainSpec, epoch: u64, total: u64, i: usize, steps: usize) -> f64 {
+    let base = t.lr.unwrap_or(0.01);
+    let progress = ((epoch - 1) as f64 + i as f64 / steps as f64) / total.max(1) as f64;
+    let mut lr = match &t.lr_schedule {
+        Some(LrSchedule::Cosine { min }) => {
+            min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        }
+        Some(LrSchedule::Step { every, unit, gamma }) => {
+            let done = match unit {
+                Unit::Epochs => epoch - 1,
+                Unit::Steps => (epoch - 1) * steps as u64 + i as u64,
+            };
+            base * gamma.powi((done / every.max(&1)) as i32)
+        }
+        _ => base,
+    };
+    if let Some((w, unit)) = t.warmup {
+        let done = match unit {
+            Unit::Epochs => (epoch - 1) as f64 + i as f64 / steps as f64,
+            Unit::Steps => ((epoch - 1) * steps as u64 + i as u64) as f64,
+        };
+        if done < w as f64 {
+            let step = match unit {
+                Unit::Epochs => 1.0 / steps as f64,
+                Unit::Steps => 1.0,
+            };
+            lr *= (done + step).min(w as f64) / w as f64;
+        }
+    }
+    lr
+}
+
+fn bar(len: usize, prefix: String, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(len as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:28}] {pos}/{len} {msg} ({elapsed}<{eta})",
+        )
+        .expect("template is valid")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix);
+    pb
+}
+
 impl Session {
     fn evaluate(&mut self) -> Result<f64, RunError> {
         let (mut right, mut total) = (0i64, 0i64);
@@ -189,6 +402,38 @@ impl Session {
             total += b.y.len() as i64;
         }
         Ok(right as f64 / total.max(1) as f64)
+    }
+
+    /// Median latency of inference at batch 1 and 64 (warm-up first; as
+    /// many repeats as fit in about a second, at least 5).
+    fn latency(&mut self) -> Result<Latency, RunError> {
+        let [c, h, w] = self.transform.shape(self.data.test.shape);
+        let mut at = |n: i64| -> Result<f64, RunError> {
+            let x = Tensor::zeros(
+                [n, c as i64, h as i64, w as i64],
+                (Kind::Float, self.device),
+            );
+            for _ in 0..3 {
+                let _ = tch::no_grad(|| self.model.forward(&x, false))?;
+            }
+            let mut times = Vec::new();
+            let start = Instant::now();
+            while times.len() < 5 || (times.len() < 50 && start.elapsed().as_secs_f64() < 1.0) {
+                if let Device::Cuda(_) = self.device {
+                    tch::Cuda::synchronize(0);
+                }
+                let t = Instant::now();
+                let out = tch::no_grad(|| self.model.forward(&x, false))?;
+                let _ = out.f_sum(Kind::Float)?.double_value(&[]);
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            Ok(times[times.len() / 2])
+        };
+        Ok(Latency {
+            batch1_ms: at(1)?,
+            batch64_ms: at(LATENCY_BATCH)?,
+        })
     }
 
     /// Zero or removed conv/linear weights, relative to the dense model.
@@ -224,75 +469,70 @@ impl Session {
         })
     }
 
-    fn optimizer(&self, t: &TrainSpec) -> Result<nn::Optimizer, RunError> {
-        let lr = t.lr.unwrap_or(0.01);
-        let wd = t.weight_decay.unwrap_or(0.0);
-        Ok(match t.optimizer.as_deref().unwrap_or("sgd") {
-            "adam" => nn::Adam {
-                wd,
-                ..Default::default()
+    /// The optimizer for `t`, built on first use after a change of model
+    /// (and given the state a snapshot saved).
+    fn optimizer(&mut self, t: &TrainSpec) -> Result<&mut Optimizer, RunError> {
+        if self.opt.is_none() {
+            let rule = match t.optimizer.as_deref().unwrap_or("sgd") {
+                "adam" => Rule::Adam,
+                "adamw" => Rule::AdamW,
+                _ => Rule::Sgd {
+                    momentum: t.momentum.unwrap_or(0.0),
+                    nesterov: t.nesterov.unwrap_or(false),
+                },
+            };
+            let lr_mult: Vec<(String, f64)> = t
+                .lr_mult
+                .iter()
+                .map(|(p, m)| (p.node.clone(), *m))
+                .collect();
+            let mut opt = Optimizer::new(
+                rule,
+                t.weight_decay.unwrap_or(0.0),
+                &self.model.vs.variables(),
+                &lr_mult,
+            );
+            if let Some(sd) = self.pending_opt.take() {
+                opt.load(&sd)?;
             }
-            .build(&self.model.vs, lr)?,
-            "adamw" => nn::AdamW {
-                wd,
-                ..Default::default()
-            }
-            .build(&self.model.vs, lr)?,
-            _ => nn::Sgd {
-                momentum: t.momentum.unwrap_or(0.0),
-                dampening: 0.0,
-                wd,
-                nesterov: t.nesterov.unwrap_or(false),
-            }
-            .build(&self.model.vs, lr)?,
-        })
+            self.opt = Some(opt);
+        }
+        Ok(self.opt.as_mut().expect("just built"))
     }
 
-    /// One training epoch; returns mean loss and training accuracy.
+    /// One training epoch from `partial` (where an interrupted one stopped);
+    /// returns the finished totals, or where it stopped when cancelled.
+    #[allow(clippy::too_many_arguments)]
     fn train_epoch(
         &mut self,
-        opt: &mut nn::Optimizer,
         t: &TrainSpec,
         stage: &str,
         epoch: u64,
         total: u64,
-    ) -> Result<(f64, f64), RunError> {
+        mut p: Partial,
+    ) -> Result<Result<Partial, Partial>, RunError> {
         let batch = t.batch.map(|b| b as usize).unwrap_or(self.batch);
-        let data = batches(
-            &self.data.train,
-            &self.transform,
-            batch,
-            Some(&mut self.rng),
-        );
+        // The epoch's order and augmentation follow from the unit alone, so a
+        // resumed epoch sees the batches the interrupted one did.
+        let mut rng = Rng::new(self.unit_seed);
+        let data = batches(&self.data.train, &self.transform, batch, Some(&mut rng));
         let steps = data.len();
-        let base = t.lr.unwrap_or(0.01);
-        let (mut loss_sum, mut right, mut seen) = (0.0, 0i64, 0i64);
-        for (i, b) in data.iter().enumerate() {
-            // Learning-rate schedule, evaluated per step.
-            let progress = ((epoch - 1) as f64 + i as f64 / steps as f64) / total.max(1) as f64;
-            let mut lr = match &t.lr_schedule {
-                Some(LrSchedule::Cosine { min }) => {
-                    min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
-                }
-                Some(LrSchedule::Step { every, unit, gamma }) => {
-                    let done = match unit {
-                        Unit::Epochs => epoch - 1,
-                        Unit::Steps => (epoch - 1) * steps as u64 + i as u64,
-                    };
-                    base * gamma.powi((done / every.max(&1)) as i32)
-                }
-                _ => base,
-            };
-            if let Some((w, unit)) = t.warmup {
-                let done = match unit {
-                    Unit::Epochs => (epoch - 1) as f64 + i as f64 / steps as f64,
-                    Unit::Steps => ((epoch - 1) * steps as u64 + i as u64) as f64,
-                };
-                if done < w as f64 {
-                    lr *= (done + 1.0 / steps as f64).min(w as f64) / w as f64;
-                }
+        let pb = bar(steps, format!("{stage} {epoch}/{total}"), self.progress);
+        pb.set_position(p.step as u64);
+        let start = Instant::now() - std::time::Duration::from_secs_f64(p.seconds);
+        let sparsity = self.sparsity();
+        let stop_at = interrupt_at();
+        for (i, b) in data.iter().enumerate().skip(p.step) {
+            if stop_at.as_ref() == Some(&(stage.to_owned(), epoch, i)) {
+                CANCEL.store(true, Ordering::SeqCst);
             }
-            opt.set_lr(lr);
+            if cancelled() {
+                pb.finish_and_clear();
+                p.seconds = start.elapsed().as_secs_f64();
+                return Ok(Err(p));
+            }
+            tch::manual_seed((self.unit_seed ^ (i as u64).wrapping_mul(0x9e37_79b9)) as i64);
+            let lr = lr_at(t, epoch, total, i, steps);
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
             let ce =
@@ -316,6 +556,7 @@ impl Session {
             };
             let value = loss.double_value(&[]);
             if !value.is_finite() {
+                pb.finish_and_clear();
                 return Err(RunError::NonFinite {
                     stage: stage.into(),
                     epoch,
@@ -323,9 +564,11 @@ impl Session {
                     value,
                 });
             }
+            let penalty = self.penalty;
+            let opt = self.optimizer(t)?;
             opt.zero_grad();
             loss.backward();
-            if let Some(lambda) = self.penalty {
+            if let Some(lambda) = penalty {
                 // Network Slimming: the subgradient of lambda * |gamma|.
                 tch::no_grad(|| -> Result<(), RunError> {
                     for (name, v) in self.model.vs.variables() {
@@ -340,16 +583,25 @@ impl Session {
                     Ok(())
                 })?;
             }
-            opt.step();
+            self.optimizer(t)?.step(lr)?;
             self.apply_masks()?;
-            loss_sum += value * b.y.len() as f64;
-            right += correct(&out, &y);
-            seen += b.y.len() as i64;
+            p.loss_sum += value * b.y.len() as f64;
+            p.right += correct(&out, &y);
+            p.seen += b.y.len() as i64;
+            p.step = i + 1;
+            pb.inc(1);
+            if i % 10 == 0 {
+                pb.set_message(format!(
+                    "loss {:.4} · acc {:.1} % · sparsity {:.1} %",
+                    p.loss_sum / p.seen.max(1) as f64,
+                    100.0 * p.right as f64 / p.seen.max(1) as f64,
+                    sparsity * 100.0
+                ));
+            }
         }
-        Ok((
-            loss_sum / seen.max(1) as f64,
-            right as f64 / seen.max(1) as f64,
-        ))
+        pb.finish_and_clear();
+        p.seconds = start.elapsed().as_secs_f64();
+        Ok(Ok(p))
     }
 
     /// Sums the loss gradients of `n` training batches, by state_dict key
@@ -607,12 +859,197 @@ impl Session {
         m.load(&sd)?;
         self.model = m;
         self.masks.clear();
+        self.opt = None;
         Ok(())
+    }
+
+    /// Saves everything the run needs to continue from here.
+    fn save(
+        &self,
+        cache: &Cache,
+        key: &Key,
+        label: &str,
+        partial: Option<Partial>,
+    ) -> Result<(), RunError> {
+        let mut files = vec![
+            (
+                "model.yaml",
+                prunex::models::yaml::to_yaml(&self.model.graph).into_bytes(),
+            ),
+            (
+                "model.safetensors",
+                weights::to_safetensors(&self.model.state_dict()?),
+            ),
+        ];
+        if !self.masks.is_empty() {
+            let mut sd = StateDict::new();
+            for (k, m) in &self.masks {
+                let m = m.f_to_device(Device::Cpu)?.f_contiguous()?;
+                let shape = m.size().iter().map(|&d| d as usize).collect();
+                sd.insert(
+                    k.clone(),
+                    weights::Tensor::f32(shape, Vec::<f32>::try_from(m.f_flatten(0, -1)?)?),
+                );
+            }
+            files.push(("masks.safetensors", weights::to_safetensors(&sd)));
+        }
+        if let Some(opt) = &self.opt {
+            files.push((
+                "optim.safetensors",
+                weights::to_safetensors(&opt.state_dict()?),
+            ));
+        } else if let Some(sd) = &self.pending_opt {
+            files.push(("optim.safetensors", weights::to_safetensors(sd)));
+        }
+        if let Some((t, _, _)) = &self.teacher {
+            files.push((
+                "teacher.yaml",
+                prunex::models::yaml::to_yaml(&t.graph).into_bytes(),
+            ));
+            files.push((
+                "teacher.safetensors",
+                weights::to_safetensors(&t.state_dict()?),
+            ));
+        }
+        let meta = Meta {
+            label: label.into(),
+            epochs: self.epochs.clone(),
+            dense_accuracy: self.dense_accuracy,
+            pruned_accuracy: self.pruned_accuracy,
+            final_accuracy: self.final_accuracy,
+            timings: self.timings.clone(),
+            teacher: self.teacher.as_ref().map(|(_, t, a)| (*t, *a)),
+            partial,
+        };
+        let meta = serde_json::to_vec_pretty(&meta).expect("meta serializes");
+        cache.put(key, &meta, &files).map_err(|e| RunError::Write {
+            path: cache.dir.join(&key.0).display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Restores a snapshot; `None` when it cannot be read (then the unit runs).
+    fn restore(&mut self, dir: &Path) -> Option<Meta> {
+        let read = |name: &str| std::fs::read(dir.join(name)).ok();
+        let graph = |name: &str| {
+            let text = String::from_utf8(read(name)?).ok()?;
+            prunex::models::yaml::from_yaml(&text, name).ok()
+        };
+        let sd = |name: &str| weights::read_safetensors(&read(name)?).ok();
+        let meta: Meta = serde_json::from_slice(&read("meta.json")?).ok()?;
+        let g = graph("model.yaml")?;
+        let mut model = TorchModel::new(&g, self.device);
+        model.load(&sd("model.safetensors")?).ok()?;
+        let mut masks = BTreeMap::new();
+        if dir.join("masks.safetensors").exists() {
+            for (k, t) in sd("masks.safetensors")? {
+                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+                let m = Tensor::from_slice(t.as_f32()?)
+                    .reshape(&shape)
+                    .to_device(self.device);
+                masks.insert(k, m);
+            }
+        }
+        let teacher = match meta.teacher {
+            Some((temp, alpha)) => {
+                let mut t = TorchModel::new(&graph("teacher.yaml")?, self.device);
+                t.load(&sd("teacher.safetensors")?).ok()?;
+                Some((t, temp, alpha))
+            }
+            None => None,
+        };
+        self.pending_opt = sd("optim.safetensors");
+        self.model = model;
+        self.masks = masks;
+        self.teacher = teacher;
+        self.opt = None;
+        self.epochs = meta.epochs.clone();
+        self.dense_accuracy = meta.dense_accuracy;
+        self.pruned_accuracy = meta.pruned_accuracy;
+        self.final_accuracy = meta.final_accuracy;
+        let threads = self.timings.threads;
+        self.timings = meta.timings.clone();
+        self.timings.threads = threads;
+        Some(meta)
     }
 }
 
+/// One unit of a run, cached on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Work {
+    Pretrain(u64),
+    Dense,
+    Prune,
+    Finetune(u64),
+    Final,
+}
+
+impl Work {
+    fn name(self) -> &'static str {
+        match self {
+            Work::Pretrain(_) => "pretrain",
+            Work::Dense => "dense evaluation",
+            Work::Prune => "pruning",
+            Work::Finetune(_) => "finetune",
+            Work::Final => "final measurement",
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Work::Pretrain(e) | Work::Finetune(e) => format!("{} epoch {e}", self.name()),
+            _ => self.name().into(),
+        }
+    }
+}
+
+/// `pretrain epochs 1–5, dense evaluation` for a list of units.
+fn describe(works: &[Work]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < works.len() {
+        match works[i] {
+            Work::Pretrain(a) | Work::Finetune(a) => {
+                let mut j = i;
+                while j + 1 < works.len()
+                    && works[j + 1].name() == works[i].name()
+                    && matches!(works[j + 1], Work::Pretrain(_) | Work::Finetune(_))
+                {
+                    j += 1;
+                }
+                let b = match works[j] {
+                    Work::Pretrain(b) | Work::Finetune(b) => b,
+                    _ => a,
+                };
+                parts.push(if a == b {
+                    format!("{} epoch {a}", works[i].name())
+                } else {
+                    format!("{} epochs {a}–{b}", works[i].name())
+                });
+                i = j + 1;
+            }
+            w => {
+                parts.push(w.name().into());
+                i += 1;
+            }
+        }
+    }
+    parts.join(", ")
+}
+
+/// How a run is started.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What may come from the cache.
+    pub reuse: Reuse,
+    /// The stage cache.
+    pub cache: Cache,
+    /// Progress bars (shown only on a terminal).
+    pub progress: bool,
+}
+
 /// Runs a recipe; prints diagnostics and progress, returns the report.
-pub fn run(path: &Path, set: &[String]) -> Result<RunReport, RunError> {
+pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, RunError> {
     let overrides: Vec<_> = set.iter().filter_map(|s| parse_override(s).ok()).collect();
     let checked = check_path(path, &FsLoader, &overrides, Mode::Single);
     for r in &checked.reports {
@@ -625,18 +1062,63 @@ pub fn run(path: &Path, set: &[String]) -> Result<RunReport, RunError> {
     else {
         return Err(RunError::Invalid);
     };
-    execute(&recipe, &graph, plan)
+    let mut h = blake3::Hasher::new();
+    for f in checked.sources.files() {
+        h.update(f.name.as_bytes());
+        h.update(&[0]);
+        h.update(f.text.as_bytes());
+        h.update(&[0]);
+    }
+    let recipe_hash = h.finalize().to_hex().to_string();
+    execute(&recipe, &graph, plan, recipe_hash, path, opts)
 }
 
-fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunError> {
+fn show(e: impl Diagnostic + Send + Sync + 'static) -> RunError {
+    eprint!("{}", render_human(&Report::new(e), super::color()));
+    RunError::Invalid
+}
+
+/// The plan's stages without the recipe lines behind targets, so that
+/// moving a rule or adding a comment does not invalidate the cache.
+fn stages_for_key(plan: &Plan) -> Vec<Stage> {
+    let mut stages = plan.stages.clone();
+    for st in &mut stages {
+        for g in &mut st.groups {
+            g.set_by.clear();
+        }
+        for l in &mut st.layers {
+            l.set_by.clear();
+        }
+    }
+    stages
+}
+
+fn hash_data(d: &DataSet) -> String {
+    let mut h = blake3::Hasher::new();
+    for split in [&d.train, &d.test] {
+        for n in split.shape {
+            h.update(&(n as u64).to_le_bytes());
+        }
+        h.update(&(split.len() as u64).to_le_bytes());
+        h.update(&split.pixels);
+        h.update(&split.labels);
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn execute(
+    recipe: &Recipe,
+    graph: &Graph,
+    plan: Plan,
+    recipe_hash: String,
+    path: &Path,
+    opts: &Options,
+) -> Result<RunReport, RunError> {
     let seed = recipe.seed.unwrap_or(0);
     tch::manual_seed(seed as i64);
     let device = device_of(recipe.device);
     let d = recipe.data.as_ref().ok_or(RunError::Invalid)?;
-    let data = load(&d.kind.node, &d.path.node, d.limit.map(|l| l as usize)).map_err(|e| {
-        eprint!("{}", render_human(&Report::new(e), super::color()));
-        RunError::Invalid
-    })?;
+    let data = load(&d.kind.node, &d.path.node, d.limit.map(|l| l as usize)).map_err(show)?;
     let (mean, std) = d.normalize.clone().unwrap_or((vec![0.0], vec![1.0]));
     let transform = Transform {
         mean: mean.iter().map(|&x| x as f32).collect(),
@@ -645,6 +1127,13 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
         crop: d.crop.unwrap_or(0) as usize,
         flip: d.flip,
     };
+    let shape = transform.shape(data.train.shape);
+    if shape != plan.input {
+        return Err(RunError::InputMismatch {
+            model: plan.input,
+            data: shape,
+        });
+    }
     let before = analyze(graph, graph.input).map_err(|e| tch::TchError::Kind(e.to_string()))?;
     let dense_weights: u64 = graph
         .modules()
@@ -656,68 +1145,272 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
         })
         .map(|(_, n)| n.op.state()[0].1.iter().product::<usize>() as u64)
         .sum();
+    let spec = recipe.model.as_ref().ok_or(RunError::Invalid)?;
+    let weights_file = match &spec.weights {
+        Some(w) => Some(std::fs::read(&w.node).map_err(|e| RunError::Write {
+            path: w.node.display().to_string(),
+            reason: format!("cannot read the weights: {e}"),
+        })?),
+        None => None,
+    };
+    let model_yaml = prunex::models::yaml::to_yaml(graph);
+    let lock = Lock {
+        recipe: recipe_hash,
+        plan: hash_bytes(plan.to_yaml().as_bytes()),
+        model: hash_bytes(model_yaml.as_bytes()),
+        weights: weights_file.as_deref().map(hash_bytes),
+        data: hash_data(&data),
+        seed,
+        prunex: env!("CARGO_PKG_VERSION").into(),
+        libtorch: env!("PRUNEX_LIBTORCH_VERSION").into(),
+    };
     let mut s = Session {
         device,
-        data,
-        transform,
         batch: d.batch.unwrap_or(128) as usize,
         eval_batch: d.eval_batch.unwrap_or(1000) as usize,
+        seed,
         rng: Rng::new(seed),
+        unit_seed: seed,
         model: TorchModel::new(graph, device),
         masks: BTreeMap::new(),
         dense_weights,
         epochs: Vec::new(),
         teacher: None,
         penalty: plan.stages.iter().find_map(|st| st.penalty),
+        opt: None,
+        pending_opt: None,
+        dense_accuracy: None,
+        pruned_accuracy: None,
+        final_accuracy: None,
+        timings: Timings {
+            threads: tch::get_num_threads(),
+            ..Timings::default()
+        },
+        progress: opts.progress,
+        data,
+        transform,
     };
-    let spec = recipe.model.as_ref().ok_or(RunError::Invalid)?;
-    if let Some(w) = &spec.weights {
-        let (sd, notes) = weights::load_for(&w.node, graph).map_err(|e| {
-            eprint!("{}", render_human(&Report::new(e), super::color()));
-            RunError::Invalid
-        })?;
-        for n in notes {
-            eprintln!("note: {n}");
-        }
-        s.model.load(&sd)?;
-    } else if let Some(pre) = &recipe.pretrain {
-        train(&mut s, pre, "pretrain", &BTreeMap::new(), &plan)?;
-    }
-    let dense = s.evaluate()?;
-    eprintln!("dense test accuracy: {:.2} %", dense * 100.0);
-    s.teacher = teacher(recipe, graph, &s)?;
 
-    // Prune steps by fine-tuning epoch: (stage, fraction, end).
+    // Prune steps by fine-tuning epoch: (stage, fraction).
+    let steps_per_epoch = (s.data.train.len().div_ceil(s.batch) as u64).max(1);
     let mut events: BTreeMap<u64, Vec<(usize, f64)>> = BTreeMap::new();
     for (i, st) in plan.stages.iter().enumerate() {
         for step in &st.schedule {
             let epoch = match step.unit {
                 Unit::Epochs => step.at,
-                Unit::Steps => step.at / (s.data.train.len().div_ceil(s.batch) as u64).max(1),
+                Unit::Steps => step.at / steps_per_epoch,
             };
             events.entry(epoch).or_default().push((i, step.fraction));
         }
     }
     let ft = recipe.finetune.clone().unwrap_or_default();
-    let mut pruned_accuracy = None;
-    // Steps at epoch 0 happen before fine-tuning, and are measured.
-    apply_events(
-        &mut s,
-        &plan,
-        events.get(&0).map(Vec::as_slice).unwrap_or(&[]),
-        seed,
-    )?;
-    if events.contains_key(&0) {
-        let a = s.evaluate()?;
-        eprintln!(
-            "after pruning: {:.2} % (sparsity {:.2} %)",
-            a * 100.0,
-            s.sparsity() * 100.0
-        );
-        pruned_accuracy = Some(a);
+    let pre = recipe.pretrain.clone().unwrap_or_default();
+
+    // The chain of units and their keys.
+    let mut works = Vec::new();
+    if spec.weights.is_none() {
+        works.extend((1..=pre.epochs.unwrap_or(0)).map(Work::Pretrain));
     }
-    train(&mut s, &ft, "finetune", &events, &plan)?;
-    let last = s.evaluate()?;
+    works.push(Work::Dense);
+    if events.contains_key(&0) {
+        works.push(Work::Prune);
+    }
+    works.extend((1..=ft.epochs.unwrap_or(0)).map(Work::Finetune));
+    works.push(Work::Final);
+    let stages = stages_for_key(&plan);
+    let teacher_weights = match recipe.distill.as_ref().and_then(|d| d.teacher.as_ref()) {
+        Some(prunex::check::recipe::TeacherSpec::Model {
+            weights: Some(w), ..
+        }) => std::fs::read(w).map(|b| hash_bytes(&b)).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let dk = &recipe.data.as_ref().expect("checked above");
+    let mut prev = KeyBuilder::new("base")
+        .str(&lock.prunex)
+        .str(&lock.libtorch)
+        .str(&format!("{device:?}"))
+        .u64(seed)
+        .str(&model_yaml)
+        .str(lock.weights.as_deref().unwrap_or(""))
+        .str(&lock.data)
+        .json(&(
+            dk.batch,
+            dk.eval_batch,
+            &dk.normalize,
+            dk.crop,
+            dk.flip,
+            dk.pad,
+        ))
+        .key();
+    let mut keys = Vec::new();
+    for &w in &works {
+        let mut kb = KeyBuilder::after(w.name(), &prev);
+        match w {
+            Work::Pretrain(e) => kb.json(&pre).u64(e),
+            Work::Dense | Work::Final => &mut kb,
+            Work::Prune => kb.json(&stages).json(&recipe.distill).str(&teacher_weights),
+            Work::Finetune(e) => kb
+                .json(&ft)
+                .json(&recipe.distill)
+                .str(&teacher_weights)
+                .json(&stages)
+                .u64(e),
+        };
+        prev = kb.key();
+        keys.push(prev.clone());
+    }
+
+    // Where to start: after the last unit the cache has (and may give).
+    let cache = &opts.cache;
+    let allowed = |w: Work| match opts.reuse {
+        Reuse::Fresh => false,
+        Reuse::Resume => true,
+        Reuse::Dense => matches!(w, Work::Pretrain(_) | Work::Dense),
+    };
+    let mut start = 0;
+    for i in (0..works.len()).rev() {
+        if allowed(works[i]) {
+            if let Some(dir) = cache.get(&keys[i]) {
+                if s.restore(&dir).is_some() {
+                    start = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+    let mut partial = None;
+    if opts.reuse == Reuse::Resume && start < works.len() {
+        let pk = KeyBuilder::after("partial", &keys[start]).key();
+        if let Some(meta) = cache.get(&pk).and_then(|dir| s.restore(&dir)) {
+            partial = meta.partial;
+        }
+    }
+    if start == 0 && partial.is_none() {
+        if let Some(w) = &spec.weights {
+            let (sd, notes) = weights::load_for(&w.node, graph).map_err(show)?;
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            s.model.load(&sd)?;
+        }
+    }
+    if start > 0 {
+        eprintln!("from cache: {}", describe(&works[..start]));
+    }
+    if let (Some(p), Some(w)) = (&partial, works.get(start)) {
+        eprintln!(
+            "resuming {} at step {} (saved when the run was interrupted)",
+            w.label(),
+            p.step
+        );
+    }
+    if start < works.len() {
+        eprintln!("running: {}", describe(&works[start..]));
+    }
+
+    let recipe_path = path.display().to_string();
+    for i in start..works.len() {
+        if cancelled() {
+            return Err(RunError::Interrupted {
+                at: works[i].label(),
+                recipe: recipe_path,
+            });
+        }
+        let w = works[i];
+        let key = &keys[i];
+        s.unit_seed = seed_of(key);
+        s.rng = Rng::new(s.unit_seed ^ 0x7a71_0e55);
+        tch::manual_seed(s.unit_seed as i64);
+        let resumed = if i == start { partial.take() } else { None };
+        match w {
+            Work::Pretrain(e) => {
+                if e == 1 && resumed.is_none() {
+                    s.opt = None;
+                    s.pending_opt = None;
+                }
+                let total = pre.epochs.unwrap_or(0);
+                epoch(
+                    &mut s,
+                    &pre,
+                    "pretrain",
+                    e,
+                    total,
+                    resumed,
+                    cache,
+                    key,
+                    &recipe_path,
+                )?;
+            }
+            Work::Dense => {
+                s.opt = None;
+                s.pending_opt = None;
+                let a = s.evaluate()?;
+                s.dense_accuracy = Some(a);
+                s.timings.dense = Some(s.latency()?);
+            }
+            Work::Prune => {
+                if s.teacher.is_none() {
+                    s.teacher = teacher(recipe, graph, &s)?;
+                }
+                apply_events(
+                    &mut s,
+                    &plan,
+                    events.get(&0).map(Vec::as_slice).unwrap_or(&[]),
+                )?;
+                let a = s.evaluate()?;
+                eprintln!(
+                    "after pruning: {:.2} % (sparsity {:.2} %)",
+                    a * 100.0,
+                    s.sparsity() * 100.0
+                );
+                s.pruned_accuracy = Some(a);
+            }
+            Work::Finetune(e) => {
+                if s.teacher.is_none() {
+                    s.teacher = teacher(recipe, graph, &s)?;
+                }
+                if resumed.is_none() {
+                    if e == 1 {
+                        s.opt = None;
+                        s.pending_opt = None;
+                    } else if let Some(ev) = events.get(&(e - 1)) {
+                        apply_events(&mut s, &plan, ev)?;
+                    }
+                }
+                let total = ft.epochs.unwrap_or(0);
+                epoch(
+                    &mut s,
+                    &ft,
+                    "finetune",
+                    e,
+                    total,
+                    resumed,
+                    cache,
+                    key,
+                    &recipe_path,
+                )?;
+            }
+            Work::Final => {
+                s.final_accuracy = Some(s.evaluate()?);
+                s.timings.pruned = Some(s.latency()?);
+            }
+        }
+        if w == Work::Dense {
+            eprintln!(
+                "dense test accuracy: {:.2} %",
+                s.dense_accuracy.unwrap_or(0.0) * 100.0
+            );
+        }
+        s.save(cache, key, &w.label(), None)?;
+        cache.remove(&KeyBuilder::after("partial", key).key());
+    }
+    if start == works.len() {
+        eprintln!(
+            "dense test accuracy: {:.2} %",
+            s.dense_accuracy.unwrap_or(0.0) * 100.0
+        );
+    }
+
     let after = analyze(&s.model.graph, s.model.graph.input)
         .map_err(|e| tch::TchError::Kind(e.to_string()))?;
     let final_sd = s.model.state_dict()?;
@@ -751,18 +1444,17 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
     let report = RunReport {
         layers,
         recipe: plan.recipe.clone(),
-        prunex: env!("CARGO_PKG_VERSION").into(),
-        libtorch: env!("PRUNEX_LIBTORCH_VERSION").into(),
         device: format!("{device:?}"),
-        seed,
-        dense_accuracy: dense,
-        pruned_accuracy,
-        final_accuracy: last,
+        lock,
+        dense_accuracy: s.dense_accuracy.unwrap_or(0.0),
+        pruned_accuracy: s.pruned_accuracy,
+        final_accuracy: s.final_accuracy.unwrap_or(0.0),
         params: (before.total_params, after.total_params),
         macs: (before.total_macs, after.total_macs),
         sparsity: s.sparsity(),
         epochs: s.epochs.clone(),
         plan,
+        timings: s.timings.clone(),
     };
     let out_dir: PathBuf = recipe
         .export
@@ -772,6 +1464,66 @@ fn execute(recipe: &Recipe, graph: &Graph, plan: Plan) -> Result<RunReport, RunE
     export(&out_dir, &s.model, &report)?;
     print_summary(&report, &out_dir);
     Ok(report)
+}
+
+/// Runs one training epoch of a unit (from where an interrupted one
+/// stopped); on Ctrl-C saves the position and stops the run.
+#[allow(clippy::too_many_arguments)]
+fn epoch(
+    s: &mut Session,
+    t: &TrainSpec,
+    stage: &str,
+    e: u64,
+    total: u64,
+    resumed: Option<Partial>,
+    cache: &Cache,
+    key: &Key,
+    recipe: &str,
+) -> Result<(), RunError> {
+    let label = format!("{stage} epoch {e}");
+    let p = match s.train_epoch(t, stage, e, total, resumed.unwrap_or_default())? {
+        Ok(p) => p,
+        Err(p) => {
+            let at = format!("{label}, step {}", p.step);
+            s.save(
+                cache,
+                &KeyBuilder::after("partial", key).key(),
+                &label,
+                Some(p),
+            )?;
+            return Err(RunError::Interrupted {
+                at,
+                recipe: recipe.into(),
+            });
+        }
+    };
+    let (loss, acc) = (
+        p.loss_sum / p.seen.max(1) as f64,
+        p.right as f64 / p.seen.max(1) as f64,
+    );
+    let test = s.evaluate()?;
+    let sparsity = s.sparsity();
+    eprintln!(
+        "{stage} epoch {e}/{total}: loss {loss:.4}, train {:.2} %, test {:.2} %, sparsity {:.2} %",
+        acc * 100.0,
+        test * 100.0,
+        sparsity * 100.0
+    );
+    s.epochs.push(EpochReport {
+        stage: stage.into(),
+        epoch: e,
+        loss,
+        train_accuracy: acc,
+        test_accuracy: test,
+        sparsity,
+    });
+    s.timings.epochs.push((
+        stage.into(),
+        e,
+        p.seconds,
+        p.seen as f64 / p.seconds.max(1e-9),
+    ));
+    Ok(())
 }
 
 /// The distillation teacher: the dense model as it is before pruning, or
@@ -822,53 +1574,16 @@ fn teacher(
     Ok(Some((model, temp, alpha)))
 }
 
-fn apply_events(
-    s: &mut Session,
-    plan: &Plan,
-    events: &[(usize, f64)],
-    seed: u64,
-) -> Result<(), RunError> {
+fn apply_events(s: &mut Session, plan: &Plan, events: &[(usize, f64)]) -> Result<(), RunError> {
     for &(i, fraction) in events {
         let st = &plan.stages[i];
         let end = st.schedule.last().map_or(fraction, |x| x.fraction);
+        let seed = s.seed;
         s.prune(st, fraction, end, seed)?;
     }
-    Ok(())
-}
-
-fn train(
-    s: &mut Session,
-    t: &TrainSpec,
-    stage: &str,
-    events: &BTreeMap<u64, Vec<(usize, f64)>>,
-    plan: &Plan,
-) -> Result<(), RunError> {
-    let epochs = t.epochs.unwrap_or(0);
-    let mut opt = s.optimizer(t)?;
-    for e in 1..=epochs {
-        // Pruning steps scheduled at this fine-tuning epoch (epoch 0 ran before).
-        if let Some(ev) = events.get(&(e - 1)).filter(|_| e > 1) {
-            apply_events(s, plan, ev, 0)?;
-            opt = s.optimizer(t)?;
-        }
-        let (loss, acc) = s.train_epoch(&mut opt, t, stage, e, epochs)?;
-        let test = s.evaluate()?;
-        let sparsity = s.sparsity();
-        eprintln!(
-            "{stage} epoch {e}/{epochs}: loss {loss:.4}, train {:.2} %, test {:.2} %, sparsity {:.2} %",
-            acc * 100.0,
-            test * 100.0,
-            sparsity * 100.0
-        );
-        s.epochs.push(EpochReport {
-            stage: stage.into(),
-            epoch: e,
-            loss,
-            train_accuracy: acc,
-            test_accuracy: test,
-            sparsity,
-        });
-    }
+    // The optimizer starts afresh on the changed model.
+    s.opt = None;
+    s.pending_opt = None;
     Ok(())
 }
 
@@ -891,6 +1606,8 @@ fn export(dir: &Path, m: &TorchModel, report: &RunReport) -> Result<(), RunError
         serde_json::to_string_pretty(report).expect("reports serialize"),
     )
     .map_err(|e| fail(&j, e))?;
+    let t = dir.join("timings.yaml");
+    write_atomically(&t, prunex::yaml::to_string(&report.timings)).map_err(|e| fail(&t, e))?;
     Ok(())
 }
 
@@ -934,7 +1651,7 @@ fn print_summary(r: &RunReport, dir: &Path) {
     let mut t = tabled::Table::new(rows);
     t.with(tabled::settings::Style::sharp());
     println!("{t}");
-    println!("{} · seed {} · {}", r.recipe, r.seed, r.device);
+    println!("{} · seed {} · {}", r.recipe, r.lock.seed, r.device);
     println!(
         "accuracy: dense {:.2} %{} → after fine-tuning {:.2} %",
         r.dense_accuracy * 100.0,
@@ -951,11 +1668,23 @@ fn print_summary(r: &RunReport, dir: &Path) {
         si(r.macs.1),
         r.sparsity * 100.0
     );
+    if let (Some(a), Some(b)) = (r.timings.dense, r.timings.pruned) {
+        println!(
+            "measured latency ({} threads): batch 1 {:.3} → {:.3} ms ({:.2}×) · batch {LATENCY_BATCH} {:.2} → {:.2} ms ({:.2}×)",
+            r.timings.threads,
+            a.batch1_ms,
+            b.batch1_ms,
+            a.batch1_ms / b.batch1_ms.max(1e-9),
+            a.batch64_ms,
+            b.batch64_ms,
+            a.batch64_ms / b.batch64_ms.max(1e-9),
+        );
+    }
     if r.macs.0 == r.macs.1 && r.sparsity > 0.0 {
         println!("note: the pruning is unstructured: zeros do not speed up dense kernels. For a faster model, prune `channels` (or `2:4` on hardware with sparse tensor cores).");
     }
     println!(
-        "wrote {}/weights.safetensors, model.yaml, report.yaml, report.json",
+        "wrote {}/weights.safetensors, model.yaml, report.yaml, report.json, timings.yaml",
         dir.display()
     );
 }
