@@ -262,3 +262,72 @@ fn plan_shows_every_target_and_where_it_came_from() {
         .assert()
         .code(1);
 }
+
+#[test]
+fn diff_shows_what_a_recipe_change_does() {
+    let out = prunex()
+        .args([
+            "diff",
+            "tests/fixtures/diff/old.prune",
+            "tests/fixtures/diff/new.prune",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn diff_reads_a_git_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let git = |args: &[&str]| {
+        let s = std::process::Command::new("git")
+            .current_dir(d)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    };
+    git(&["init", "-q"]);
+    std::fs::create_dir(d.join("common")).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::write(
+        d.join("common/train.prune"),
+        "finetune { epochs 10 optimizer sgd lr 0.01 momentum 0.9 }\n",
+    )
+    .unwrap();
+    let main = std::fs::read_to_string(format!("{root}/tests/fixtures/diff/old.prune"))
+        .unwrap()
+        .replace(
+            "finetune { epochs 10 optimizer sgd lr 0.01 momentum 0.9 }",
+            "include \"common/train.prune\"",
+        );
+    std::fs::write(d.join("r.prune"), &main).unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "one"]);
+    // Change only the included file in the work tree.
+    std::fs::write(
+        d.join("common/train.prune"),
+        "finetune { epochs 12 optimizer sgd lr 0.01 momentum 0.9 }\n",
+    )
+    .unwrap();
+    let out = prunex()
+        .current_dir(d)
+        .args(["diff", "HEAD:r.prune", "r.prune"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("epochs"), "{text}");
+    assert!(text.contains("1 difference"), "{text}");
+}

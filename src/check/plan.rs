@@ -221,6 +221,12 @@ pub fn plan(recipe: &Recipe, g: &Graph, sources: &SourceMap) -> (Option<Plan>, V
         stages.push(stage);
     }
     teacher(&mut cx, recipe);
+    // Learning-rate multipliers must name layers, like every other glob.
+    for t in [&recipe.pretrain, &recipe.finetune].into_iter().flatten() {
+        for (pattern, _) in &t.lr_mult {
+            cx.matches(pattern);
+        }
+    }
     let plan = Plan {
         recipe: recipe
             .name

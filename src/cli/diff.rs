@@ -11,6 +11,7 @@ use serde_json::Value;
 use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
+use super::inspect::thousands;
 use super::{color, FAILED, OK, TROUBLE};
 use crate::check::recipe::Recipe;
 use crate::check::{check_path, Mode};
@@ -52,7 +53,8 @@ impl Loader for GitLoader {
         let text = String::from_utf8(out.stdout).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
         })?;
-        Ok((PathBuf::from(spec), text))
+        // The identity stays a plain path: includes resolve against it.
+        Ok((p, text))
     }
 }
 
@@ -218,8 +220,8 @@ pub fn facts(recipe: &Recipe, plan: &Plan) -> Vec<((String, String), String)> {
                 format!("{} of {}", b.remove, b.candidates.len()),
             );
         }
-        push(&sec, "params after".into(), st.params_after.to_string());
-        push(&sec, "MACs after".into(), st.macs_after.to_string());
+        push(&sec, "params after".into(), thousands(st.params_after));
+        push(&sec, "MACs after".into(), thousands(st.macs_after));
     }
     push(
         "export",

@@ -53,6 +53,18 @@ fn inputs(recipe: &Path, checked: &Checked) -> BTreeSet<PathBuf> {
     files
 }
 
+/// Whether an event can change a file's content (reading a file, as the
+/// check itself does, must not count as a save).
+fn changes(ev: &notify::Event) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    match ev.kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        _ => false,
+    }
+}
+
 fn stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -210,12 +222,14 @@ pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, check_only: bool
                 }
             }
             match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Ok(ev)) if ev.paths.iter().any(|p| files.contains(p)) => {
+                Ok(Ok(ev)) if changes(&ev) && ev.paths.iter().any(|p| files.contains(p)) => {
                     // A burst of saves is one change.
                     let mut changed: BTreeSet<PathBuf> = ev.paths.into_iter().collect();
                     while let Ok(more) = rx.recv_timeout(DEBOUNCE) {
-                        if let Ok(ev) = more {
-                            changed.extend(ev.paths);
+                        if let Ok(ev) = more.as_ref() {
+                            if changes(ev) {
+                                changed.extend(ev.paths.iter().cloned());
+                            }
                         }
                     }
                     let names: Vec<String> = changed
