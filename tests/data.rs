@@ -162,3 +162,110 @@ fn broken_files_get_diagnostics_naming_the_file() {
         "{text}"
     );
 }
+
+fn png(path: &Path, w: u32, h: u32, color: bool, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    if color {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 37 + seed * 11) as u8,
+                (y * 53 + seed) as u8,
+                ((x + y) * 7 + seed * 3) as u8,
+            ])
+        });
+        img.save(path).unwrap();
+    } else {
+        let img =
+            image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x * 31 + y * 17 + seed) as u8]));
+        img.save(path).unwrap();
+    }
+}
+
+/// An image folder reads as torchvision's `ImageFolder` does: classes in
+/// sorted order, files sorted within a class, the same pixels (CHW).
+#[test]
+fn image_folders_read_as_torchvision_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (split, n) in [("train", 3u32), ("test", 2)] {
+        for (ci, class) in ["zebra", "ant", "mole"].iter().enumerate() {
+            for i in 0..n {
+                png(
+                    &d.join(format!("{split}/{class}/{i:02}.png")),
+                    6,
+                    5,
+                    true,
+                    ci as u32 * 10 + i,
+                );
+            }
+        }
+    }
+    let ds = load("image_folder", d, None).unwrap();
+    assert_eq!(ds.classes, 3);
+    assert_eq!(ds.train.shape, [3, 5, 6]);
+    assert_eq!(ds.train.len(), 9);
+    assert_eq!(ds.test.len(), 6);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(format!("{root}/.venv/bin/python"))
+        .arg(format!("{root}/tests/parity/image_folder.py"))
+        .arg(d.join("train"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["classes"], serde_json::json!(["ant", "mole", "zebra"]));
+    let per = 3 * 5 * 6;
+    for (i, item) in v["items"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(item["label"].as_u64().unwrap() as u8, ds.train.labels[i]);
+        let px: Vec<u8> = item["pixels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap() as u8)
+            .collect();
+        assert_eq!(px, ds.train.pixels[i * per..(i + 1) * per], "image {i}");
+    }
+}
+
+#[test]
+fn image_folder_problems_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Grey images stay one channel.
+    png(&d.join("train/a/1.png"), 4, 4, false, 1);
+    png(&d.join("train/b/1.png"), 4, 4, false, 2);
+    png(&d.join("test/a/1.png"), 4, 4, false, 3);
+    png(&d.join("test/b/1.png"), 4, 4, false, 4);
+    let ds = load("image_folder", d, None).unwrap();
+    assert_eq!(ds.train.shape, [1, 4, 4]);
+    // A different size.
+    png(&d.join("train/b/2.png"), 5, 4, false, 5);
+    let e = load("image_folder", d, None).unwrap_err();
+    assert!(
+        matches!(e, DataError::MixedSizes { ref file, .. } if file.ends_with("train/b/2.png")),
+        "{e}"
+    );
+    std::fs::remove_file(d.join("train/b/2.png")).unwrap();
+    // A broken file.
+    std::fs::write(d.join("train/a/2.png"), b"not a png").unwrap();
+    let e = load("image_folder", d, None).unwrap_err();
+    assert!(
+        matches!(e, DataError::BadImage { ref file, .. } if file.ends_with("train/a/2.png")),
+        "{e}"
+    );
+    std::fs::remove_file(d.join("train/a/2.png")).unwrap();
+    // Classes that differ between splits.
+    png(&d.join("test/c/1.png"), 4, 4, false, 6);
+    let e = load("image_folder", d, None).unwrap_err();
+    assert!(matches!(e, DataError::ClassMismatch { .. }), "{e}");
+    let text = render_human(&miette::Report::new(e), false);
+    assert!(text.contains("prunex::data::class_mismatch"), "{text}");
+    // No test split.
+    std::fs::remove_dir_all(d.join("test")).unwrap();
+    let e = load("image_folder", d, None).unwrap_err();
+    assert!(matches!(e, DataError::Missing { .. }), "{e}");
+}

@@ -1,5 +1,6 @@
 //! Data sets and batches, in plain Rust: IDX files (MNIST, Fashion-MNIST;
-//! gzipped or not) and CIFAR-10 binary batches, normalisation, padding,
+//! gzipped or not), CIFAR-10 binary batches and folders of PNG/JPEG images
+//! per class, normalisation, padding,
 //! random crop and flip, seeded shuffling. The executor moves batches onto
 //! the device.
 
@@ -82,11 +83,53 @@ pub enum DataError {
         /// Its count.
         n_labels: usize,
     },
+    /// Images of different sizes in one image folder.
+    #[error("`{file}` is {found:?} (C, H, W) but the first image of the folder is {expected:?}")]
+    #[diagnostic(
+        code(prunex::data::mixed_sizes),
+        help("resize the images to one size beforehand; prunex does not resize, so preprocessing stays explicit")
+    )]
+    MixedSizes {
+        /// The odd image.
+        file: String,
+        /// Its shape.
+        found: [usize; 3],
+        /// The first image's.
+        expected: [usize; 3],
+    },
+    /// An image file that does not decode.
+    #[error("`{file}` is not an image prunex can read: {reason}")]
+    #[diagnostic(
+        code(prunex::data::bad_image),
+        help("image folders hold PNG or JPEG files; remove or replace this one")
+    )]
+    BadImage {
+        /// The file.
+        file: String,
+        /// The decoder's reason.
+        reason: String,
+    },
+    /// Train and test folders with different classes.
+    #[error("the classes of `{train}` ({train_classes}) and `{test}` ({test_classes}) differ")]
+    #[diagnostic(
+        code(prunex::data::class_mismatch),
+        help("both splits need the same class folders, so labels mean the same thing")
+    )]
+    ClassMismatch {
+        /// The train folder.
+        train: String,
+        /// Its classes.
+        train_classes: String,
+        /// The test folder.
+        test: String,
+        /// Its classes.
+        test_classes: String,
+    },
     /// A data set kind prunex does not read yet.
     #[error("reading `{kind}` data is not supported yet")]
     #[diagnostic(
         code(prunex::data::unsupported),
-        help("prunex reads fashion_mnist, mnist and cifar10 today")
+        help("prunex reads fashion_mnist, mnist, cifar10 and image_folder")
     )]
     Unsupported {
         /// The kind.
@@ -260,6 +303,103 @@ fn read_cifar(files: &[PathBuf]) -> Result<Images, DataError> {
     Ok(out)
 }
 
+/// The first of `names` under `dir` that is a folder.
+fn split_dir(dir: &Path, names: &[&str]) -> Result<PathBuf, DataError> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| DataError::Missing {
+            kind: "image_folder".into(),
+            dir: dir.display().to_string(),
+            file: format!("{}/", names.join("/ or ")),
+            help: "an image folder holds train/<class>/*.png and test/<class>/*.png (or val/), one folder per class, as torchvision's ImageFolder reads".into(),
+        })
+}
+
+/// Reads `dir/<class>/*.{png,jpg,jpeg}`: classes sorted by name, labels
+/// their indices. Grey images stay one channel unless some image has color
+/// (then all become RGB). Every image must have the same size.
+pub fn read_folder(dir: &Path) -> Result<(Images, Vec<String>), DataError> {
+    let unreadable = |p: &Path, e: std::io::Error| DataError::Unreadable {
+        file: p.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut classes: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| unreadable(dir, e))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    classes.sort();
+    if classes.is_empty() || classes.len() > 256 {
+        return Err(DataError::Missing {
+            kind: "image_folder".into(),
+            dir: dir.display().to_string(),
+            file: "<class>/ folders (1 to 256 of them)".into(),
+            help: "put each class's images in a folder named after the class".into(),
+        });
+    }
+    let mut decoded = Vec::new();
+    for (label, (_, cdir)) in classes.iter().enumerate() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(cdir)
+            .map_err(|e| unreadable(cdir, e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| {
+                    let x = x.to_string_lossy().to_ascii_lowercase();
+                    x == "png" || x == "jpg" || x == "jpeg"
+                })
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            let img = image::ImageReader::open(&f)
+                .map_err(|e| unreadable(&f, e))?
+                .with_guessed_format()
+                .map_err(|e| unreadable(&f, e))?
+                .decode()
+                .map_err(|e| DataError::BadImage {
+                    file: f.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            decoded.push((f, label as u8, img));
+        }
+    }
+    let color = decoded.iter().any(|(_, _, i)| i.color().has_color());
+    let c = if color { 3 } else { 1 };
+    let mut out = Images {
+        pixels: Vec::new(),
+        labels: Vec::new(),
+        shape: [0; 3],
+    };
+    for (i, (f, label, img)) in decoded.iter().enumerate() {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let shape = [c, h, w];
+        if i == 0 {
+            out.shape = shape;
+        } else if shape != out.shape {
+            return Err(DataError::MixedSizes {
+                file: f.display().to_string(),
+                found: shape,
+                expected: out.shape,
+            });
+        }
+        // HWC → CHW.
+        let hwc = if color {
+            img.to_rgb8().into_raw()
+        } else {
+            img.to_luma8().into_raw()
+        };
+        for ch in 0..c {
+            out.pixels.extend(hwc.iter().skip(ch).step_by(c));
+        }
+        out.labels.push(*label);
+    }
+    Ok((out, classes.into_iter().map(|(n, _)| n).collect()))
+}
+
 /// Loads a data set of `kind` from `dir`, at most `limit` images per split.
 pub fn load(kind: &str, dir: &Path, limit: Option<usize>) -> Result<DataSet, DataError> {
     let mut ds = match kind {
@@ -282,6 +422,31 @@ pub fn load(kind: &str, dir: &Path, limit: Option<usize>) -> Result<DataSet, Dat
                 train: read_cifar(&train?)?,
                 test: read_cifar(&[find(dir, "test_batch.bin", kind)?])?,
                 classes: 10,
+            }
+        }
+        "image_folder" => {
+            let (train, classes) = read_folder(&split_dir(dir, &["train"])?)?;
+            let test_dir = split_dir(dir, &["test", "val"])?;
+            let (test, test_classes) = read_folder(&test_dir)?;
+            if test_classes != classes {
+                return Err(DataError::ClassMismatch {
+                    train: dir.join("train").display().to_string(),
+                    train_classes: classes.join(", "),
+                    test: test_dir.display().to_string(),
+                    test_classes: test_classes.join(", "),
+                });
+            }
+            if test.shape != train.shape {
+                return Err(DataError::MixedSizes {
+                    file: test_dir.display().to_string(),
+                    found: test.shape,
+                    expected: train.shape,
+                });
+            }
+            DataSet {
+                train,
+                test,
+                classes: classes.len(),
             }
         }
         other => {
