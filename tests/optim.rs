@@ -8,6 +8,7 @@
 #![cfg(feature = "torch")]
 
 #[path = "../src/exec/optim.rs"]
+#[allow(dead_code)]
 mod optim;
 
 use std::collections::HashMap;
@@ -56,12 +57,11 @@ fn train(rule: Rule, wd: f64) -> Vec<f32> {
             opt = Optimizer::new(rule, wd, &vars, &mult);
             opt.load(&state).unwrap();
         }
-        opt.zero_grad();
         let y = x.matmul(&w.tr()) + &b;
         let loss = (y.pow_tensor_scalar(2).mean(Kind::Float) + y.sin().sum(Kind::Float))
             * (1.0 + 0.1 * k as f64);
-        loss.backward();
-        opt.step(lr_at(k)).unwrap();
+        let grads = Tensor::run_backward(&[&loss], &opt.vars(), false, false);
+        opt.step_with(lr_at(k), grads).unwrap();
     }
     let mut out = Vec::<f32>::try_from(w.detach().flatten(0, -1)).unwrap();
     out.extend(Vec::<f32>::try_from(b.detach()).unwrap());

@@ -208,6 +208,24 @@ impl TorchModel {
             }
         }
         last_use[g.output] = usize::MAX;
+        // A value with one reader, made by an op whose backward does not
+        // read its own output, can be overwritten in place (ReLU and the
+        // residual add, as torchvision's `inplace=True` and `out += identity`
+        // do): one activation-sized buffer less per layer.
+        let mut readers = vec![0usize; g.nodes.len()];
+        for n in &g.nodes {
+            for &i in &n.inputs {
+                readers[i] += 1;
+            }
+        }
+        readers[g.output] += 1;
+        let reusable = |i: usize| {
+            readers[i] == 1
+                && matches!(
+                    g.nodes[i].op,
+                    Op::Conv2d { .. } | Op::BatchNorm2d { .. } | Op::Linear { .. } | Op::Add
+                )
+        };
         let mut counted = std::collections::HashSet::new();
         for (id, node) in g.nodes.iter().enumerate() {
             let arg = |k: usize| -> Result<&Tensor, TchError> {
@@ -216,6 +234,25 @@ impl TorchModel {
                     .ok_or_else(|| TchError::Kind(format!("`{}` reads a freed value", node.name)))
             };
             let out = match (&node.op, &self.params[id]) {
+                (Op::Relu, _) if reusable(node.inputs[0]) => {
+                    let mut v = values[node.inputs[0]].take().ok_or_else(|| {
+                        TchError::Kind(format!("`{}` reads a freed value", node.name))
+                    })?;
+                    v.f_relu_()?
+                }
+                (Op::Add, _)
+                    if node.inputs.len() == 2
+                        && node.inputs[0] != node.inputs[1]
+                        && reusable(node.inputs[0]) =>
+                {
+                    let mut v = values[node.inputs[0]].take().ok_or_else(|| {
+                        TchError::Kind(format!("`{}` reads a freed value", node.name))
+                    })?;
+                    let other = values[node.inputs[1]].as_ref().ok_or_else(|| {
+                        TchError::Kind(format!("`{}` reads a freed value", node.name))
+                    })?;
+                    v.f_add_(other)?
+                }
                 (Op::Input, _) => x.shallow_clone(),
                 (
                     Op::Conv2d {

@@ -89,62 +89,59 @@ impl Optimizer {
         }
     }
 
-    /// Clears the gradients.
-    pub fn zero_grad(&mut self) {
-        for p in &self.params {
-            let mut g = p.var.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
-        }
+    /// The variables, in the order [`Optimizer::step_with`] takes gradients.
+    pub fn vars(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.var.shallow_clone()).collect()
     }
 
-    /// One update with learning rate `lr` (times each parameter's multiplier).
-    pub fn step(&mut self, lr: f64) -> Result<(), TchError> {
+    /// Names of the variables, in the same order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|p| p.name.as_str())
+    }
+
+    /// One update with learning rate `lr` (times each parameter's
+    /// multiplier) from fresh gradients, one per variable in [`Optimizer::vars`]
+    /// order (undefined: no gradient). The gradients are used up: updates run
+    /// in place on them, so a step allocates no parameter-sized temporaries
+    /// beyond what PyTorch's own single-tensor implementations do.
+    pub fn step_with(&mut self, lr: f64, grads: Vec<Tensor>) -> Result<(), TchError> {
         self.steps += 1;
         let t = self.steps as i32;
         let (rule, wd) = (self.rule, self.wd);
+        let scalar = |x: f64, like: &Tensor| Tensor::from(x as f32).to_device(like.device());
         tch::no_grad(|| -> Result<(), TchError> {
-            for p in &mut self.params {
-                let g = p.var.grad();
+            for (p, mut g) in self.params.iter_mut().zip(grads) {
                 if !g.defined() {
                     continue;
                 }
                 let lr = lr * p.mult;
-                if lr == 0.0 {
-                    continue;
-                }
                 let mut var = p.var.shallow_clone();
                 match rule {
                     Rule::Sgd { momentum, nesterov } => {
-                        let g = if wd != 0.0 {
-                            g.f_add(&var.f_mul_scalar(wd)?)?
-                        } else {
-                            g
-                        };
+                        if wd != 0.0 {
+                            let _ = g.f_addcmul_(&var, &scalar(wd, &var))?;
+                        }
                         let d = if momentum != 0.0 {
                             if p.state.is_empty() {
                                 p.state.push(g.f_detach_copy()?);
                             } else {
-                                let b = &mut p.state[0];
-                                let _ = b.f_mul_scalar_(momentum)?.f_add_(&g)?;
+                                let _ = p.state[0].f_mul_scalar_(momentum)?.f_add_(&g)?;
                             }
                             if nesterov {
-                                g.f_add(&p.state[0].f_mul_scalar(momentum)?)?
+                                let _ = g.f_addcmul_(&p.state[0], &scalar(momentum, &var))?;
+                                g
                             } else {
                                 p.state[0].shallow_clone()
                             }
                         } else {
                             g
                         };
-                        let _ = var.f_sub_(&d.f_mul_scalar(lr)?)?;
+                        let _ = var.f_addcmul_(&d, &scalar(-lr, &var))?;
                     }
                     Rule::Adam | Rule::AdamW => {
-                        let g = if wd != 0.0 && rule == Rule::Adam {
-                            g.f_add(&var.f_mul_scalar(wd)?)?
-                        } else {
-                            g
-                        };
+                        if wd != 0.0 && rule == Rule::Adam {
+                            let _ = g.f_addcmul_(&var, &scalar(wd, &var))?;
+                        }
                         if wd != 0.0 && rule == Rule::AdamW {
                             let _ = var.f_mul_scalar_(1.0 - lr * wd)?;
                         }
@@ -152,19 +149,21 @@ impl Optimizer {
                             p.state.push(var.f_zeros_like()?);
                             p.state.push(var.f_zeros_like()?);
                         }
-                        let _ = p.state[0]
-                            .f_mul_scalar_(BETA1)?
-                            .f_add_(&g.f_mul_scalar(1.0 - BETA1)?)?;
-                        let _ = p.state[1]
-                            .f_mul_scalar_(BETA2)?
-                            .f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - BETA2)?)?;
+                        // As torch.optim.Adam: exp_avg.lerp_(grad, 1 - beta1).
+                        let _ = p.state[0].f_lerp_(&g, 1.0 - BETA1)?;
+                        let g2 = g.f_mul_scalar(1.0 - BETA2)?;
+                        let _ = p.state[1].f_mul_scalar_(BETA2)?.f_addcmul_(&g, &g2)?;
                         let bc1 = 1.0 - BETA1.powi(t);
                         let bc2 = 1.0 - BETA2.powi(t);
-                        let denom = p.state[1]
-                            .f_sqrt()?
-                            .f_div_scalar(bc2.sqrt())?
-                            .f_add_scalar(EPS)?;
-                        let _ = var.f_sub_(&p.state[0].f_div(&denom)?.f_mul_scalar(lr / bc1)?)?;
+                        let step = lr / bc1;
+                        let mut denom = p.state[1].f_sqrt()?;
+                        let _ = denom
+                            .f_div_scalar_(bc2.sqrt())?
+                            .f_add_scalar_(EPS)?
+                            .f_mul_scalar_(-1.0 / step)?;
+                        if lr != 0.0 {
+                            let _ = var.f_addcdiv_(&p.state[0], &denom)?;
+                        }
                     }
                 }
             }

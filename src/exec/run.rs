@@ -565,25 +565,23 @@ impl Session {
                 });
             }
             let penalty = self.penalty;
-            let opt = self.optimizer(t)?;
-            opt.zero_grad();
-            loss.backward();
+            let vars = self.optimizer(t)?.vars();
+            // Gradients come back fresh (no zeroing of `.grad` every step).
+            let mut grads = Tensor::f_run_backward(&[&loss], &vars, false, false)?;
             if let Some(lambda) = penalty {
                 // Network Slimming: the subgradient of lambda * |gamma|.
+                let names: Vec<String> = self.optimizer(t)?.names().map(str::to_owned).collect();
                 tch::no_grad(|| -> Result<(), RunError> {
-                    for (name, v) in self.model.vs.variables() {
+                    for ((name, v), g) in names.iter().zip(&vars).zip(grads.iter_mut()) {
                         let module = name.strip_suffix(".weight").unwrap_or("");
-                        if self.model.batches_tracked.contains_key(module) {
-                            let mut g = v.grad();
-                            if g.defined() {
-                                let _ = g.f_add_(&v.f_sign()?.f_mul_scalar(lambda)?)?;
-                            }
+                        if g.defined() && self.model.batches_tracked.contains_key(module) {
+                            let _ = g.f_add_(&v.f_sign()?.f_mul_scalar(lambda)?)?;
                         }
                     }
                     Ok(())
                 })?;
             }
-            self.optimizer(t)?.step(lr)?;
+            self.optimizer(t)?.step_with(lr, grads)?;
             self.apply_masks()?;
             p.loss_sum += value * b.y.len() as f64;
             p.right += correct(&out, &y);

@@ -1,0 +1,468 @@
+"""prunex side by side with PyTorch and Torch-Pruning, in one run; writes
+BENCHMARKS.md. Started by `benches/compare` (which sets up the Python
+environment and builds prunex first); see `benches/compare --help`.
+
+Every pair runs in alternation (prunex, reference, prunex, reference, ...)
+with the same model, data, seeds and threads, each side in a fresh process;
+figures are medians (timings) or means over seeds (accuracy), and every
+table prints the ratio.
+"""
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import re
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+PRUNEX = os.path.join(ROOT, "target/release/prunex")
+SURGERY = os.path.join(ROOT, "target/release/examples/surgery")
+DATA = "/usr/share/datasets/fashion-mnist"
+MEAN, STD = 0.2860, 0.3530
+sys.path.insert(0, os.path.join(ROOT, "tests/parity"))
+
+
+# ---------------------------------------------------------------- helpers
+
+def sh(cmd, env=None, cwd=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    r = subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def me(*args):
+    """Runs a subcommand of this script in a fresh process; returns its JSON."""
+    return json.loads(sh([PY, os.path.abspath(__file__), *map(str, args)]).strip().splitlines()[-1])
+
+
+def idx(path):
+    with gzip.open(path) as f:
+        b = f.read()
+    magic, n = struct.unpack(">II", b[:8])
+    import torch
+    if magic == 2049:
+        return torch.frombuffer(bytearray(b[8:]), dtype=torch.uint8).long()
+    h, w = struct.unpack(">II", b[8:16])
+    x = torch.frombuffer(bytearray(b[16:]), dtype=torch.uint8).reshape(n, 1, h, w)
+    return ((x.float() / 255.0) - MEAN) / STD
+
+
+def fashion(limit=None):
+    f = lambda n: os.path.join(DATA, n)
+    xtr, ytr = idx(f("train-images-idx3-ubyte.gz")), idx(f("train-labels-idx1-ubyte.gz"))
+    xte, yte = idx(f("t10k-images-idx3-ubyte.gz")), idx(f("t10k-labels-idx1-ubyte.gz"))
+    if limit:
+        xtr, ytr, xte, yte = xtr[:limit], ytr[:limit], xte[:limit], yte[:limit]
+    return xtr, ytr, xte, yte
+
+
+def model(name):
+    import reference
+    return reference.build({"model": name, "input": [1, 28, 28], "classes": 10})
+
+
+def prunex_run(recipe_text, threads=None, extra=(), name="r"):
+    """Runs a recipe with prunex in a temp folder; returns (report, timings)."""
+    import yaml
+    d = tempfile.mkdtemp(prefix="prunex-bench-")
+    text = recipe_text.replace('include "common/', f'include "{ROOT}/recipes/common/')
+    text = re.sub(r'export "[^"]*"', 'export "out"', text)
+    if 'export "out"' not in text:
+        text += '\nexport "out"\n'
+    with open(os.path.join(d, f"{name}.prune"), "w") as f:
+        f.write(text)
+    cmd = [PRUNEX, "run", f"{name}.prune", *extra]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    sh(cmd, cwd=d, env={"PRUNEX_CACHE": os.environ.get("PRUNEX_BENCH_CACHE", os.path.join(d, "cache")), "NO_COLOR": "1"})
+    with open(os.path.join(d, "out/report.json")) as f:
+        report = json.load(f)
+    with open(os.path.join(d, "out/timings.yaml")) as f:
+        timings = yaml.safe_load(f)
+    return report, timings
+
+
+def median_ratio(a, b):
+    return statistics.median(a), statistics.median(b), statistics.median(a) / statistics.median(b)
+
+
+# ----------------------------------------------- subcommands (one process each)
+
+def cmd_torch_epoch(name, threads, limit):
+    """Images/s of one training epoch of an eager PyTorch loop."""
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(int(threads))
+    torch.manual_seed(0)
+    xtr, ytr, _, _ = fashion(int(limit))
+    m = model(name).train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    perm = torch.randperm(len(ytr))
+    start = time.perf_counter()
+    for i in range(0, len(ytr), 128):
+        b = perm[i:i + 128]
+        x, y = xtr[b], ytr[b]
+        loss = F.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    secs = time.perf_counter() - start
+    print(json.dumps({"images_per_second": len(ytr) / secs}))
+
+
+def cmd_seed_weights(name, out):
+    """torchvision MODEL with seeded random weights (BatchNorm γ spread)."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    m = getattr(torchvision.models, name)().eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, out)
+    print(json.dumps({"ok": True}))
+
+
+def cmd_tp_surgery(name, weights, ratio, out):
+    """Torch-Pruning 1.6: graph build + step, timed; saves the pruned model."""
+    import torch
+    import torchvision
+    import torch_pruning as tp
+    from safetensors.torch import load_file
+    torch.set_num_threads(2)
+    m = getattr(torchvision.models, name)().eval()
+    m.load_state_dict(load_file(weights))
+    x = torch.randn(1, 3, 224, 224)
+    start = time.perf_counter()
+    pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=float(ratio), ignored_layers=[m.fc], global_pruning=False)
+    pruner.step()
+    secs = time.perf_counter() - start
+    macs, params = tp.utils.count_ops_and_params(m, x)
+    torch.save(m, out)
+    print(json.dumps({"seconds": secs, "params": int(params), "macs": int(macs)}))
+
+
+def latency(m, shape, threads, batches=(1, 64)):
+    import torch
+    torch.set_num_threads(int(threads))
+    m.eval()
+    out = {}
+    with torch.no_grad():
+        for b in batches:
+            x = torch.randn(b, *shape)
+            for _ in range(3):
+                m(x)
+            ts = []
+            start = time.perf_counter()
+            while len(ts) < 5 or (len(ts) < 30 and time.perf_counter() - start < 8):
+                t = time.perf_counter()
+                m(x)
+                ts.append((time.perf_counter() - t) * 1e3)
+            out[b] = statistics.median(ts)
+    return out
+
+
+def cmd_latency(kind, path, threads):
+    """Median latency (ms) at batch 1 and 64 of: a torchvision model with
+    weights (dense), a saved Torch-Pruning model (tp), prunex's export
+    (prunex: model.yaml + weights.safetensors in a folder), or the dense
+    model with its conv/linear weights magnitude-masked to a sparsity
+    (unstructured:SPARSITY)."""
+    import torch
+    import torchvision
+    from safetensors.torch import load_file
+    if kind == "dense" or kind.startswith("unstructured"):
+        m = torchvision.models.resnet18().eval()
+        m.load_state_dict(load_file(path))
+        if kind.startswith("unstructured"):
+            import torch.nn.utils.prune as P
+            s = float(kind.split(":")[1])
+            params = [(mod, "weight") for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
+            P.global_unstructured(params, pruning_method=P.L1Unstructured, amount=s)
+            for mod, n in params:
+                P.remove(mod, n)
+    elif kind == "tp":
+        m = torch.load(path, weights_only=False)
+    else:
+        import yaml
+        import yaml_model
+        with open(os.path.join(path, "model.yaml")) as f:
+            m = yaml_model.Described(yaml.safe_load(f))
+        m.load_state_dict(load_file(os.path.join(path, "weights.safetensors")), strict=True)
+    r = latency(m, (3, 224, 224), threads)
+    print(json.dumps({"b1": r[1], "b64": r[64]}))
+
+
+def cmd_tnup_lenet(seed):
+    """The LeNet-5 per-layer recipe done with torch.nn.utils.prune: the same
+    schedule, optimizer, epochs, batch and data as recipes/lenet5-fashion."""
+    import math
+    import torch
+    import torch.nn.functional as F
+    import torch.nn.utils.prune as P
+    torch.set_num_threads(2)
+    torch.manual_seed(int(seed))
+    xtr, ytr, xte, yte = fashion()
+    m = model("lenet5")
+
+    def evaluate():
+        m.eval()
+        with torch.no_grad():
+            right = sum((m(xte[i:i + 1000]).argmax(-1) == yte[i:i + 1000]).sum().item() for i in range(0, len(yte), 1000))
+        return right / len(yte)
+
+    def train(epochs, lr, wd):
+        opt = torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+        steps = math.ceil(len(ytr) / 128)
+        for e in range(epochs):
+            m.train()
+            perm = torch.randperm(len(ytr))
+            for k, i in enumerate(range(0, len(ytr), 128)):
+                progress = (e + k / steps) / epochs
+                for g in opt.param_groups:
+                    g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * progress))
+                b = perm[i:i + 128]
+                loss = F.cross_entropy(m(xtr[b]), ytr[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+    train(10, 0.05, 5e-4)
+    dense = evaluate()
+    for name, s in [("conv1", 0.85), ("conv2", 0.80), ("fc1", 0.75), ("fc2", 0.70), ("fc3", 0.80)]:
+        P.l1_unstructured(getattr(m, name), "weight", amount=s)
+    pruned = evaluate()
+    train(5, 0.05, 0.0)
+    print(json.dumps({"dense": dense, "pruned": pruned, "final": evaluate()}))
+
+
+# ------------------------------------------------------------ the sections
+
+def throughput(md, quick):
+    md.append("## 1. Executor throughput: a training epoch, prunex vs an eager PyTorch loop\n")
+    md.append("Images/s of one training epoch (SGD, momentum 0.9, batch 128, 1×28×28 Fashion-MNIST, 10 classes); "
+              "prunex's figure is its own per-epoch timing (`timings.yaml`), which includes building the "
+              "batches in Rust; PyTorch's loop indexes a normalised tensor already in memory. "
+              "Alternating runs, median of each side. Target: prunex ≥ 1.05× PyTorch.\n")
+    md.append("| model | threads | images | prunex img/s | PyTorch img/s | ratio | target |")
+    md.append("|---|---|---|---|---|---|---|")
+    rounds = 2 if quick else 3
+    for name, limit in [("lenet5", 20000 if quick else 60000), ("resnet18", 2560 if quick else 10240)]:
+        for threads in (1, 2):
+            recipe = f'''recipe "throughput"
+seed 0
+device cpu
+model {name} {{ input [1, 28, 28] classes 10 }}
+data fashion_mnist "{DATA}" {{ batch 128 eval_batch 1000 normalize mean {MEAN} std {STD} limit {limit} }}
+pretrain {{ epochs 1 optimizer sgd lr 0.01 momentum 0.9 }}
+'''
+            ours, theirs = [], []
+            for _ in range(rounds):
+                _, t = prunex_run(recipe, threads, ["--fresh"])
+                ours.append(t["epochs"][0][3])
+                theirs.append(me("torch-epoch", name, threads, limit)["images_per_second"])
+            a, b, r = median_ratio(ours, theirs)
+            ok = "met" if r >= 1.05 else "**missed**"
+            md.append(f"| {name} | {threads} | {limit:,} | {a:,.0f} | {b:,.0f} | {r:.2f}× | ≥ 1.05×: {ok} |")
+            print(f"throughput {name} {threads}: {a:.0f} vs {b:.0f} ({r:.2f}x)", flush=True)
+    md.append("")
+
+
+def planning(md, quick):
+    md.append("## 2. Planning and surgery\n")
+    md.append("### `prunex check` of a ResNet-50 channel-pruning recipe\n")
+    md.append("The recipe is `benches/resnet50-channels.prune.in` (gradual cubic schedule, global scope with a cap, "
+              "`round_to 8`, layer rules, an ignore list). Time: criterion's estimate (`cargo bench --bench check`); "
+              "memory: peak RSS of the real `prunex check` (`/usr/bin/time`). `check` never loads libtorch.\n")
+    out = sh(["cargo", "bench", "--bench", "check", "--", "--noplot"], cwd=ROOT)
+    times = {}
+    for side in (224, 1024):
+        m = re.search(rf"check resnet50 recipe at {side}x{side}\s+time:\s+\[\S+ \S+ (\S+) (\S+)", out)
+        times[side] = (float(m.group(1)), m.group(2))
+    md.append("| input | time | target | peak memory |")
+    md.append("|---|---|---|---|")
+    tmpl = open(os.path.join(ROOT, "benches/resnet50-channels.prune.in")).read()
+    for side in (224, 1024):
+        d = tempfile.mkdtemp()
+        p = os.path.join(d, "r.prune")
+        with open(p, "w") as f:
+            f.write(tmpl.replace("{side}", str(side)).replace("{lr}", "0.01"))
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", PRUNEX, "check", p], capture_output=True, text=True)
+        rss = int(r.stderr.strip().splitlines()[-1]) / 1024
+        t, unit = times[side]
+        ms = t * (1000 if unit == "s" else 1 if unit == "ms" else 1e-3)
+        ok = "met" if ms <= 20 else "**missed**"
+        md.append(f"| 3×{side}×{side} | {ms:.1f} ms | ≤ 20 ms: {ok} | {rss:.0f} MB |")
+    md.append("")
+    md.append("### 50 % L2 channel surgery: prunex vs Torch-Pruning on the same weights\n")
+    md.append("Seeded torchvision weights at 3×224×224, local 50 % per coupled group, `fc` ignored, "
+              "`MagnitudeImportance(p=2)`. prunex: coupling analysis + importance + selection + surgery "
+              "(`examples/surgery.rs`, median of 3 in one process); Torch-Pruning 1.6.1: `MetaPruner` "
+              "construction (dependency-graph build) + `step()`. Alternating, 3 rounds each, medians. "
+              "Target: ≥ 10× faster, identical params/MACs.\n")
+    md.append("| model | prunex | Torch-Pruning | speed-up | params (both) | MACs (both) | target |")
+    md.append("|---|---|---|---|---|---|---|")
+    work = tempfile.mkdtemp(prefix="prunex-surgery-")
+    pruned = {}
+    for name in ("resnet18", "resnet50"):
+        w = os.path.join(work, f"{name}.safetensors")
+        me("seed-weights", name, w)
+        ours, theirs, counts = [], [], set()
+        for _ in range(2 if quick else 3):
+            o = json.loads(sh([SURGERY, name, "3,224,224", "0.5", w, os.path.join(work, f"{name}-0.5"), "3"]))
+            t = me("tp-surgery", name, w, 0.5, os.path.join(work, f"{name}-tp-0.5.pt"))
+            ours.append(o["seconds"])
+            theirs.append(t["seconds"])
+            counts.add((o["params"][1], o["macs"][1]))
+            counts.add((t["params"], t["macs"]))
+        a, b, _ = median_ratio(ours, theirs)
+        same = len(counts) == 1
+        p, mac = sorted(counts)[0]
+        ok = "met" if b / a >= 10 and same else "**missed**"
+        md.append(f"| {name} | {a * 1e3:.0f} ms | {b * 1e3:.0f} ms | {b / a:.1f}× | {p:,}{'' if same else ' (differ!)'} | "
+                  f"{mac / 1e9:.3f} G | ≥ 10×: {ok} |")
+        print(f"surgery {name}: {a:.3f}s vs {b:.3f}s", flush=True)
+        pruned[name] = w
+    md.append("")
+    return work, pruned
+
+
+def speedup(md, work, weights, quick):
+    md.append("## 3. Real speedup: resnet18 channel-pruned by prunex, measured\n")
+    md.append("CPU inference latency (PyTorch 2.13 eager, 2 threads, 3×224×224, median of repeats) of resnet18 "
+              "channel-pruned by prunex (its exported `model.yaml` + weights, built by "
+              "`tests/parity/yaml_model.py`) and by Torch-Pruning at the same ratio, against the MAC reduction; "
+              "and the dense model with the same fraction of its weights zeroed (unstructured, "
+              "`torch.nn.utils.prune.global_unstructured`), which dense kernels do not run faster. "
+              "Target: latency speed-up ≥ 0.8 × MAC reduction at batch 64.\n")
+    md.append("| pruned | MACs | MAC reduction | batch 1 (ms) | speed-up | batch 64 (ms) | speed-up | ≥ 0.8 × MAC reduction at 64 |")
+    md.append("|---|---|---|---|---|---|---|---|")
+    w = weights["resnet18"]
+    dense = me("latency", "dense", w, 2)
+    info = {}
+    for ratio in (0.25, 0.5, 0.75):
+        out = os.path.join(work, f"resnet18-{ratio}")
+        info[ratio] = json.loads(sh([SURGERY, "resnet18", "3,224,224", str(ratio), w, out, "1"]))
+        me("tp-surgery", "resnet18", w, ratio, os.path.join(work, f"resnet18-tp-{ratio}.pt"))
+    m0 = info[0.5]["macs"][0]
+    p0 = info[0.5]["params"][0]
+    md.append(f"| dense | {m0 / 1e9:.3f} G | 1.00× | {dense['b1']:.2f} | 1.00× | {dense['b64']:.1f} | 1.00× | |")
+    for ratio in (0.25, 0.5, 0.75):
+        macs = info[ratio]["macs"][1]
+        red = m0 / macs
+        for who, kind, path in [("prunex", "prunex", os.path.join(work, f"resnet18-{ratio}")),
+                                ("Torch-Pruning", "tp", os.path.join(work, f"resnet18-tp-{ratio}.pt"))]:
+            r = me("latency", kind, path, 2)
+            s1, s64 = dense["b1"] / r["b1"], dense["b64"] / r["b64"]
+            ok = "met" if s64 >= 0.8 * red else "**missed**"
+            md.append(f"| {who}, {int(ratio * 100)} % channels | {macs / 1e9:.3f} G | {red:.2f}× | {r['b1']:.2f} | {s1:.2f}× | "
+                      f"{r['b64']:.1f} | {s64:.2f}× | {ok} |")
+        sparsity = 1 - info[ratio]["params"][1] / p0
+        r = me("latency", f"unstructured:{sparsity}", w, 2)
+        md.append(f"| unstructured, {sparsity * 100:.0f} % of weights zero | {m0 / 1e9:.3f} G | 1.00× (dense kernels) | "
+                  f"{r['b1']:.2f} | {dense['b1'] / r['b1']:.2f}× | {r['b64']:.1f} | {dense['b64'] / r['b64']:.2f}× | expected ≈ 1.0× |")
+        print(f"speedup {ratio}: done", flush=True)
+    md.append("")
+
+
+def quality(md, quick):
+    md.append("## 4. Quality on full Fashion-MNIST\n")
+    seeds = [0, 1]
+    lenet = open(os.path.join(ROOT, "recipes/lenet5-fashion.prune")).read()
+    md.append("### LeNet-5, per-layer post-training recipe: prunex vs `torch.nn.utils.prune`\n")
+    md.append("`recipes/lenet5-fashion.prune` (dense: 10 epochs SGD 0.05, momentum 0.9, weight decay 5e-4, "
+              "cosine; per-layer L1 sparsity conv1 0.85, conv2 0.80, fc1 0.75, fc2 0.70, fc3 0.80; 5 epochs of "
+              "masked fine-tuning, SGD 0.05, momentum 0.9, cosine), and the same written with "
+              "`torch.nn.utils.prune.l1_unstructured` in an eager loop (same epochs, batch, optimizer, schedule, "
+              "data, seeds; initialisation and data order come from each side's generator). 60,000 training and "
+              "10,000 test images, CPU, mean over seeds "
+              f"{', '.join(map(str, seeds))}. Target: ≤ 0.3 pt below dense after fine-tuning.\n")
+    md.append("| tool | dense | after pruning | after fine-tuning | fine-tuned − dense | target |")
+    md.append("|---|---|---|---|---|---|")
+    rows = {"prunex": [], "torch.nn.utils.prune": []}
+    for s in seeds:
+        rep, _ = prunex_run(re.sub(r"^seed \d+", f"seed {s}", lenet, flags=re.M), 2)
+        rows["prunex"].append((rep["dense_accuracy"], rep["pruned_accuracy"], rep["final_accuracy"]))
+        t = me("tnup-lenet", s)
+        rows["torch.nn.utils.prune"].append((t["dense"], t["pruned"], t["final"]))
+        print(f"lenet seed {s}: {rows['prunex'][-1]} vs {rows['torch.nn.utils.prune'][-1]}", flush=True)
+    for who, rs in rows.items():
+        d, p, f = (statistics.mean(x[i] for x in rs) * 100 for i in range(3))
+        ok = "met" if f - d >= -0.3 else "**missed**"
+        md.append(f"| {who} | {d:.2f} % | {p:.2f} % | {f:.2f} % | {f - d:+.2f} pt | ≥ −0.3 pt: {ok} |")
+    md.append("")
+    md.append("### LeNet-5 at 12× fewer nonzero weights, gradual cubic schedule (prunex)\n")
+    grad = open(os.path.join(ROOT, "recipes/lenet5-gradual-12x.prune")).read()
+    md.append("`recipes/lenet5-gradual-12x.prune`: the same dense model, global L1 magnitude pruning of all "
+              "conv/linear weights from 0 to 91.7 % (12× fewer nonzero) on a cubic schedule over the fine-tuning "
+              f"epochs. Mean over seeds {', '.join(map(str, seeds))}. Target: ≤ 0.5 pt below dense.\n")
+    md.append("| dense | final | nonzero weights | final − dense | target |")
+    md.append("|---|---|---|---|---|")
+    rs = []
+    for s in seeds:
+        rep, _ = prunex_run(re.sub(r"^seed \d+", f"seed {s}", grad, flags=re.M), 2)
+        rs.append((rep["dense_accuracy"], rep["final_accuracy"], rep["sparsity"]))
+    d, f, sp = (statistics.mean(x[i] for x in rs) for i in range(3))
+    ok = "met" if (f - d) * 100 >= -0.5 else "**missed**"
+    md.append(f"| {d * 100:.2f} % | {f * 100:.2f} % | 1/{1 / (1 - sp):.1f} | {(f - d) * 100:+.2f} pt | ≥ −0.5 pt: {ok} |")
+    md.append("")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and images (a smoke run, not for BENCHMARKS.md)")
+    ap.add_argument("--sections", default="throughput,planning,speedup,quality")
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("sub", nargs="*", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.sub:
+        fn = globals()["cmd_" + a.sub[0].replace("-", "_")]
+        return fn(*a.sub[1:])
+    import torch
+    sections = a.sections.split(",")
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    md = ["# Benchmarks", "",
+          "Written by `benches/compare` — prunex beside PyTorch and Torch-Pruning on the same machine, "
+          "model, data, seeds and threads, in one run. Ratios and medians, not single timings.", "",
+          f"- date: {datetime.date.today().isoformat()}",
+          f"- machine: {os.cpu_count()} cores ({cpu}), "
+          f"{'GPU: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}",
+          f"- PyTorch {torch.__version__}, Torch-Pruning 1.6.1, prunex {sh([PRUNEX, '--version']).split()[-1]}",
+          f"- command: `benches/compare{' --quick' if a.quick else ''}"
+          f"{' --sections ' + a.sections if a.sections != 'throughput,planning,speedup,quality' else ''}`", ""]
+    if a.quick:
+        md.insert(2, "**Quick run: fewer rounds and images; not the published figures.**\n")
+    work = weights = None
+    if "throughput" in sections:
+        throughput(md, a.quick)
+    if "planning" in sections or "speedup" in sections:
+        work, weights = planning(md, a.quick)
+    if "speedup" in sections:
+        speedup(md, work, weights, a.quick)
+    if "quality" in sections:
+        quality(md, a.quick)
+    extra = os.path.join(ROOT, "benches/BENCHMARKS.notes.md")
+    if os.path.exists(extra):
+        md.append(open(extra).read())
+    with open(a.out + ".tmp", "w") as f:
+        f.write("\n".join(md) + "\n")
+    os.replace(a.out + ".tmp", a.out)
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
