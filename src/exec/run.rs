@@ -292,6 +292,8 @@ struct Session {
     rng: Rng,
     /// Seeds libtorch per step within the current unit.
     unit_seed: u64,
+    /// Whether the model draws random numbers in training (dropout).
+    stochastic: bool,
     model: TorchModel,
     masks: BTreeMap<String, Tensor>,
     dense_weights: u64,
@@ -531,7 +533,11 @@ impl Session {
                 p.seconds = start.elapsed().as_secs_f64();
                 return Ok(Err(p));
             }
-            tch::manual_seed((self.unit_seed ^ (i as u64).wrapping_mul(0x9e37_79b9)) as i64);
+            if self.stochastic {
+                // Dropout draws from libtorch's generator: seeded per step, so
+                // a run resumed inside this epoch draws the same masks.
+                tch::manual_seed((self.unit_seed ^ (i as u64).wrapping_mul(0x9e37_79b9)) as i64);
+            }
             let lr = lr_at(t, epoch, total, i, steps);
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
@@ -1169,6 +1175,10 @@ fn execute(
         seed,
         rng: Rng::new(seed),
         unit_seed: seed,
+        stochastic: graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, prunex::graph::Op::Dropout { .. })),
         model: TorchModel::new(graph, device),
         masks: BTreeMap::new(),
         dense_weights,

@@ -45,56 +45,60 @@ pub enum Aggregate {
 /// from libtorch.
 pub type Gradients = StateDict;
 
-fn contributions(
-    g: &Graph,
-    group: &Group,
-    sd: &StateDict,
-    grads: Option<&Gradients>,
+/// Per-index sums of one place (slot kind) of a group: entry `i` is what
+/// channel `i` contributes there, computed in one sequential pass over the
+/// tensor (in f64, with partial sums, far below float32's rounding).
+fn place_sums(
+    t: &crate::models::weights::Tensor,
+    gr: Option<&[f32]>,
+    role: Role,
+    repeat: usize,
     criterion: Criterion,
-    channel: usize,
 ) -> Vec<f64> {
+    let w = t.as_f32().expect("weights are floating point");
     let p = |x: f32| -> f64 {
         match criterion {
             Criterion::L2 => (x as f64) * (x as f64),
             _ => (x as f64).abs(),
         }
     };
-    let mut out = Vec::new();
-    for s in &group.channels[channel] {
-        let node = &g.nodes[s.node];
-        let key = format!("{}.weight", node.name);
-        let t = &sd[&key];
-        let w = t.as_f32().expect("weights are floating point");
-        let gr = match (criterion, grads) {
-            (Criterion::Taylor, Some(gr)) => gr.get(&key).and_then(|t| t.as_f32()),
-            _ => None,
-        };
-        // |w| (or |w·g| for Taylor) of element i, raised to p.
-        let term = |i: usize| p(gr.map_or(w[i], |gr| w[i] * gr[i]));
-        match (s.role, criterion) {
-            (Role::Norm, _) => out.push(term(s.index)),
-            (_, Criterion::BnScale) => {}
-            (Role::Out, _) => {
-                let row: usize = t.shape[1..].iter().product();
-                out.push((s.index * row..(s.index + 1) * row).map(term).sum());
+    // |w| (or |w·g| for Taylor) of element i, raised to p.
+    let term = |i: usize| p(gr.map_or(w[i], |gr| w[i] * gr[i]));
+    // Σ term over a range, with four partial sums so it vectorises.
+    let sum = |r: std::ops::Range<usize>| -> f64 {
+        let mut acc = [0.0f64; 4];
+        let mut i = r.start;
+        while i + 4 <= r.end {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a += term(i + k);
             }
-            (Role::In, _) => {
-                // A depthwise convolution's filter is counted with its output.
-                if t.shape.len() == 4 && t.shape[1] == 1 && group.producers.contains(&s.node) {
-                    continue;
+            i += 4;
+        }
+        let tail: f64 = (i..r.end).map(term).sum();
+        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    };
+    match role {
+        Role::Norm => (0..w.len()).map(term).collect(),
+        Role::Out => {
+            let row: usize = t.shape[1..].iter().product();
+            (0..t.shape[0])
+                .map(|o| sum(o * row..(o + 1) * row))
+                .collect()
+        }
+        Role::In => {
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            let inner: usize = t.shape[2..].iter().product();
+            let n = cols / repeat.max(1);
+            let mut acc = vec![0.0f64; n];
+            for o in 0..rows {
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let base = (o * cols + c * repeat) * inner;
+                    *a += sum(base..base + repeat * inner);
                 }
-                let (rows, cols) = (t.shape[0], t.shape[1]);
-                let inner: usize = t.shape[2..].iter().product();
-                let mut acc = 0.0;
-                for o in 0..rows {
-                    let base = (o * cols + s.index * s.repeat) * inner;
-                    acc += (base..base + s.repeat * inner).map(term).sum::<f64>();
-                }
-                out.push(acc);
             }
+            acc
         }
     }
-    out
 }
 
 /// Scores every coupled channel of a group.
@@ -107,12 +111,40 @@ pub fn scores(
     aggregate: Aggregate,
     seed: u64,
 ) -> Vec<f64> {
+    // Each place's sums are computed once for all channels of the group.
+    let mut sums: BTreeMap<(usize, Role, usize), Option<Vec<f64>>> = BTreeMap::new();
     (0..group.channels.len())
         .map(|ch| {
             if criterion == Criterion::Random {
                 return splitmix(seed ^ ((group.id as u64) << 32) ^ ch as u64);
             }
-            let c = contributions(g, group, sd, grads, criterion, ch);
+            let mut c = Vec::new();
+            for s in &group.channels[ch] {
+                // bn_scale reads only the BatchNorm γ.
+                if s.role != Role::Norm && criterion == Criterion::BnScale {
+                    continue;
+                }
+                let v = sums.entry((s.node, s.role, s.repeat)).or_insert_with(|| {
+                    let key = format!("{}.weight", g.nodes[s.node].name);
+                    let t = &sd[&key];
+                    // A depthwise convolution's filter is counted with its output.
+                    if s.role == Role::In
+                        && t.shape.len() == 4
+                        && t.shape[1] == 1
+                        && group.producers.contains(&s.node)
+                    {
+                        return None;
+                    }
+                    let gr = match (criterion, grads) {
+                        (Criterion::Taylor, Some(gr)) => gr.get(&key).and_then(|t| t.as_f32()),
+                        _ => None,
+                    };
+                    Some(place_sums(t, gr, s.role, s.repeat, criterion))
+                });
+                if let Some(v) = v {
+                    c.push(v[s.index]);
+                }
+            }
             if c.is_empty() {
                 return 0.0;
             }

@@ -72,6 +72,40 @@ pub fn drop_along(t: &Tensor, dim: usize, drop: &BTreeSet<usize>) -> Tensor {
     Tensor { shape, data }
 }
 
+/// Keeps the entries of `t` whose index along dimension 0 is not in
+/// `drop0` and along dimension 1 not in `drop1`, in one pass.
+pub fn drop_2d(t: &Tensor, drop0: &BTreeSet<usize>, drop1: &BTreeSet<usize>) -> Tensor {
+    if t.shape.len() < 2 || drop1.is_empty() {
+        return drop_along(t, 0, drop0);
+    }
+    let (n0, n1) = (t.shape[0], t.shape[1]);
+    let inner: usize = t.shape[2..].iter().product();
+    let keep0: Vec<usize> = (0..n0).filter(|i| !drop0.contains(i)).collect();
+    let keep1: Vec<usize> = (0..n1).filter(|i| !drop1.contains(i)).collect();
+    let mut shape = t.shape.clone();
+    shape[0] = keep0.len();
+    shape[1] = keep1.len();
+    fn gather<T: Copy>(v: &[T], n1: usize, inner: usize, k0: &[usize], k1: &[usize]) -> Vec<T> {
+        let mut out = Vec::with_capacity(k0.len() * k1.len() * inner);
+        for &a in k0 {
+            let row = &v[a * n1 * inner..(a + 1) * n1 * inner];
+            if inner == 1 {
+                out.extend(k1.iter().map(|&b| row[b]));
+            } else {
+                for &b in k1 {
+                    out.extend_from_slice(&row[b * inner..(b + 1) * inner]);
+                }
+            }
+        }
+        out
+    }
+    let data = match &t.data {
+        TensorData::F32(v) => TensorData::F32(gather(v, n1, inner, &keep0, &keep1)),
+        TensorData::I64(v) => TensorData::I64(gather(v, n1, inner, &keep0, &keep1)),
+    };
+    Tensor { shape, data }
+}
+
 /// Removes the channels in `removal` from the graph (and its weights).
 /// Frozen groups must not appear in `removal`; the checker guarantees it.
 pub fn remove_channels(
@@ -82,7 +116,18 @@ pub fn remove_channels(
 ) -> (Graph, Option<StateDict>) {
     let cuts = cuts(c, removal);
     let mut out = g.clone();
-    let mut weights = sd.cloned();
+    // Tensors of modules that lose channels are rebuilt from `sd` below;
+    // only the others are copied as they are.
+    let cut_modules: BTreeSet<&str> = cuts.keys().map(|id| g.nodes[*id].name.as_str()).collect();
+    let mut weights: Option<StateDict> = sd.map(|sd| {
+        sd.iter()
+            .filter(|(k, _)| {
+                !k.rsplit_once('.')
+                    .is_some_and(|(m, _)| cut_modules.contains(m))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
     for (id, cut) in &cuts {
         let node = &mut out.nodes[*id];
         let in_features: usize = cut.input.iter().map(|(_, r)| r).sum();
@@ -107,17 +152,18 @@ pub fn remove_channels(
                 } else {
                     *in_channels -= channel_drop.len();
                 }
-                if let Some(sd) = weights.as_mut() {
+                if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
                     let w = format!("{}.weight", node.name);
-                    if let Some(t) = sd.get(&w) {
-                        let mut t = drop_along(t, 0, &cut.out);
-                        if !depthwise {
-                            t = drop_along(&t, 1, &channel_drop);
-                        }
+                    if let Some(t) = src.get(&w) {
+                        let t = if depthwise {
+                            drop_along(t, 0, &cut.out)
+                        } else {
+                            drop_2d(t, &cut.out, &channel_drop)
+                        };
                         sd.insert(w, t);
                     }
                     let b = format!("{}.bias", node.name);
-                    if let Some(t) = sd.get(&b) {
+                    if let Some(t) = src.get(&b) {
                         let t = drop_along(t, 0, &cut.out);
                         sd.insert(b, t);
                     }
@@ -130,14 +176,14 @@ pub fn remove_channels(
             } => {
                 *out_features -= cut.out.len();
                 *inf -= in_features;
-                if let Some(sd) = weights.as_mut() {
+                if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
                     let w = format!("{}.weight", node.name);
-                    if let Some(t) = sd.get(&w) {
-                        let t = drop_along(&drop_along(t, 0, &cut.out), 1, &feature_drop);
+                    if let Some(t) = src.get(&w) {
+                        let t = drop_2d(t, &cut.out, &feature_drop);
                         sd.insert(w, t);
                     }
                     let b = format!("{}.bias", node.name);
-                    if let Some(t) = sd.get(&b) {
+                    if let Some(t) = src.get(&b) {
                         let t = drop_along(t, 0, &cut.out);
                         sd.insert(b, t);
                     }
@@ -145,10 +191,20 @@ pub fn remove_channels(
             }
             Op::BatchNorm2d { features, .. } => {
                 *features -= cut.norm.len();
-                if let Some(sd) = weights.as_mut() {
-                    for k in ["weight", "bias", "running_mean", "running_var"] {
+                if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
+                    for k in [
+                        "weight",
+                        "bias",
+                        "running_mean",
+                        "running_var",
+                        "num_batches_tracked",
+                    ] {
                         let key = format!("{}.{k}", node.name);
-                        if let Some(t) = sd.get(&key) {
+                        if let Some(t) = src.get(&key) {
+                            if k == "num_batches_tracked" {
+                                sd.insert(key, t.clone());
+                                continue;
+                            }
                             let t = drop_along(t, 0, &cut.norm);
                             sd.insert(key, t);
                         }
