@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import struct
 import subprocess
@@ -90,6 +91,7 @@ def prunex_run(recipe_text, threads=None, extra=(), name="r"):
         report = json.load(f)
     with open(os.path.join(d, "out/timings.yaml")) as f:
         timings = yaml.safe_load(f)
+    shutil.rmtree(d, ignore_errors=True)
     return report, timings
 
 
@@ -302,6 +304,7 @@ def planning(md, quick):
         with open(p, "w") as f:
             f.write(tmpl.replace("{side}", str(side)).replace("{lr}", "0.01"))
         r = subprocess.run(["/usr/bin/time", "-f", "%M", PRUNEX, "check", p], capture_output=True, text=True)
+        shutil.rmtree(d, ignore_errors=True)
         rss = int(r.stderr.strip().splitlines()[-1]) / 1024
         t, unit = times[side]
         ms = t * (1000 if unit == "s" else 1 if unit == "ms" else 1e-3)
@@ -453,6 +456,8 @@ def main():
         work, weights = planning(md, a.quick)
     if "speedup" in sections:
         speedup(md, work, weights, a.quick)
+    if work:
+        shutil.rmtree(work, ignore_errors=True)
     if "quality" in sections:
         quality(md, a.quick)
     extra = os.path.join(ROOT, "benches/BENCHMARKS.notes.md")

@@ -566,3 +566,50 @@ fn removed_blocks_equal_silenced_branches() {
         assert!(diff < 1e-5, "{name}: block-pruned output differs by {diff}");
     }
 }
+
+/// Unstructured masks equal `torch.nn.utils.prune`'s on the same weights:
+/// `l1_unstructured` layer by layer and `global_unstructured` across layers
+/// (random float weights have no ties, so the choice is unique).
+#[test]
+fn unstructured_masks_equal_torch_nn_utils_prune() {
+    use prunex::prune::mask;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/tnup_masks.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (sd, _) = weights::read(&dir.path().join("lenet.safetensors")).unwrap();
+    let amounts = [
+        ("conv1", 0.85),
+        ("conv2", 0.80),
+        ("fc1", 0.75),
+        ("fc2", 0.70),
+        ("fc3", 0.80),
+    ];
+    let targets = amounts
+        .iter()
+        .map(|(n, s)| (format!("{n}.weight"), *s))
+        .collect();
+    let keys: Vec<String> = amounts.iter().map(|(n, _)| format!("{n}.weight")).collect();
+    for (file, ours) in [
+        ("local.safetensors", mask::local(&sd, &targets)),
+        ("global.safetensors", mask::global(&sd, &keys, 0.9)),
+    ] {
+        let (theirs, _) = weights::read(&dir.path().join(file)).unwrap();
+        for k in &keys {
+            let t: Vec<bool> = theirs[k]
+                .as_f32()
+                .unwrap()
+                .iter()
+                .map(|&m| m != 0.0)
+                .collect();
+            assert_eq!(ours[k], t, "{file}: {k}");
+        }
+    }
+}

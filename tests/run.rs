@@ -379,3 +379,18 @@ fn ctrl_c_saves_and_exits_cleanly() {
     // The finished epoch, and the partial one unless Ctrl-C came between two.
     assert!(entries >= 1, "the finished epoch is saved");
 }
+
+/// A stage cache that cannot be written (here: its path runs through a
+/// file) costs the checkpoints, not the run: warnings, then the export.
+#[test]
+fn an_unwritable_cache_costs_checkpoints_not_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("r.prune"), RESUMABLE.replace("DATA", DATA)).unwrap();
+    std::fs::write(d.join("blocker"), "a file, not a folder").unwrap();
+    let out = exec(d, "blocker/cache", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("prunex::run::checkpoint_failed"), "{err}");
+    assert!(d.join("out/weights.safetensors").exists());
+}

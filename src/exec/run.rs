@@ -1409,7 +1409,7 @@ fn execute(
                 s.dense_accuracy.unwrap_or(0.0) * 100.0
             );
         }
-        s.save(cache, key, &w.label(), None)?;
+        checkpoint(&s, cache, key, &w.label(), None);
         cache.remove(&KeyBuilder::after("partial", key).key());
     }
     if start == works.len() {
@@ -1474,6 +1474,17 @@ fn execute(
     Ok(report)
 }
 
+/// Saves a unit to the cache. A cache that cannot be written (a full disk,
+/// no permission) costs the checkpoint, not the run: a warning says so.
+fn checkpoint(s: &Session, cache: &Cache, key: &Key, label: &str, partial: Option<Partial>) {
+    if let Err(e) = s.save(cache, key, label, partial) {
+        eprintln!(
+            "warning[prunex::run::checkpoint_failed]: {label} was not saved to the stage cache ({e}); the run goes on, but `--resume` and later runs cannot start from it\n  help: free space in {} or point PRUNEX_CACHE elsewhere",
+            cache.dir.display()
+        );
+    }
+}
+
 /// Runs one training epoch of a unit (from where an interrupted one
 /// stopped); on Ctrl-C saves the position and stops the run.
 #[allow(clippy::too_many_arguments)]
@@ -1493,12 +1504,13 @@ fn epoch(
         Ok(p) => p,
         Err(p) => {
             let at = format!("{label}, step {}", p.step);
-            s.save(
+            checkpoint(
+                s,
                 cache,
                 &KeyBuilder::after("partial", key).key(),
                 &label,
                 Some(p),
-            )?;
+            );
             return Err(RunError::Interrupted {
                 at,
                 recipe: recipe.into(),
