@@ -257,8 +257,9 @@ def cmd_tnup_lenet(seed):
 def throughput(md, quick):
     md.append("## 1. Executor throughput: a training epoch, prunex vs an eager PyTorch loop\n")
     md.append("Images/s of one training epoch (SGD, momentum 0.9, batch 128, 1×28×28 Fashion-MNIST, 10 classes); "
-              "prunex's figure is its own per-epoch timing (`timings.yaml`), which includes building the "
-              "batches in Rust; PyTorch's loop indexes a normalised tensor already in memory. "
+              "prunex's figure is its own per-epoch timing (`timings.yaml`: the training steps, including "
+              "copying each batch into a tensor, after the epoch's batches are built); PyTorch's loop indexes a "
+              "normalised tensor already in memory. "
               "Alternating runs, median of each side. Target: prunex ≥ 1.05× PyTorch.\n")
     md.append("| model | threads | images | prunex img/s | PyTorch img/s | ratio | target |")
     md.append("|---|---|---|---|---|---|---|")
@@ -311,6 +312,11 @@ def planning(md, quick):
         ok = "met" if ms <= 20 else "**missed**"
         md.append(f"| 3×{side}×{side} | {ms:.1f} ms | ≤ 20 ms: {ok} | {rss:.0f} MB |")
     md.append("")
+    out = sh(["cargo", "bench", "--bench", "watch"], cwd=ROOT)
+    line = next(l for l in out.splitlines() if l.startswith("prunex watch"))
+    md.append("`prunex watch` save-to-diagnostic latency on the same recipe (`cargo bench --bench watch`: the real "
+              "binary watching a real file; each save changes the recipe and is timed until the verdict line "
+              "arrives): " + line.split(": ", 1)[1] + ". Target: well under 200 ms.\n")
     md.append("### 50 % L2 channel surgery: prunex vs Torch-Pruning on the same weights\n")
     md.append("Seeded torchvision weights at 3×224×224, local 50 % per coupled group, `fc` ignored, "
               "`MagnitudeImportance(p=2)`. prunex: coupling analysis + importance + selection + surgery "
