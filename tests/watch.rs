@@ -152,14 +152,14 @@ fn watch_reruns_only_what_changed_survives_errors_and_debounces() {
     assert!(burst.contains("lr: 0.03 → 0.042\n"), "{burst}");
 
     // A long run is cancelled at a batch boundary by the next valid save.
-    let long = |lr: &str| recipe(lr).replace("finetune { epochs 2", "finetune { epochs 400");
+    let long = |lr: &str| recipe(lr).replace("finetune { epochs 2", "finetune { epochs 4000");
     std::fs::write(&r, long("0.05")).unwrap();
-    w.wait_for("finetune epoch 1/400", 1);
+    w.wait_for("finetune epoch 1/4000", 1);
     std::fs::write(&r, long("0.06")).unwrap();
     w.wait_for("cancelling the run in progress", 1);
     let t = w.wait_for("prunex::run::interrupted", 1);
     assert!(t.contains("lr: 0.05 → 0.06"), "{t}");
-    w.wait_for("finetune epoch 1/400", 2);
+    w.wait_for("finetune epoch 1/4000", 2);
 
     // Ctrl-C stops the run in progress and exits cleanly.
     unsafe {

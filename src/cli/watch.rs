@@ -224,12 +224,25 @@ pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, check_only: bool
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(Ok(ev)) if changes(&ev) && ev.paths.iter().any(|p| files.contains(p)) => {
                     // A burst of saves is one change.
+                    // Only saves of watched files extend the quiet period:
+                    // other files in the same folders (a log the run writes,
+                    // say) must not hold the check back.
                     let mut changed: BTreeSet<PathBuf> = ev.paths.into_iter().collect();
-                    while let Ok(more) = rx.recv_timeout(DEBOUNCE) {
-                        if let Ok(ev) = more.as_ref() {
-                            if changes(ev) {
-                                changed.extend(ev.paths.iter().cloned());
+                    let mut quiet_until = Instant::now() + DEBOUNCE;
+                    loop {
+                        let left = quiet_until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match rx.recv_timeout(left) {
+                            Ok(Ok(ev))
+                                if changes(&ev) && ev.paths.iter().any(|p| files.contains(p)) =>
+                            {
+                                changed.extend(ev.paths);
+                                quiet_until = Instant::now() + DEBOUNCE;
                             }
+                            Ok(_) => {}
+                            Err(_) => break,
                         }
                     }
                     let names: Vec<String> = changed
