@@ -269,3 +269,42 @@ fn image_folder_problems_name_the_file() {
     let e = load("image_folder", d, None).unwrap_err();
     assert!(matches!(e, DataError::Missing { .. }), "{e}");
 }
+
+/// What users see for each kind of bad data, as rendered. The files live
+/// under a fixed relative path (tests run in the package root), so the
+/// rendering, line wrapping included, does not depend on where the
+/// checkout is.
+#[test]
+fn data_diagnostics_render_as_snapshotted() {
+    let d = Path::new("target/data-diagnostics");
+    let _ = std::fs::remove_dir_all(d);
+    std::fs::create_dir_all(d).unwrap();
+    let labels = write(d, "labels", &idx_labels(3));
+    let mut bad = idx_images(3, 2, 2, 12);
+    bad[3] = 0x99;
+    let mut errors = vec![
+        read_idx(&write(d, "truncated", &idx_images(3, 2, 2, 10)), &labels).unwrap_err(),
+        read_idx(&write(d, "bad", &bad), &labels).unwrap_err(),
+        read_idx(&write(d, "four", &idx_images(4, 2, 2, 16)), &labels).unwrap_err(),
+        load("fashion_mnist", d, None).unwrap_err(),
+        load("svhn", d, None).unwrap_err(),
+    ];
+    let f = d.join("folder");
+    png(&f.join("train/a/1.png"), 4, 4, false, 1);
+    png(&f.join("train/a/2.png"), 5, 4, false, 2);
+    png(&f.join("test/a/1.png"), 4, 4, false, 3);
+    errors.push(load("image_folder", &f, None).unwrap_err());
+    std::fs::remove_file(f.join("train/a/2.png")).unwrap();
+    std::fs::write(f.join("train/a/3.png"), b"not a png").unwrap();
+    errors.push(load("image_folder", &f, None).unwrap_err());
+    std::fs::remove_file(f.join("train/a/3.png")).unwrap();
+    png(&f.join("test/b/1.png"), 4, 4, false, 4);
+    errors.push(load("image_folder", &f, None).unwrap_err());
+    let text: String = errors
+        .into_iter()
+        .map(|e| render_human(&miette::Report::new(e), false))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::remove_dir_all(d).unwrap();
+    insta::assert_snapshot!(text);
+}
