@@ -68,24 +68,7 @@ pub enum Command {
         check: bool,
     },
     /// Run a recipe: train (if needed), prune, fine-tune, export.
-    Run {
-        /// The recipe.
-        recipe: PathBuf,
-        /// Override a variable: --set name=value (repeatable).
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        set: Vec<String>,
-        /// CPU threads for libtorch (default: libtorch's choice).
-        #[arg(long)]
-        threads: Option<i32>,
-        /// Continue from the last saved checkpoint (every epoch, and where
-        /// Ctrl-C stopped). Without it, only the dense model (pretraining and
-        /// its evaluation) comes from the cache.
-        #[arg(long, conflicts_with = "fresh")]
-        resume: bool,
-        /// Take nothing from the cache: pretrain, prune and fine-tune anew.
-        #[arg(long)]
-        fresh: bool,
-    },
+    Run(RunArgs),
     /// Re-check a recipe on every save of it or of any file it includes, and
     /// re-run it from the first stage the edit changed.
     Watch {
@@ -151,6 +134,28 @@ pub enum Command {
     Version,
 }
 
+/// The arguments of `prunex run`, shared with the executor's `run` (which
+/// `prunex run` starts with the same arguments).
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// The recipe.
+    pub recipe: PathBuf,
+    /// Override a variable: --set name=value (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// CPU threads for libtorch (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Continue from the last saved checkpoint (every epoch, and where
+    /// Ctrl-C stopped). Without it, only the dense model (pretraining and
+    /// its evaluation) comes from the cache.
+    #[arg(long, conflicts_with = "fresh")]
+    pub resume: bool,
+    /// Take nothing from the cache: pretrain, prune and fine-tune anew.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
 /// `prunex cache` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CacheAction {
@@ -179,13 +184,7 @@ pub fn run(cli: Cli) -> u8 {
             groups,
         } => inspect::run(&model, input, classes, weights, yaml, groups),
         Command::Plan { recipe, set, yaml } => plan::run(&recipe, &set, yaml),
-        Command::Run {
-            recipe,
-            set,
-            threads,
-            resume,
-            fresh,
-        } => run::run(&recipe, &set, threads, resume, fresh),
+        Command::Run(a) => run::run(&a.recipe, &a.set, a.threads, a.resume, a.fresh),
         Command::Watch {
             recipe,
             set,

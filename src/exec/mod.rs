@@ -29,22 +29,7 @@ pub enum ExecCommand {
     /// Print libtorch's version and what it sees of CUDA and cuDNN.
     Version,
     /// Run a recipe.
-    Run {
-        /// The recipe.
-        recipe: std::path::PathBuf,
-        /// Override a variable: --set name=value (repeatable).
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        set: Vec<String>,
-        /// CPU threads for libtorch (default: libtorch's choice).
-        #[arg(long)]
-        threads: Option<i32>,
-        /// Continue from the last saved unit, even inside an epoch.
-        #[arg(long, conflicts_with = "fresh")]
-        resume: bool,
-        /// Reuse nothing from the stage cache.
-        #[arg(long)]
-        fresh: bool,
-    },
+    Run(prunex::cli::RunArgs),
 }
 
 /// Whether to color output on stderr.
@@ -105,13 +90,13 @@ pub fn main() -> ExitCode {
             println!("cpu threads: {}", i.threads);
             ExitCode::SUCCESS
         }
-        ExecCommand::Run {
+        ExecCommand::Run(prunex::cli::RunArgs {
             recipe,
             set,
             threads,
             resume,
             fresh,
-        } => {
+        }) => {
             if let Some(n) = threads.filter(|&n| n > 0) {
                 tch::set_num_threads(n);
             }
