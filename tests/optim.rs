@@ -7,6 +7,9 @@
 
 #![cfg(feature = "torch")]
 
+#[path = "../src/exec/convert.rs"]
+mod convert;
+
 #[path = "../src/exec/optim.rs"]
 #[allow(dead_code)]
 mod optim;

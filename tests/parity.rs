@@ -8,6 +8,9 @@
 //! References are generated at test time by `tests/parity/reference.py` in
 //! the project's Python environment (`scripts/setup --reference`).
 
+#[path = "../src/exec/convert.rs"]
+mod convert;
+
 #[path = "../src/exec/model.rs"]
 #[allow(dead_code)]
 mod model;

@@ -2,6 +2,7 @@
 //! binary (and tests that run tensors), never into the prunex library, so the
 //! `prunex` front end never loads libtorch (see build.rs).
 
+pub mod convert;
 pub mod model;
 pub mod optim;
 pub mod run;

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use prunex::graph::{Graph, Op};
 use prunex::models::weights::{StateDict, Tensor as Weights, TensorData};
 use tch::nn::{self, Init};
-use tch::{Device, Kind, TchError, Tensor};
+use tch::{Device, TchError, Tensor};
+
+use super::convert::{from_plain, to_plain};
 
 /// Parameters of one node.
 enum Params {
@@ -157,13 +159,8 @@ impl TorchModel {
                     continue;
                 }
                 let Some(var) = vars.get(key) else { continue };
-                let values = t
-                    .as_f32()
+                let src = from_plain(t, device)?
                     .ok_or_else(|| TchError::Kind(format!("`{key}` is not floating point")))?;
-                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-                let src = Tensor::from_slice(values)
-                    .f_reshape(&shape)?
-                    .f_to_device(device)?;
                 let mut var = var.shallow_clone();
                 var.f_copy_(&src)?;
             }
@@ -175,13 +172,7 @@ impl TorchModel {
     pub fn state_dict(&self) -> Result<StateDict, TchError> {
         let mut sd = StateDict::new();
         for (key, t) in self.vs.variables() {
-            let t = t
-                .f_to_device(Device::Cpu)?
-                .f_to_kind(Kind::Float)?
-                .f_contiguous()?;
-            let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-            let values = Vec::<f32>::try_from(t.f_flatten(0, -1)?)?;
-            sd.insert(key, Weights::f32(shape, values));
+            sd.insert(key, to_plain(&t)?);
         }
         for (module, n) in &self.batches_tracked {
             sd.insert(

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use globset::Glob;
 use prunex::models::weights::{self, StateDict};
-use tch::{Device, Kind, TchError, Tensor};
+use tch::{TchError, Tensor};
+
+use super::convert::{from_plain, to_plain};
 
 /// Which update rule.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -177,15 +179,7 @@ impl Optimizer {
         let mut sd = StateDict::new();
         for p in &self.params {
             for (i, t) in p.state.iter().enumerate() {
-                let t = t
-                    .f_to_device(Device::Cpu)?
-                    .f_to_kind(Kind::Float)?
-                    .f_contiguous()?;
-                let shape = t.size().iter().map(|&d| d as usize).collect();
-                sd.insert(
-                    format!("{}.{}", p.name, i),
-                    weights::Tensor::f32(shape, Vec::<f32>::try_from(t.f_flatten(0, -1)?)?),
-                );
+                sd.insert(format!("{}.{}", p.name, i), to_plain(t)?);
             }
         }
         sd.insert(
@@ -218,13 +212,9 @@ impl Optimizer {
             bufs.sort_by_key(|(i, _)| *i);
             p.state.clear();
             for (_, t) in bufs {
-                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-                let values = t.as_f32().unwrap_or(&[]);
-                p.state.push(
-                    Tensor::from_slice(values)
-                        .f_reshape(&shape)?
-                        .f_to_device(p.var.device())?,
-                );
+                if let Some(buf) = from_plain(t, p.var.device())? {
+                    p.state.push(buf);
+                }
             }
         }
         Ok(())

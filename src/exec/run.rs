@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
+use super::convert::{from_plain, to_plain};
 use super::model::TorchModel;
 use super::optim::{Optimizer, Rule};
 
@@ -637,12 +638,7 @@ impl Session {
         for (k, v) in &vars {
             let g = v.grad();
             if g.defined() {
-                let g = g.f_to_device(Device::Cpu)?.f_contiguous()?;
-                let shape = g.size().iter().map(|&d| d as usize).collect();
-                grads.insert(
-                    k.clone(),
-                    weights::Tensor::f32(shape, Vec::<f32>::try_from(g.f_flatten(0, -1)?)?),
-                );
+                grads.insert(k.clone(), to_plain(&g)?);
             }
         }
         zero(&vars);
@@ -670,18 +666,19 @@ impl Session {
                 t.fraction(end)
             }
         };
+        // The weights a mask stage covers: every layer it does not ignore.
+        let weight_keys: Vec<String> = stage
+            .layers
+            .iter()
+            .filter(|l| l.target != Target::Ignored)
+            .map(|l| format!("{}.weight", l.layer))
+            .collect();
         if let Some((n, m)) = stage
             .granularity
             .split_once(':')
             .and_then(|(n, m)| Some((n.parse().ok()?, m.parse().ok()?)))
         {
-            let keys: Vec<String> = stage
-                .layers
-                .iter()
-                .filter(|l| l.target != Target::Ignored)
-                .map(|l| format!("{}.weight", l.layer))
-                .collect();
-            let (masks, _) = mask::n_m(&sd, &keys, n, m);
+            let (masks, _) = mask::n_m(&sd, &weight_keys, n, m);
             return self.set_masks(masks);
         }
         // Masks rank magnitudes; under Taylor those are |w · g|. The
@@ -701,13 +698,7 @@ impl Session {
         match stage.granularity.as_str() {
             "weights" => {
                 let masks = if stage.scope == "global" {
-                    let keys: Vec<String> = stage
-                        .layers
-                        .iter()
-                        .filter(|l| l.target != Target::Ignored)
-                        .map(|l| format!("{}.weight", l.layer))
-                        .collect();
-                    mask::global(&sd, &keys, fraction)
+                    mask::global(&sd, &weight_keys, fraction)
                 } else {
                     let targets = stage
                         .layers
@@ -888,12 +879,7 @@ impl Session {
         if !self.masks.is_empty() {
             let mut sd = StateDict::new();
             for (k, m) in &self.masks {
-                let m = m.f_to_device(Device::Cpu)?.f_contiguous()?;
-                let shape = m.size().iter().map(|&d| d as usize).collect();
-                sd.insert(
-                    k.clone(),
-                    weights::Tensor::f32(shape, Vec::<f32>::try_from(m.f_flatten(0, -1)?)?),
-                );
+                sd.insert(k.clone(), to_plain(m)?);
             }
             files.push(("masks.safetensors", weights::to_safetensors(&sd)));
         }
@@ -947,11 +933,7 @@ impl Session {
         let mut masks = BTreeMap::new();
         if dir.join("masks.safetensors").exists() {
             for (k, t) in sd("masks.safetensors")? {
-                let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-                let m = Tensor::from_slice(t.as_f32()?)
-                    .reshape(&shape)
-                    .to_device(self.device);
-                masks.insert(k, m);
+                masks.insert(k, from_plain(&t, self.device).ok()??);
             }
         }
         let teacher = match meta.teacher {
