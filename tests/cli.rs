@@ -331,3 +331,31 @@ fn diff_reads_a_git_revision() {
     assert!(text.contains("epochs"), "{text}");
     assert!(text.contains("1 difference"), "{text}");
 }
+
+#[test]
+fn cache_info_and_clean_report_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // One entry, as the executor writes them (a folder named by its key).
+    let entry = cache.join("a".repeat(64));
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(entry.join("meta.json"), "{}").unwrap();
+    std::fs::write(entry.join("model.safetensors"), vec![0u8; 2000]).unwrap();
+    let info = prunex()
+        .env("PRUNEX_CACHE", &cache)
+        .args(["cache", "info"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success());
+    assert!(text.contains("1 entries, 2.0 KB"), "{text}");
+    let clean = prunex()
+        .env("PRUNEX_CACHE", &cache)
+        .args(["cache", "clean"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&clean.stdout);
+    assert!(clean.status.success());
+    assert!(text.starts_with("removed 1 entries (2.0 KB)"), "{text}");
+    assert!(!entry.exists());
+}

@@ -394,3 +394,24 @@ fn an_unwritable_cache_costs_checkpoints_not_the_run() {
     assert!(err.contains("prunex::run::checkpoint_failed"), "{err}");
     assert!(d.join("out/weights.safetensors").exists());
 }
+
+/// Data whose images do not fit the model's input stop the run before any
+/// training, with the stable code.
+#[test]
+fn data_that_does_not_fit_the_model_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let recipe = RESUMABLE
+        .replace("DATA", DATA)
+        .replace("input [1, 28, 28]", "input [1, 32, 32]");
+    std::fs::write(d.join("r.prune"), recipe).unwrap();
+    let out = exec(d, "cache", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("prunex::run::input_mismatch"), "{err}");
+    assert!(
+        err.contains("[1, 32, 32]") && err.contains("[1, 28, 28]"),
+        "{err}"
+    );
+    assert!(!d.join("out").exists());
+}
