@@ -6,7 +6,8 @@
 //! load into PyTorch with `strict=True` and reproduce the outputs.
 //!
 //! References are generated at test time by `tests/parity/reference.py` in
-//! the project's Python environment (`scripts/setup --reference`).
+//! the project's Python environment (`scripts/setup --reference`) and kept
+//! under `target/tmp/parity-references` for later runs.
 
 #[path = "../src/exec/convert.rs"]
 mod convert;
@@ -129,17 +130,35 @@ fn spec() -> String {
     serde_json::to_string(&cases).unwrap()
 }
 
-/// Generates all references once per test process.
+/// Generates the references once and keeps them under `target/tmp`, keyed
+/// by a hash of the cases and the reference scripts, so that later runs reuse
+/// them and a changed script or case regenerates them. Older generations are
+/// removed; nothing is left in the system's temporary folder.
 fn references() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cases.json"), spec()).unwrap();
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity-references");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/reference.py");
+        let mut h = blake3::Hasher::new();
+        h.update(spec().as_bytes());
+        h.update(&std::fs::read(&script).unwrap());
+        let key = h.finalize().to_hex()[..16].to_string();
+        let dir = root.join(&key);
+        if dir.is_dir() {
+            return dir;
+        }
+        std::fs::create_dir_all(&root).unwrap();
+        for old in std::fs::read_dir(&root).unwrap().flatten() {
+            // Another generation, or one a killed run left half-written.
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+        let tmp = tempfile::tempdir_in(&root).unwrap();
+        std::fs::write(tmp.path().join("cases.json"), spec()).unwrap();
         let out = Command::new(python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/reference.py"))
+            .arg(&script)
             .arg("make")
-            .arg(dir.path())
-            .arg(dir.path().join("cases.json"))
+            .arg(tmp.path())
+            .arg(tmp.path().join("cases.json"))
             .output()
             .expect("the project's Python environment exists: run scripts/setup --reference");
         assert!(
@@ -147,9 +166,13 @@ fn references() -> &'static Path {
             "reference.py failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let tmp = tmp.keep();
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // A concurrent test process finished first; use its copy.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
         dir
     })
-    .path()
 }
 
 fn graph(c: &Case) -> prunex::graph::Graph {
@@ -249,6 +272,7 @@ fn io(dir: &Path, id: &str) -> (tch::Tensor, tch::Tensor) {
 #[test]
 fn forward_matches_pytorch_and_weights_round_trip() {
     let dir = references();
+    let written = tempfile::tempdir().unwrap();
     tch::manual_seed(0);
     for c in CASES {
         let g = graph(c);
@@ -267,7 +291,7 @@ fn forward_matches_pytorch_and_weights_round_trip() {
         let back = m.state_dict().unwrap();
         assert_eq!(back, sd, "{} state_dict round trip", c.id);
         std::fs::write(
-            dir.join(format!("{}.prunex.safetensors", c.id)),
+            written.path().join(format!("{}.prunex.safetensors", c.id)),
             weights::to_safetensors(&back),
         )
         .unwrap();
@@ -277,6 +301,7 @@ fn forward_matches_pytorch_and_weights_round_trip() {
         .arg("verify")
         .arg(dir)
         .arg(dir.join("cases.json"))
+        .arg(written.path())
         .output()
         .unwrap();
     assert!(

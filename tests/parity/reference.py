@@ -112,11 +112,11 @@ def make(out, cases):
             json.dump({"params": int(params), "macs": int(macs)}, f)
 
 
-def verify(out, cases):
+def verify(out, cases, written):
     for case in cases:
         key = case["id"]
         m = build(case).eval()
-        m.load_state_dict(load_file(os.path.join(out, key + ".prunex.safetensors")), strict=True)
+        m.load_state_dict(load_file(os.path.join(written, key + ".prunex.safetensors")), strict=True)
         io = load_file(os.path.join(out, key + ".io.safetensors"))
         with torch.no_grad():
             y = m(io["x"])
@@ -131,4 +131,7 @@ if __name__ == "__main__":
     mode, out, spec = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(spec) as f:
         cases = json.load(f)
-    {"make": make, "verify": verify}[mode](out, cases)
+    if mode == "make":
+        make(out, cases)
+    else:
+        verify(out, cases, sys.argv[4])
