@@ -436,9 +436,16 @@ fn channels(
         };
         let set_by: Vec<String> = explicit.iter().map(|r| rule_text(cx, r)).collect();
         let nonzero = explicit.iter().any(|r| r.value > 0.0);
+        let all_ignored = grp.producers.iter().all(|p| ignored.contains_key(p));
         let target = if let Some(why) = &grp.frozen {
-            if nonzero {
-                let r = explicit.iter().find(|r| r.value > 0.0).expect("nonzero");
+            // A broad pattern such as `group "*"` may match frozen layers that
+            // the ignore list names; a rule naming them outright may not.
+            let glob = |r: &&&RuleSpec| r.pattern.node.contains(['*', '?', '[', '{']);
+            let offending = explicit
+                .iter()
+                .filter(|r| r.value > 0.0)
+                .find(|r| !(all_ignored && glob(r)));
+            if let Some(r) = offending {
                 cx.push(CheckError::PruneFrozen {
                     src: cx.src(r.span),
                     span: r.span.source_span(),
@@ -456,8 +463,7 @@ fn channels(
         {
             // Warn when the group would otherwise lose channels: through an
             // explicit rule on a coupled layer, or the stage's target.
-            let others_ignored = grp.producers.iter().all(|p| ignored.contains_key(p));
-            if !others_ignored && (nonzero || (explicit.is_empty() && end > 0.0)) {
+            if !all_ignored && (nonzero || (explicit.is_empty() && end > 0.0)) {
                 let others: Vec<&String> =
                     names.iter().filter(|n| **n != g.nodes[ig].name).collect();
                 let e = |strict| {
