@@ -3,6 +3,7 @@
 //! `prunex` front end never loads libtorch (see build.rs).
 
 pub mod convert;
+pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod run;

@@ -37,6 +37,7 @@ use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use super::convert::{from_plain, to_plain};
+use super::loss;
 use super::model::TorchModel;
 use super::optim::{Optimizer, Rule};
 
@@ -542,24 +543,20 @@ impl Session {
             let lr = lr_at(t, epoch, total, i, steps);
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
-            let ce =
-                out.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?;
             let loss = match self.teacher.as_mut().filter(|_| stage == "finetune") {
-                // alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * CE
-                Some((teacher, temp, alpha)) => {
-                    let (temp, alpha) = (*temp, *alpha);
-                    let soft = tch::no_grad(|| teacher.forward(&x, false))?.f_div_scalar(temp)?;
-                    let log_pt = soft.f_log_softmax(-1, Kind::Float)?;
-                    let log_ps = out.f_div_scalar(temp)?.f_log_softmax(-1, Kind::Float)?;
-                    let kl = log_pt
-                        .f_exp()?
-                        .f_mul(&log_pt.f_sub(&log_ps)?)?
-                        .f_sum(Kind::Float)?
-                        .f_div_scalar(b.y.len() as f64)?;
-                    kl.f_mul_scalar(alpha * temp * temp)?
-                        .f_add(&ce.f_mul_scalar(1.0 - alpha)?)?
+                Some((teacher, temperature, alpha)) => {
+                    let soft = tch::no_grad(|| teacher.forward(&x, false))?;
+                    loss::loss(
+                        &out,
+                        &y,
+                        Some(loss::Soft {
+                            teacher: &soft,
+                            temperature: *temperature,
+                            alpha: *alpha,
+                        }),
+                    )?
                 }
-                None => ce,
+                None => loss::loss(&out, &y, None)?,
             };
             let value = loss.double_value(&[]);
             if !value.is_finite() {
