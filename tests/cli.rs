@@ -333,6 +333,65 @@ fn diff_reads_a_git_revision() {
 }
 
 #[test]
+fn diff_reads_model_descriptions_at_the_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let git = |args: &[&str]| {
+        let s = std::process::Command::new("git")
+            .current_dir(d)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    };
+    git(&["init", "-q"]);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let model =
+        std::fs::read_to_string(format!("{root}/examples/models/se-concat-net.yaml")).unwrap();
+    std::fs::write(d.join("net.yaml"), &model).unwrap();
+    std::fs::write(
+        d.join("r.prune"),
+        "recipe \"r\"\nmodel \"net.yaml\"\ndata cifar10 \"data\"\n\
+         prune channels by l2 {\n    schedule oneshot\n    ratio 0.25\n    ignore \"fc\"\n}\n",
+    )
+    .unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "one"]);
+    // Only the model description changes in the work tree: a wider classifier.
+    std::fs::write(
+        d.join("net.yaml"),
+        model.replace(
+            "in_features: 32, out_features: 10",
+            "in_features: 32, out_features: 100",
+        ),
+    )
+    .unwrap();
+    let diff = |old: &str| {
+        let out = prunex()
+            .current_dir(d)
+            .args(["diff", old, "r.prune"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The revision's recipe is checked against the revision's model: the
+    // parameter count differs (before, the work tree's model was read for
+    // both sides and no difference showed).
+    let text = diff("HEAD:r.prune");
+    assert!(text.contains("params"), "{text}");
+    git(&["add", "."]);
+    git(&["commit", "-qm", "two"]);
+    let text = diff("HEAD:r.prune");
+    assert!(text.contains("resolve to the same plan"), "{text}");
+}
+
+#[test]
 fn cache_info_and_clean_report_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");

@@ -126,3 +126,41 @@ fn fragments_skip_variable_checks_but_not_value_checks() {
     assert_eq!(checked.reports.len(), 1, "{:?}", checked.reports);
     assert_eq!(code(&checked.reports[0]), "prunex::check::type_mismatch");
 }
+
+#[test]
+fn model_descriptions_and_weights_are_read_through_the_loader() {
+    let model = std::fs::read_to_string("examples/models/se-concat-net.yaml").unwrap();
+    let recipe = "recipe \"m\"\nmodel \"net.yaml\"\ndata mnist \"data\"\n";
+    // The description exists only in the loader: the check finds it there.
+    let loader = MemLoader::new()
+        .with("repo/m.prune", recipe)
+        .with("repo/net.yaml", model.as_str());
+    let checked = check_path(Path::new("repo/m.prune"), &loader, &[], Mode::Single);
+    let codes: Vec<String> = checked.reports.iter().map(code).collect();
+    assert!(checked.graph.is_some(), "{codes:?}");
+    assert!(!codes.iter().any(|c| c.contains("model")), "{codes:?}");
+    // A file on disk that the loader does not have is not read: the check
+    // sees only what its loader shows (the fuzzer, `prunex diff REV:PATH`).
+    let loader = MemLoader::new().with(
+        "m.prune",
+        "recipe \"m\"\nmodel \"examples/models/se-concat-net.yaml\"\ndata mnist \"data\"\n",
+    );
+    let checked = check_path(Path::new("m.prune"), &loader, &[], Mode::Single);
+    let codes: Vec<String> = checked.reports.iter().map(code).collect();
+    assert!(checked.graph.is_none());
+    assert!(
+        codes.iter().any(|c| c == "prunex::model::unreadable"),
+        "{codes:?}"
+    );
+    // Weights too: a header the loader does not have is unreadable.
+    let loader = MemLoader::new().with(
+        "m.prune",
+        "recipe \"m\"\nmodel lenet5 { weights \"w.safetensors\" }\ndata mnist \"data\"\n",
+    );
+    let checked = check_path(Path::new("m.prune"), &loader, &[], Mode::Single);
+    let codes: Vec<String> = checked.reports.iter().map(code).collect();
+    assert!(
+        codes.iter().any(|c| c == "prunex::weights::unreadable"),
+        "{codes:?}"
+    );
+}

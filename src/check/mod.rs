@@ -97,10 +97,10 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
             .iter()
             .any(|r| crate::diagnostics::is_error(r.as_ref()))
     {
-        let (g, model_reports) = model::check_model(&recipe, &sources);
+        let (g, model_reports) = model::check_model(&recipe, &sources, loader);
         reports.extend(model_reports);
         if let Some(g) = &g {
-            let (p, plan_reports) = plan::plan(&recipe, g, &sources);
+            let (p, plan_reports) = plan::plan(&recipe, g, &sources, loader);
             the_plan = p;
             reports.extend(plan_reports);
         }

@@ -6,15 +6,19 @@ use crate::check::recipe::{ModelSpec, Recipe};
 use crate::diagnostics::Located;
 use crate::graph::{Graph, GraphError};
 use crate::models::{self, weights, ModelError};
-use crate::syntax::{ast::ModelSource, SourceMap};
+use crate::syntax::{ast::ModelSource, Loader, SourceMap};
 
 /// Builds the recipe's model graph and checks its weights file, if any.
-pub fn check_model(recipe: &Recipe, sources: &SourceMap) -> (Option<Graph>, Vec<miette::Report>) {
+pub fn check_model(
+    recipe: &Recipe,
+    sources: &SourceMap,
+    loader: &dyn Loader,
+) -> (Option<Graph>, Vec<miette::Report>) {
     let Some(spec) = &recipe.model else {
         return (None, Vec::new());
     };
     let mut reports = Vec::new();
-    let graph = match build(spec) {
+    let graph = match build(spec, loader) {
         Ok(g) => g,
         Err(e) => {
             // An input too small for the model is about the `input` line.
@@ -35,7 +39,7 @@ pub fn check_model(recipe: &Recipe, sources: &SourceMap) -> (Option<Graph>, Vec<
         }
     };
     if let Some(w) = &spec.weights {
-        let checked = weights::read_shapes(&w.node).and_then(|(shapes, _notes)| {
+        let checked = weights::read_shapes_with(&w.node, loader).and_then(|(shapes, _notes)| {
             weights::check_shapes(&shapes, &graph, &w.node.display().to_string())
         });
         if let Err(e) = checked {
@@ -55,7 +59,7 @@ pub fn check_model(recipe: &Recipe, sources: &SourceMap) -> (Option<Graph>, Vec<
     (Some(graph), reports)
 }
 
-fn build(spec: &ModelSpec) -> Result<Graph, ModelError> {
+fn build(spec: &ModelSpec, loader: &dyn Loader) -> Result<Graph, ModelError> {
     let input = spec
         .input
         .as_ref()
@@ -65,5 +69,5 @@ fn build(spec: &ModelSpec) -> Result<Graph, ModelError> {
         ModelSource::Zoo(name) => name.clone(),
         ModelSource::File(path) => path.clone(),
     };
-    models::load(&source, input, classes)
+    models::load_with(&source, input, classes, loader)
 }

@@ -182,7 +182,12 @@ impl Ctx<'_> {
 }
 
 /// Builds the plan of a checked recipe whose model graph is `g`.
-pub fn plan(recipe: &Recipe, g: &Graph, sources: &SourceMap) -> (Option<Plan>, Vec<Report>) {
+pub fn plan(
+    recipe: &Recipe,
+    g: &Graph,
+    sources: &SourceMap,
+    loader: &dyn crate::syntax::Loader,
+) -> (Option<Plan>, Vec<Report>) {
     let mut seen = BTreeSet::new();
     let modules = g
         .modules()
@@ -220,7 +225,7 @@ pub fn plan(recipe: &Recipe, g: &Graph, sources: &SourceMap) -> (Option<Plan>, V
         };
         stages.push(stage);
     }
-    teacher(&mut cx, recipe);
+    teacher(&mut cx, recipe, loader);
     // Learning-rate multipliers must name layers, like every other glob.
     for t in [&recipe.pretrain, &recipe.finetune].into_iter().flatten() {
         for (pattern, _) in &t.lr_mult {
@@ -767,7 +772,7 @@ fn blocks(
 }
 
 /// A teacher must produce what the student produces.
-fn teacher(cx: &mut Ctx<'_>, recipe: &Recipe) {
+fn teacher(cx: &mut Ctx<'_>, recipe: &Recipe, loader: &dyn crate::syntax::Loader) {
     use super::recipe::TeacherSpec;
     use crate::syntax::ast::ModelSource;
     let Some(d) = &recipe.distill else { return };
@@ -784,7 +789,7 @@ fn teacher(cx: &mut Ctx<'_>, recipe: &Recipe) {
         .map(|i| [i.node[0] as usize, i.node[1] as usize, i.node[2] as usize]);
     let classes = student.classes.as_ref().map(|c| c.node as usize);
     let span = d.teacher_span.unwrap_or(student.source.span);
-    match crate::models::load(&name, input, classes) {
+    match crate::models::load_with(&name, input, classes, loader) {
         Ok(t) => {
             let (ta, sa) = (analyze(&t, t.input), analyze(cx.g, cx.g.input));
             if let (Ok(ta), Ok(sa)) = (ta, sa) {

@@ -24,8 +24,9 @@ struct GitLoader {
     rev: String,
 }
 
-impl Loader for GitLoader {
-    fn read(&self, path: &Path) -> io::Result<(PathBuf, String)> {
+impl GitLoader {
+    /// The bytes of `path` at the revision.
+    fn show(&self, path: &Path) -> io::Result<Vec<u8>> {
         let p = crate::syntax::load::normalize(path);
         let rel = p.to_string_lossy();
         let spec = if p.is_absolute() {
@@ -50,11 +51,28 @@ impl Loader for GitLoader {
                 String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             ));
         }
-        let text = String::from_utf8(out.stdout).map_err(|_| {
+        Ok(out.stdout)
+    }
+}
+
+impl Loader for GitLoader {
+    fn read(&self, path: &Path) -> io::Result<(PathBuf, String)> {
+        let text = String::from_utf8(self.show(path)?).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
         })?;
         // The identity stays a plain path: includes resolve against it.
-        Ok((p, text))
+        Ok((crate::syntax::load::normalize(path), text))
+    }
+
+    /// Model descriptions and weights named by the recipe are read at the
+    /// same revision as the recipe.
+    /// Weights are seldom committed: a file the revision lacks is read from
+    /// the work tree.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn crate::syntax::load::ReadSeek>> {
+        match self.show(path) {
+            Ok(bytes) => Ok(Box::new(io::Cursor::new(bytes))),
+            Err(_) => crate::syntax::FsLoader.open(path),
+        }
     }
 }
 

@@ -51,12 +51,25 @@ pub fn load(
     input: Option<[usize; 3]>,
     classes: Option<usize>,
 ) -> Result<Graph, ModelError> {
+    load_with(source, input, classes, &crate::syntax::FsLoader)
+}
+
+/// [`load`], reading a model description through `loader`.
+pub fn load_with(
+    source: &str,
+    input: Option<[usize; 3]>,
+    classes: Option<usize>,
+    loader: &dyn crate::syntax::Loader,
+) -> Result<Graph, ModelError> {
     let is_file = source.contains('/') || source.ends_with(".yaml") || source.ends_with(".yml");
     if is_file {
-        let text = std::fs::read_to_string(source).map_err(|e| ModelError::Unreadable {
-            path: source.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let (_, text) =
+            loader
+                .read(std::path::Path::new(source))
+                .map_err(|e| ModelError::Unreadable {
+                    path: source.to_owned(),
+                    reason: e.to_string(),
+                })?;
         let mut g = yaml::from_yaml(&text, source)?;
         if let Some(i) = input {
             g.input = i;

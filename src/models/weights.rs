@@ -321,6 +321,14 @@ pub type Shapes = BTreeMap<String, Vec<usize>>;
 /// or the pickle of a `.pt` file, never the tensor data, so checking a
 /// recipe's weights costs milliseconds whatever their size.
 pub fn read_shapes(path: &Path) -> Result<(Shapes, Vec<String>), WeightsError> {
+    read_shapes_with(path, &crate::syntax::FsLoader)
+}
+
+/// [`read_shapes`], opening the file through `loader`.
+pub fn read_shapes_with(
+    path: &Path,
+    loader: &dyn crate::syntax::Loader,
+) -> Result<(Shapes, Vec<String>), WeightsError> {
     use std::io::Read;
     let shown = path.display().to_string();
     let unreadable = |reason: String| WeightsError::Unreadable {
@@ -330,7 +338,7 @@ pub fn read_shapes(path: &Path) -> Result<(Shapes, Vec<String>), WeightsError> {
             "prunex reads safetensors and `.pt` files from `torch.save(model.state_dict(), path)`"
                 .into(),
     };
-    let mut file = std::fs::File::open(path).map_err(|e| WeightsError::Unreadable {
+    let mut file = loader.open(path).map_err(|e| WeightsError::Unreadable {
         path: shown.clone(),
         reason: e.to_string(),
         help: "check the path; weights paths in a recipe are relative to the recipe's folder"

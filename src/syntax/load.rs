@@ -20,11 +20,21 @@ use super::span::{SourceMap, Spanned};
 /// chains that are not cycles, such as generated paths).
 pub const MAX_INCLUDE_DEPTH: usize = 32;
 
-/// Reads recipe files.
+/// A readable, seekable file.
+pub trait ReadSeek: io::Read + io::Seek {}
+impl<T: io::Read + io::Seek> ReadSeek for T {}
+
+/// Reads the files a recipe names: recipes and includes, and the model
+/// descriptions and weights headers the checker looks at, so that a check
+/// reads nothing but through its loader (the file system, memory for tests
+/// and the fuzzer, a git revision for `prunex diff`).
 pub trait Loader {
     /// Returns a canonical identity for `path` (used for cycle detection)
     /// and the file's text.
     fn read(&self, path: &Path) -> io::Result<(PathBuf, String)>;
+
+    /// Opens a (possibly large, binary) file for reading parts of it.
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadSeek>>;
 }
 
 /// Reads from the file system.
@@ -39,6 +49,10 @@ impl Loader for FsLoader {
             io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
         })?;
         Ok((canonical, text))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadSeek>> {
+        Ok(Box::new(io::BufReader::new(std::fs::File::open(path)?)))
     }
 }
 
@@ -71,6 +85,11 @@ impl Loader for MemLoader {
                 "No such file or directory",
             )),
         }
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Box<dyn ReadSeek>> {
+        let (_, text) = self.read(path)?;
+        Ok(Box::new(io::Cursor::new(text.into_bytes())))
     }
 }
 
