@@ -69,8 +69,27 @@ pub fn torch_info() -> TorchInfo {
     }
 }
 
+/// Keeps freed tensor memory in the process instead of returning it to the
+/// kernel after every step. glibc serves large blocks (activations, gradients)
+/// with `mmap` and unmaps them on free, so each training step faults the
+/// same pages in again; with both thresholds raised they are reused. Peak
+/// memory is what the largest step needs either way.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called once at
+    // start-up before any other thread exists.
+    unsafe {
+        // 32 MiB is the largest mmap threshold glibc accepts.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// Entry point of `prunex-exec`.
 pub fn main() -> ExitCode {
+    if std::env::var_os("PRUNEX_MALLOC_DEFAULTS").is_none() {
+        keep_freed_memory();
+    }
     let cli = ExecCli::parse();
     match cli.command {
         ExecCommand::Version => {

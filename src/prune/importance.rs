@@ -56,44 +56,63 @@ fn place_sums(
     criterion: Criterion,
 ) -> Vec<f64> {
     let w = t.as_f32().expect("weights are floating point");
-    let p = |x: f32| -> f64 {
-        match criterion {
-            Criterion::L2 => (x as f64) * (x as f64),
-            _ => (x as f64).abs(),
+    // |w·g| for Taylor: the products, once.
+    let product: Vec<f32>;
+    let v = match gr {
+        Some(gr) => {
+            product = w.iter().zip(gr).map(|(w, g)| w * g).collect();
+            &product[..]
         }
+        None => w,
     };
-    // |w| (or |w·g| for Taylor) of element i, raised to p.
-    let term = |i: usize| p(gr.map_or(w[i], |gr| w[i] * gr[i]));
-    // Σ term over a range, with four partial sums so it vectorises.
-    let sum = |r: std::ops::Range<usize>| -> f64 {
+    // One monomorphic pass per criterion, so the inner loops vectorise.
+    match criterion {
+        Criterion::L2 => sums_of(v, &t.shape, role, repeat, |x| (x as f64) * (x as f64)),
+        _ => sums_of(v, &t.shape, role, repeat, |x| (x as f64).abs()),
+    }
+}
+
+/// [`place_sums`] for one term function `p` (|x| or x²).
+fn sums_of(
+    v: &[f32],
+    shape: &[usize],
+    role: Role,
+    repeat: usize,
+    p: impl Fn(f32) -> f64 + Copy,
+) -> Vec<f64> {
+    // Σ p(x) over a slice, with four partial sums so it vectorises.
+    let sum = |s: &[f32]| -> f64 {
         let mut acc = [0.0f64; 4];
-        let mut i = r.start;
-        while i + 4 <= r.end {
-            for (k, a) in acc.iter_mut().enumerate() {
-                *a += term(i + k);
+        let chunks = s.chunks_exact(4);
+        let tail: f64 = chunks.remainder().iter().map(|&x| p(x)).sum();
+        for c in chunks {
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a += p(x);
             }
-            i += 4;
         }
-        let tail: f64 = (i..r.end).map(term).sum();
         (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
     };
     match role {
-        Role::Norm => (0..w.len()).map(term).collect(),
+        Role::Norm => v.iter().map(|&x| p(x)).collect(),
         Role::Out => {
-            let row: usize = t.shape[1..].iter().product();
-            (0..t.shape[0])
-                .map(|o| sum(o * row..(o + 1) * row))
-                .collect()
+            let row: usize = shape[1..].iter().product();
+            v.chunks_exact(row.max(1)).take(shape[0]).map(sum).collect()
         }
         Role::In => {
-            let (rows, cols) = (t.shape[0], t.shape[1]);
-            let inner: usize = t.shape[2..].iter().product();
-            let n = cols / repeat.max(1);
-            let mut acc = vec![0.0f64; n];
-            for o in 0..rows {
-                for (c, a) in acc.iter_mut().enumerate() {
-                    let base = (o * cols + c * repeat) * inner;
-                    *a += sum(base..base + repeat * inner);
+            let cols = shape[1];
+            let inner: usize = shape[2..].iter().product();
+            let seg = repeat.max(1) * inner;
+            let mut acc = vec![0.0f64; cols / repeat.max(1)];
+            for row in v.chunks_exact((cols * inner).max(1)).take(shape[0]) {
+                if seg == 1 {
+                    // 1×1 convolutions and linear layers: one term per channel.
+                    for (a, &x) in acc.iter_mut().zip(row) {
+                        *a += p(x);
+                    }
+                } else {
+                    for (a, s) in acc.iter_mut().zip(row.chunks_exact(seg)) {
+                        *a += sum(s);
+                    }
                 }
             }
             acc
@@ -218,18 +237,45 @@ pub fn select_local(
     sel: Selection,
     grads: Option<&Gradients>,
 ) -> BTreeMap<usize, Vec<usize>> {
-    ratios
+    let chosen: Vec<(usize, f64)> = ratios
         .iter()
         .filter(|(_, &r)| r > 0.0)
-        .map(|(&gid, &r)| {
-            let group = &c.groups[gid];
-            let n = group.channels.len();
+        .map(|(&gid, &r)| (gid, r))
+        .collect();
+    let gids: Vec<usize> = chosen.iter().map(|&(gid, _)| gid).collect();
+    let all = group_scores(g, c, sd, &gids, sel, grads);
+    chosen
+        .iter()
+        .zip(all)
+        .map(|(&(gid, r), s)| {
+            let n = c.groups[gid].channels.len();
             let keep = keep_count(n, r, sel.round_to);
-            let s = scores(g, group, sd, grads, sel.criterion, sel.aggregate, sel.seed);
             (gid, lowest(&s, n - keep))
         })
         .filter(|(_, v)| !v.is_empty())
         .collect()
+}
+
+/// The scores of the groups `gids`, in that order, on several threads.
+fn group_scores(
+    g: &Graph,
+    c: &Coupling,
+    sd: &StateDict,
+    gids: &[usize],
+    sel: Selection,
+    grads: Option<&Gradients>,
+) -> Vec<Vec<f64>> {
+    super::par_map(gids, |&gid| {
+        scores(
+            g,
+            &c.groups[gid],
+            sd,
+            grads,
+            sel.criterion,
+            sel.aggregate,
+            sel.seed,
+        )
+    })
 }
 
 /// Per-group bounds for global ranking.
@@ -257,9 +303,8 @@ pub fn select_global(
 ) -> BTreeMap<usize, Vec<usize>> {
     let mut all: Vec<(f64, usize, usize)> = Vec::new();
     let mut scores_of: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-    for &gid in groups.keys() {
-        let group = &c.groups[gid];
-        let s = scores(g, group, sd, grads, sel.criterion, sel.aggregate, sel.seed);
+    let gids: Vec<usize> = groups.keys().copied().collect();
+    for (&gid, s) in gids.iter().zip(group_scores(g, c, sd, &gids, sel, grads)) {
         let mean = s.iter().sum::<f64>() / s.len().max(1) as f64;
         for (i, &x) in s.iter().enumerate() {
             all.push((if mean > 0.0 { x / mean } else { x }, gid, i));

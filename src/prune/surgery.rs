@@ -128,6 +128,8 @@ pub fn remove_channels(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     });
+    // The graph is updated here; the tensors are cut afterwards, in parallel.
+    let mut jobs: Vec<(String, Job)> = Vec::new();
     for (id, cut) in &cuts {
         let node = &mut out.nodes[*id];
         let in_features: usize = cut.input.iter().map(|(_, r)| r).sum();
@@ -152,22 +154,13 @@ pub fn remove_channels(
                 } else {
                     *in_channels -= channel_drop.len();
                 }
-                if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
-                    let w = format!("{}.weight", node.name);
-                    if let Some(t) = src.get(&w) {
-                        let t = if depthwise {
-                            drop_along(t, 0, &cut.out)
-                        } else {
-                            drop_2d(t, &cut.out, &channel_drop)
-                        };
-                        sd.insert(w, t);
-                    }
-                    let b = format!("{}.bias", node.name);
-                    if let Some(t) = src.get(&b) {
-                        let t = drop_along(t, 0, &cut.out);
-                        sd.insert(b, t);
-                    }
-                }
+                let w = if depthwise {
+                    Job::Along(&cut.out)
+                } else {
+                    Job::TwoD(&cut.out, channel_drop)
+                };
+                jobs.push((format!("{}.weight", node.name), w));
+                jobs.push((format!("{}.bias", node.name), Job::Along(&cut.out)));
             }
             Op::Linear {
                 in_features: inf,
@@ -176,43 +169,45 @@ pub fn remove_channels(
             } => {
                 *out_features -= cut.out.len();
                 *inf -= in_features;
-                if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
-                    let w = format!("{}.weight", node.name);
-                    if let Some(t) = src.get(&w) {
-                        let t = drop_2d(t, &cut.out, &feature_drop);
-                        sd.insert(w, t);
-                    }
-                    let b = format!("{}.bias", node.name);
-                    if let Some(t) = src.get(&b) {
-                        let t = drop_along(t, 0, &cut.out);
-                        sd.insert(b, t);
-                    }
-                }
+                jobs.push((
+                    format!("{}.weight", node.name),
+                    Job::TwoD(&cut.out, feature_drop),
+                ));
+                jobs.push((format!("{}.bias", node.name), Job::Along(&cut.out)));
             }
             Op::BatchNorm2d { features, .. } => {
                 *features -= cut.norm.len();
-                if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
-                    for k in [
-                        "weight",
-                        "bias",
-                        "running_mean",
-                        "running_var",
-                        "num_batches_tracked",
-                    ] {
-                        let key = format!("{}.{k}", node.name);
-                        if let Some(t) = src.get(&key) {
-                            if k == "num_batches_tracked" {
-                                sd.insert(key, t.clone());
-                                continue;
-                            }
-                            let t = drop_along(t, 0, &cut.norm);
-                            sd.insert(key, t);
-                        }
-                    }
+                for k in ["weight", "bias", "running_mean", "running_var"] {
+                    jobs.push((format!("{}.{k}", node.name), Job::Along(&cut.norm)));
                 }
+                jobs.push((format!("{}.num_batches_tracked", node.name), Job::Copy));
             }
             _ => {}
         }
     }
+    if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
+        let present: Vec<(String, &Tensor, Job)> = jobs
+            .into_iter()
+            .filter_map(|(k, job)| src.get(&k).map(|t| (k, t, job)))
+            .collect();
+        let cut = super::par_map(&present, |(_, t, job)| match job {
+            Job::TwoD(drop0, drop1) => drop_2d(t, drop0, drop1),
+            Job::Along(drop) => drop_along(t, 0, drop),
+            Job::Copy => (*t).clone(),
+        });
+        for ((k, _, _), t) in present.into_iter().zip(cut) {
+            sd.insert(k, t);
+        }
+    }
     (out, weights)
+}
+
+/// What becomes of one tensor of a module that loses channels.
+enum Job<'a> {
+    /// Drop output rows and input columns (conv and linear weights).
+    TwoD(&'a BTreeSet<usize>, BTreeSet<usize>),
+    /// Drop entries along the first dimension.
+    Along(&'a BTreeSet<usize>),
+    /// Keep as it is.
+    Copy,
 }
