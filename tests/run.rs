@@ -19,6 +19,11 @@ const DATA: &str = concat!(
 );
 
 fn run(dir: &Path, recipe: &str) -> serde_json::Value {
+    run_output(dir, recipe).0
+}
+
+/// Runs a recipe; returns its report and what it printed on stdout.
+fn run_output(dir: &Path, recipe: &str) -> (serde_json::Value, String) {
     let path = dir.join("r.prune");
     std::fs::write(&path, recipe.replace("DATA", DATA)).unwrap();
     let out = Command::cargo_bin("prunex")
@@ -35,7 +40,10 @@ fn run(dir: &Path, recipe: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap()).unwrap()
+    let report =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap())
+            .unwrap();
+    (report, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn pytorch_accuracy(dir: &Path, pad: usize) -> f64 {
@@ -66,7 +74,7 @@ fn pytorch_accuracy(dir: &Path, pad: usize) -> f64 {
 #[test]
 fn post_training_unstructured_pruning_holds_its_masks() {
     let dir = tempfile::tempdir().unwrap();
-    let report = run(
+    let (report, summary) = run_output(
         dir.path(),
         r#"recipe "lenet5-small"
 seed 3
@@ -110,12 +118,21 @@ export "out"
     }
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+    // The end-of-run summary as users see it; accuracies (which depend on
+    // the CPU's kernels) and timings (on the machine) are redacted.
+    insta::with_settings!({filters => vec![
+        (r"\d+\.\d+ % → after pruning \d+\.\d+ % → after fine-tuning \d+\.\d+ %", "[dense] % → after pruning [pruned] % → after fine-tuning [final] %"),
+        (r"measured latency \(\d+ threads\): .*", "measured latency ([n] threads): [batch 1 and 64, dense → pruned, speed-ups]"),
+        (r"wrote \S+/out/", "wrote [dir]/out/"),
+    ]}, {
+        insta::assert_snapshot!(summary);
+    });
 }
 
 #[test]
 fn channel_pruning_exports_a_smaller_model_pytorch_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let report = run(
+    let (report, summary) = run_output(
         dir.path(),
         r#"recipe "simplecnn-small"
 seed 1
@@ -143,6 +160,15 @@ export "out"
     assert_eq!(sd["fc.weight"].shape, vec![10, 32 * 7 * 7]);
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+    // The end-of-run summary as users see it; accuracies (which depend on
+    // the CPU's kernels) and timings (on the machine) are redacted.
+    insta::with_settings!({filters => vec![
+        (r"\d+\.\d+ % → after pruning \d+\.\d+ % → after fine-tuning \d+\.\d+ %", "[dense] % → after pruning [pruned] % → after fine-tuning [final] %"),
+        (r"measured latency \(\d+ threads\): .*", "measured latency ([n] threads): [batch 1 and 64, dense → pruned, speed-ups]"),
+        (r"wrote \S+/out/", "wrote [dir]/out/"),
+    ]}, {
+        insta::assert_snapshot!(summary);
+    });
 }
 
 #[test]
