@@ -361,7 +361,7 @@ pretrain {{ epochs 1 optimizer sgd lr 0.01 momentum 0.9 }}
                 theirs.append(me("torch-epoch", name, threads, limit)["images_per_second"])
             a, b, r = median_ratio(ours, theirs)
             ok = "met" if r >= 1.05 else "**missed**"
-            md.append(f"| {name} | {threads} | {limit:,} | {a:,.0f} | {b:,.0f} | {r:.2f}× | ≥ 1.05×: {ok} |")
+            md.append(f"| {name} | {threads} | {limit:,} | {a:,.0f} | {b:,.0f} | {r:.3f}× | ≥ 1.05×: {ok} |")
             print(f"throughput {name} {threads}: {a:.0f} vs {b:.0f} ({r:.2f}x)", flush=True)
     md.append("")
 
@@ -595,7 +595,8 @@ RESULTS = os.path.join(ROOT, "benches/results")
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds and images (a smoke run, not for BENCHMARKS.md)")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated, of: {', '.join(SECTIONS)}; `none` only reassembles BENCHMARKS.md")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("sub", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -603,7 +604,8 @@ def main():
         fn = globals()["cmd_" + a.sub[0].replace("-", "_")]
         return fn(*a.sub[1:])
     import torch
-    sections = a.sections.split(",")
+    # `--sections none` only reassembles BENCHMARKS.md from benches/results.
+    sections = [x for x in a.sections.split(",") if x not in ("", "none")]
     unknown = [x for x in sections if x not in SECTIONS]
     if unknown:
         raise SystemExit(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
