@@ -317,8 +317,8 @@ struct Session {
     progress: bool,
 }
 
-/// The model a cache entry holds.
-fn dense_of(dir: &Path) -> Option<(Graph, StateDict)> {
+/// The model a cache entry holds: its graph and weights.
+fn model_of(dir: &Path) -> Option<(Graph, StateDict)> {
     let text = std::fs::read_to_string(dir.join("model.yaml")).ok()?;
     let g = prunex::models::yaml::from_yaml(&text, "model.yaml").ok()?;
     let sd = weights::read_safetensors(&std::fs::read(dir.join("model.safetensors")).ok()?).ok()?;
@@ -957,9 +957,9 @@ impl Session {
         };
         let sd = |name: &str| weights::read_safetensors(&read(name)?).ok();
         let meta: Meta = serde_json::from_slice(&read("meta.json")?).ok()?;
-        let g = graph("model.yaml")?;
+        let (g, weights) = model_of(dir)?;
         let mut model = TorchModel::new(&g, self.device);
-        model.load(&sd("model.safetensors")?).ok()?;
+        model.load(&weights).ok()?;
         let mut masks = BTreeMap::new();
         if dir.join("masks.safetensors").exists() {
             for (k, t) in sd("masks.safetensors")? {
@@ -1419,7 +1419,7 @@ fn execute(
                         .iter()
                         .position(|w| *w == Work::Dense)
                         .and_then(|k| cache.get(&keys[k]))
-                        .and_then(|dir| dense_of(&dir)),
+                        .and_then(|dir| model_of(&dir)),
                 };
                 // Only when the cache lost the dense model (evicted) is its
                 // latency left unmeasured.
