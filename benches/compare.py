@@ -291,7 +291,7 @@ def train(m, xtr, ytr, epochs, lr, wd, teacher=None, temperature=4.0, alpha=0.9)
             opt.step()
 
 
-RESNET_DENSE_EPOCHS, RESNET_FT_EPOCHS, RESNET_RATIO = 4, 3, 0.3
+RESNET_DENSE_EPOCHS, RESNET_FT_EPOCHS, RESNET_RATIO = 12, 3, 0.3
 # The distillation settings of recipes/resnet18-distill.prune.
 RESNET_T, RESNET_ALPHA = 2.0, 0.7
 
