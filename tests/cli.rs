@@ -281,19 +281,37 @@ fn diff_shows_what_a_recipe_change_does() {
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
 }
 
+/// Runs git in `dir` (as a throwaway identity); fails the test on error.
+fn git_in(dir: &std::path::Path, args: &[&str]) {
+    let s = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+}
+
+/// `prunex diff OLD NEW` in `dir`; its stdout, after a successful exit.
+fn diff_in(dir: &std::path::Path, old: &str, new: &str) -> String {
+    let out = prunex()
+        .current_dir(dir)
+        .args(["diff", old, new])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn diff_reads_a_git_revision() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let git = |args: &[&str]| {
-        let s = std::process::Command::new("git")
-            .current_dir(d)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
-    };
+    let git = |args: &[&str]| git_in(d, args);
     git(&["init", "-q"]);
     std::fs::create_dir(d.join("common")).unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
@@ -317,17 +335,7 @@ fn diff_reads_a_git_revision() {
         "finetune { epochs 12 optimizer sgd lr 0.01 momentum 0.9 }\n",
     )
     .unwrap();
-    let out = prunex()
-        .current_dir(d)
-        .args(["diff", "HEAD:r.prune", "r.prune"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = diff_in(d, "HEAD:r.prune", "r.prune");
     assert!(text.contains("epochs"), "{text}");
     assert!(text.contains("1 difference"), "{text}");
 }
@@ -336,15 +344,7 @@ fn diff_reads_a_git_revision() {
 fn diff_reads_model_descriptions_at_the_revision() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let git = |args: &[&str]| {
-        let s = std::process::Command::new("git")
-            .current_dir(d)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
-    };
+    let git = |args: &[&str]| git_in(d, args);
     git(&["init", "-q"]);
     let root = env!("CARGO_MANIFEST_DIR");
     let model =
@@ -367,19 +367,7 @@ fn diff_reads_model_descriptions_at_the_revision() {
         ),
     )
     .unwrap();
-    let diff = |old: &str| {
-        let out = prunex()
-            .current_dir(d)
-            .args(["diff", old, "r.prune"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let diff = |old: &str| diff_in(d, old, "r.prune");
     // The revision's recipe is checked against the revision's model: the
     // parameter count differs (before, the work tree's model was read for
     // both sides and no difference showed).

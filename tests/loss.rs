@@ -4,27 +4,17 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
 #[path = "../src/exec/loss.rs"]
 mod loss;
-
-use std::path::PathBuf;
-use std::process::Command;
 
 use tch::Tensor;
 
 #[test]
 fn loss_and_gradient_equal_pytorch() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("tests/parity/loss.py"))
-        .output()
-        .expect("the project's Python environment (scripts/setup --reference)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cases: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = common::python_reference("loss.py");
+    let cases = cases.as_array().unwrap();
     assert_eq!(cases.len(), 5);
     let teacher = (Tensor::arange(40, (tch::Kind::Float, tch::Device::Cpu)) * 0.3).cos() * 4.0;
     let teacher = teacher.reshape([4, 10]);

@@ -7,6 +7,8 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
 #[path = "../src/exec/convert.rs"]
 mod convert;
 
@@ -15,25 +17,9 @@ mod convert;
 mod optim;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 
 use optim::{Optimizer, Rule};
 use tch::{Kind, Tensor};
-
-fn reference() -> serde_json::Value {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("tests/parity/optim.py"))
-        .output()
-        .expect("the project's Python environment (scripts/setup --reference)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 fn lr_at(k: usize) -> f64 {
     0.05 * (k + 1) as f64 / 3.0
@@ -73,7 +59,7 @@ fn train(rule: Rule, wd: f64) -> Vec<f32> {
 
 #[test]
 fn optimizers_match_torch_optim_and_survive_a_checkpoint() {
-    let r = reference();
+    let r = common::python_reference("optim.py");
     let cases = [
         (
             "sgd",
