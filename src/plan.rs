@@ -71,6 +71,33 @@ pub struct Step {
     pub unit: Unit,
     /// The stage-wide fraction removed from then on.
     pub fraction: f64,
+    /// How far toward each layer's or group's own final target this step
+    /// goes, when the stage has no stage-wide fraction to scale by: rounds
+    /// of `iterative N steps` over per-layer rules (round k of N: k/N).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+}
+
+impl Step {
+    /// The fraction a layer or group whose final target is `target` (of a
+    /// stage ending at `end`) removes at this step.
+    pub fn scale(&self, target: &Target, end: f64) -> f64 {
+        let t = target.fraction(end);
+        match self.progress {
+            Some(p) => t * p,
+            None if end > 0.0 => t * self.fraction / end,
+            None => t,
+        }
+    }
+
+    /// What this step removes, as people read it: the stage-wide fraction,
+    /// or how far toward each layer's own target.
+    pub fn amount(&self) -> String {
+        match self.progress {
+            Some(p) => format!("{}% of each target", (p * 1000.0).round() / 10.0),
+            None => self.fraction.to_string(),
+        }
+    }
 }
 
 /// What happens to one coupled group.

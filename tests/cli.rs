@@ -18,7 +18,7 @@ fn check_passes_on_good_recipes_and_counts_fragments() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "checked 14 recipes and 1 fragment: 0 errors",
+            "checked 15 recipes and 1 fragment: 0 errors",
         ));
 }
 
@@ -261,6 +261,39 @@ fn plan_shows_every_target_and_where_it_came_from() {
         .args(["plan", "tests/fixtures/err/coupled-ratio.prune"])
         .assert()
         .code(1);
+}
+
+/// Rounds of `iterative` over per-layer rules say how far toward each
+/// layer's own target they go (there is no stage-wide fraction to print).
+#[test]
+fn plan_of_iterative_rounds_over_layer_rules() {
+    let out = prunex()
+        .args(["plan", "tests/fixtures/ok/iterative-per-layer.prune"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    insta::assert_snapshot!(String::from_utf8(out).unwrap());
+}
+
+/// `prunex plan … | head` ends quietly, as Unix filters do, instead of
+/// panicking on the closed pipe.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prunex"))
+        .args(["plan", "tests/fixtures/ok/iterative-per-layer.prune"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

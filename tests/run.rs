@@ -171,6 +171,50 @@ export "out"
     });
 }
 
+/// Han et al.'s iterative pruning over per-layer targets: with no
+/// stage-wide fraction, round k of N takes each layer k/N of the way to its
+/// own sparsity (before, every round pruned to the full targets at once).
+#[test]
+fn iterative_rounds_take_each_layer_part_way_to_its_own_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(
+        dir.path(),
+        r#"recipe "iterative-small"
+seed 4
+device cpu
+model lenet5 { input [1, 28, 28] classes 10 }
+data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
+pretrain { epochs 1 optimizer sgd lr 0.05 momentum 0.9 }
+prune weights by l1 {
+    schedule iterative 2 steps
+    layer "conv2" sparsity 0.8
+    layer "fc1"   sparsity 0.5
+}
+finetune { epochs 2 optimizer sgd lr 0.01 momentum 0.9 }
+export "out"
+"#,
+    );
+    // conv/linear weights: 150 + 2400 + 30720 + 10080 + 840.
+    let total = 44190.0;
+    let sparsity: Vec<f64> = report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["stage"] == "finetune")
+        .map(|e| e["sparsity"].as_f64().unwrap())
+        .collect();
+    let half = (2400.0 * 0.4 + 30720.0 * 0.25) / total;
+    let full = (2400.0 * 0.8 + 30720.0 * 0.5) / total;
+    assert_eq!(sparsity.len(), 2);
+    assert!((sparsity[0] - half).abs() < 1e-9, "round 1: {sparsity:?}");
+    assert!((sparsity[1] - full).abs() < 1e-9, "round 2: {sparsity:?}");
+    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    for (layer, zeros) in [("conv1", 0), ("conv2", 1920), ("fc1", 15360), ("fc2", 0)] {
+        let w = sd[&format!("{layer}.weight")].as_f32().unwrap();
+        assert_eq!(w.iter().filter(|x| **x == 0.0).count(), zeros, "{layer}");
+    }
+}
+
 #[test]
 fn gradual_global_channel_pruning_removes_the_stage_fraction_of_all_channels() {
     let dir = tempfile::tempdir().unwrap();

@@ -278,6 +278,7 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
             at: 0,
             unit: Unit::Epochs,
             fraction: end,
+            progress: None,
         }];
     };
     let beyond = |cx: &mut Ctx<'_>, at: u64, unit: Unit| {
@@ -299,16 +300,22 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
                 at: *at,
                 unit: *unit,
                 fraction: end,
+                progress: None,
             }]
         }
         ScheduleSpec::Iterative { rounds, to } => {
             let target = to.unwrap_or(end);
             let per = finetune.map(|f| f / rounds).unwrap_or(1).max(1);
+            // Without a stage-wide fraction (per-layer rules only) each
+            // round goes k/N of the way to every layer's own target.
+            let relative = target <= 0.0;
             (1..=*rounds)
                 .map(|k| Step {
                     at: (k - 1) * per,
                     unit: Unit::Epochs,
                     fraction: curve_at("linear", 0.0, target, k as usize, *rounds as usize),
+                    progress: relative
+                        .then(|| curve_at("linear", 0.0, 1.0, k as usize, *rounds as usize)),
                 })
                 .collect()
         }
@@ -360,6 +367,7 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
                     } else {
                         curve_at(curve, *start, *end, k, n)
                     },
+                    progress: None,
                 })
                 .collect()
         }
@@ -566,14 +574,7 @@ fn channels(
             steps: if prunable {
                 schedule
                     .iter()
-                    .map(|st| {
-                        let scaled = if end > 0.0 {
-                            fraction * st.fraction / end
-                        } else {
-                            fraction
-                        };
-                        (scaled * 1e6).round() / 1e6
-                    })
+                    .map(|st| (st.scale(&Target::Exact(fraction), end) * 1e6).round() / 1e6)
                     .collect()
             } else {
                 Vec::new()

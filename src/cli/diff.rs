@@ -209,7 +209,7 @@ pub fn facts(recipe: &Recipe, plan: &Plan) -> Vec<((String, String), String)> {
                     crate::check::recipe::Unit::Epochs => "epoch",
                     crate::check::recipe::Unit::Steps => "step",
                 };
-                format!("{} at {unit} {}", s.fraction, s.at)
+                format!("{} at {unit} {}", s.amount(), s.at)
             })
             .collect();
         push(&sec, "schedule".into(), schedule.join(", "));

@@ -76,7 +76,7 @@ pub fn print(p: &Plan) {
             .map(|st| {
                 format!(
                     "{}@{}{}",
-                    st.fraction,
+                    st.amount(),
                     st.at,
                     if matches!(st.unit, crate::check::recipe::Unit::Epochs) {
                         "e"

@@ -29,7 +29,7 @@ use prunex::diagnostics::{is_error, render_human};
 use prunex::graph::{analyze, coupling, Graph};
 use prunex::models::weights::{self, StateDict};
 use prunex::output::write_atomically;
-use prunex::plan::{Plan, Stage, Target};
+use prunex::plan::{Plan, Stage, Step, Target};
 use prunex::prune::{blocks, importance, mask, surgery};
 use prunex::syntax::FsLoader;
 use serde::{Deserialize, Serialize};
@@ -675,8 +675,9 @@ impl Session {
         Ok(grads)
     }
 
-    /// Prunes one stage to the schedule fraction `fraction`.
-    fn prune(&mut self, stage: &Stage, fraction: f64, end: f64, seed: u64) -> Result<(), RunError> {
+    /// Prunes one stage to schedule step `step` (the stage ends at `end`).
+    fn prune(&mut self, stage: &Stage, step: &Step, end: f64, seed: u64) -> Result<(), RunError> {
+        let fraction = step.fraction;
         let mut sd = self.model.state_dict()?;
         let grads = match stage.importance.as_str() {
             "taylor" => Some(self.gather_gradients(stage.batches.unwrap_or(100))?),
@@ -689,13 +690,7 @@ impl Session {
             "taylor" => importance::Criterion::Taylor,
             _ => importance::Criterion::L2,
         };
-        let scale = |t: &Target| {
-            if end > 0.0 {
-                t.fraction(end) * fraction / end
-            } else {
-                t.fraction(end)
-            }
-        };
+        let scale = |t: &Target| step.scale(t, end);
         // The weights a mask stage covers: every layer it does not ignore.
         let weight_keys: Vec<String> = stage
             .layers
@@ -1212,16 +1207,16 @@ fn execute(
         transform,
     };
 
-    // Prune steps by fine-tuning epoch: (stage, fraction).
+    // Prune steps by fine-tuning epoch: (stage, step).
     let steps_per_epoch = (s.data.train.len().div_ceil(s.batch) as u64).max(1);
-    let mut events: BTreeMap<u64, Vec<(usize, f64)>> = BTreeMap::new();
+    let mut events: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
     for (i, st) in plan.stages.iter().enumerate() {
-        for step in &st.schedule {
+        for (k, step) in st.schedule.iter().enumerate() {
             let epoch = match step.unit {
                 Unit::Epochs => step.at,
                 Unit::Steps => step.at / steps_per_epoch,
             };
-            events.entry(epoch).or_default().push((i, step.fraction));
+            events.entry(epoch).or_default().push((i, k));
         }
     }
     let ft = recipe.finetune.clone().unwrap_or_default();
@@ -1632,12 +1627,13 @@ fn teacher(
     Ok(Some((model, temp, alpha)))
 }
 
-fn apply_events(s: &mut Session, plan: &Plan, events: &[(usize, f64)]) -> Result<(), RunError> {
-    for &(i, fraction) in events {
+fn apply_events(s: &mut Session, plan: &Plan, events: &[(usize, usize)]) -> Result<(), RunError> {
+    for &(i, k) in events {
         let st = &plan.stages[i];
-        let end = st.schedule.last().map_or(fraction, |x| x.fraction);
+        let step = &st.schedule[k];
+        let end = st.schedule.last().map_or(step.fraction, |x| x.fraction);
         let seed = s.seed;
-        s.prune(st, fraction, end, seed)?;
+        s.prune(st, step, end, seed)?;
     }
     // The optimizer starts afresh on the changed model.
     s.opt = None;
