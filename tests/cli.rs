@@ -11,6 +11,12 @@ fn prunex() -> Command {
     c
 }
 
+/// What `prunex ARGS` prints on stdout; it must succeed.
+fn stdout_of(args: &[&str]) -> String {
+    let out = prunex().args(args).assert().success().get_output().clone();
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn check_passes_on_good_recipes_and_counts_fragments() {
     prunex()
@@ -217,14 +223,9 @@ fn the_front_end_does_not_link_libtorch() {
 
 #[test]
 fn inspect_groups_shows_the_coupling() {
-    let out = prunex()
-        .args(["inspect", "resnet18", "--groups", "--input", "3,32,32"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    insta::assert_snapshot!(String::from_utf8(out).unwrap());
+    insta::assert_snapshot!(stdout_of(&[
+        "inspect", "resnet18", "--groups", "--input", "3,32,32"
+    ]));
 }
 
 #[test]
@@ -245,14 +246,7 @@ fn plan_shows_every_target_and_where_it_came_from() {
         .unwrap()
         .contains("prunex::check::ignored_coupled"));
     insta::assert_snapshot!(stdout);
-    let yaml = prunex()
-        .args(["plan", "--yaml", "recipes/lenet5-fashion.prune"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let yaml = String::from_utf8(yaml).unwrap();
+    let yaml = stdout_of(&["plan", "--yaml", "recipes/lenet5-fashion.prune"]);
     assert!(
         yaml.contains("granularity: weights") && yaml.contains("layer: fc3"),
         "{yaml}"
@@ -267,14 +261,10 @@ fn plan_shows_every_target_and_where_it_came_from() {
 /// layer's own target they go (there is no stage-wide fraction to print).
 #[test]
 fn plan_of_iterative_rounds_over_layer_rules() {
-    let out = prunex()
-        .args(["plan", "tests/fixtures/ok/iterative-per-layer.prune"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    insta::assert_snapshot!(String::from_utf8(out).unwrap());
+    insta::assert_snapshot!(stdout_of(&[
+        "plan",
+        "tests/fixtures/ok/iterative-per-layer.prune"
+    ]));
 }
 
 /// `prunex plan … | head` ends quietly, as Unix filters do, instead of
