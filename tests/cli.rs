@@ -305,6 +305,17 @@ fn diff_shows_what_a_recipe_change_does() {
 }
 
 /// Runs git in `dir` (as a throwaway identity); fails the test on error.
+/// A schedule over per-layer rules reads as how far toward each layer's
+/// own target it goes, not as a stage-wide fraction of 0.
+#[test]
+fn diff_of_schedules_over_per_layer_rules() {
+    insta::assert_snapshot!(stdout_of(&[
+        "diff",
+        "tests/fixtures/diff/layers-oneshot.prune",
+        "tests/fixtures/diff/layers-iterative.prune",
+    ]));
+}
+
 fn git_in(dir: &std::path::Path, args: &[&str]) {
     let s = std::process::Command::new("git")
         .current_dir(dir)

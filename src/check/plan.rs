@@ -270,6 +270,12 @@ fn curve_at(curve: &str, start: f64, end: f64, k: usize, n: usize) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
+/// A one-step schedule of a stage without a stage-wide fraction (per-layer
+/// rules only) takes every layer all the way to its own target.
+fn whole(end: f64) -> Option<f64> {
+    (end <= 0.0).then_some(1.0)
+}
+
 /// Expands a stage's schedule and checks it against the fine-tuning length.
 fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<Step> {
     let end = stage_end(spec);
@@ -278,7 +284,7 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
             at: 0,
             unit: Unit::Epochs,
             fraction: end,
-            progress: None,
+            progress: whole(end),
         }];
     };
     let beyond = |cx: &mut Ctx<'_>, at: u64, unit: Unit| {
@@ -300,7 +306,7 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
                 at: *at,
                 unit: *unit,
                 fraction: end,
-                progress: None,
+                progress: whole(end),
             }]
         }
         ScheduleSpec::Iterative { rounds, to } => {
