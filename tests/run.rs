@@ -485,3 +485,22 @@ fn data_that_does_not_fit_the_model_is_reported() {
     );
     assert!(!d.join("out").exists());
 }
+
+/// A schedule counted in steps that would prune after fine-tuning ends is
+/// stopped before training (the fixture's 600 images make 19 steps of 32).
+#[test]
+fn a_step_schedule_past_fine_tuning_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let recipe = RESUMABLE.replace("DATA", DATA).replace(
+        "schedule gradual 0.0 -> 0.6 every 1 epochs",
+        "schedule oneshot at step 60",
+    );
+    std::fs::write(d.join("r.prune"), recipe).unwrap();
+    let out = exec(d, "cache", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let diagnostic = &err[err.find("prunex::run::").expect("a run diagnostic")..];
+    insta::assert_snapshot!(diagnostic);
+    assert!(!d.join("out").exists());
+}

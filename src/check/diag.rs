@@ -379,12 +379,11 @@ pub enum CheckError {
         end: f64,
     },
 
-    /// A schedule that reaches past fine-tuning.
-    #[error("this schedule prunes at epoch {at}, but fine-tuning has only {epochs} epochs")]
-    #[diagnostic(
-        code(prunex::check::schedule_beyond_finetune),
-        help("end the schedule by epoch {epochs} (`until epoch {epochs}`), or fine-tune longer")
-    )]
+    /// A schedule that prunes when no fine-tuning epoch follows: at epoch
+    /// E the model is pruned before fine-tuning epoch E+1, so with N epochs
+    /// the last step may be at epoch N-1 (epoch 0 without fine-tuning).
+    #[error("this schedule prunes at epoch {at}, but {ends}")]
+    #[diagnostic(code(prunex::check::schedule_beyond_finetune), help("{fix}"))]
     ScheduleBeyondFinetune {
         /// The file.
         #[source_code]
@@ -394,8 +393,10 @@ pub enum CheckError {
         span: SourceSpan,
         /// When.
         at: u64,
-        /// Fine-tuning length.
-        epochs: u64,
+        /// How fine-tuning ends.
+        ends: String,
+        /// What to change.
+        fix: String,
     },
 
     /// A teacher whose output does not match the student's.

@@ -287,21 +287,42 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
             progress: whole(end),
         }];
     };
-    let beyond = |cx: &mut Ctx<'_>, at: u64, unit: Unit| {
-        if let (Unit::Epochs, Some(f)) = (unit, finetune) {
-            if at > f {
-                cx.push(CheckError::ScheduleBeyondFinetune {
-                    src: cx.src(s.span),
-                    span: s.span.source_span(),
-                    at,
-                    epochs: f,
-                });
-            }
+    // A step at epoch E prunes before fine-tuning epoch E+1; one at or
+    // past the last epoch would never run (epoch 0 always does).
+    let beyond = |cx: &mut Ctx<'_>, at: u64, unit: Unit, what: &dyn Fn(u64) -> String| {
+        let f = finetune.unwrap_or(0);
+        if unit == Unit::Epochs && at > 0 && at >= f {
+            let (ends, fix) = if f == 0 {
+                (
+                    "the recipe does not fine-tune, so pruning can only happen at epoch 0"
+                        .to_owned(),
+                    "prune at epoch 0, or add `finetune { epochs N }` to prune during fine-tuning"
+                        .to_owned(),
+                )
+            } else {
+                (
+                    format!(
+                        "fine-tuning has {f} epoch{}, so the last epoch a schedule can prune at is {}",
+                        if f == 1 { "" } else { "s" },
+                        f - 1
+                    ),
+                    format!("{}, or fine-tune longer", what(f - 1)),
+                )
+            };
+            cx.push(CheckError::ScheduleBeyondFinetune {
+                src: cx.src(s.span),
+                span: s.span.source_span(),
+                at,
+                ends,
+                fix,
+            });
         }
     };
     match &s.node {
         ScheduleSpec::Oneshot { at, unit } => {
-            beyond(cx, *at, *unit);
+            beyond(cx, *at, *unit, &|last| {
+                format!("prune at epoch {last} at the latest")
+            });
             vec![Step {
                 at: *at,
                 unit: *unit,
@@ -315,6 +336,9 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
             // Without a stage-wide fraction (per-layer rules only) each
             // round goes k/N of the way to every layer's own target.
             let relative = target <= 0.0;
+            beyond(cx, (*rounds - 1) * per, Unit::Epochs, &|last| {
+                format!("use at most {} rounds", last + 1)
+            });
             (1..=*rounds)
                 .map(|k| Step {
                     at: (k - 1) * per,
@@ -351,8 +375,10 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
                 });
                 return Vec::new();
             }
-            beyond(cx, until_at, *unit);
             let n = ((until_at - from_at) / every) as usize;
+            beyond(cx, from_at + n as u64 * every, *unit, &|last| {
+                format!("end the schedule by epoch {last} (`until epoch {last}`)")
+            });
             if n == 0 && (start - end).abs() > 1e-12 {
                 cx.push(CheckError::UnreachableTarget {
                     src: cx.src(s.span),

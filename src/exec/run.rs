@@ -120,6 +120,27 @@ pub enum RunError {
         /// The recipe, for the help line.
         recipe: String,
     },
+    /// A schedule counted in steps prunes after the last fine-tuning epoch
+    /// (only the data's size tells how many steps an epoch has).
+    #[error(
+        "the schedule prunes at step {at}, but fine-tuning ends after {total} steps ({epochs} epochs of {per_epoch})"
+    )]
+    #[diagnostic(
+        code(prunex::run::schedule_after_finetune),
+        help("end the schedule by step {last}, count it in epochs, or fine-tune longer")
+    )]
+    ScheduleAfterFinetune {
+        /// The step.
+        at: u64,
+        /// Fine-tuning steps in all.
+        total: u64,
+        /// Fine-tuning epochs.
+        epochs: u64,
+        /// Steps per epoch.
+        per_epoch: u64,
+        /// The last step a schedule may prune at.
+        last: u64,
+    },
     /// The model's input does not fit the data.
     #[error("the model takes {model:?} inputs but the data's images are {data:?}")]
     #[diagnostic(
@@ -1220,6 +1241,23 @@ fn execute(
         }
     }
     let ft = recipe.finetune.clone().unwrap_or_default();
+    // The checker stops epoch-counted steps that no fine-tuning epoch
+    // follows; step-counted ones are known only now.
+    let ft_epochs = ft.epochs.unwrap_or(0);
+    for st in &plan.stages {
+        for step in st.schedule.iter().filter(|x| x.unit == Unit::Steps) {
+            let epoch = step.at / steps_per_epoch;
+            if epoch > 0 && epoch >= ft_epochs {
+                return Err(RunError::ScheduleAfterFinetune {
+                    at: step.at,
+                    total: ft_epochs * steps_per_epoch,
+                    epochs: ft_epochs,
+                    per_epoch: steps_per_epoch,
+                    last: ft_epochs.max(1) * steps_per_epoch - 1,
+                });
+            }
+        }
+    }
     let pre = recipe.pretrain.clone().unwrap_or_default();
 
     // The chain of units and their keys.
