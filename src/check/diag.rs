@@ -44,6 +44,27 @@ pub enum CheckError {
         first: String,
     },
 
+    /// A warm-up or learning-rate step period as long as the training it
+    /// belongs to, which would silently never take effect.
+    #[error("{message}")]
+    #[diagnostic(
+        code(prunex::check::longer_than_training),
+        severity(Warning),
+        help("{help}")
+    )]
+    LongerThanTraining {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The setting.
+        #[label("longer than the training")]
+        span: SourceSpan,
+        /// What happens.
+        message: String,
+        /// What to change.
+        help: String,
+    },
+
     /// A variable defined with `let` and never used.
     #[error("variable `{name}` is never used")]
     #[diagnostic(

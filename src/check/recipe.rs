@@ -139,6 +139,12 @@ pub struct TrainSpec {
     pub lr_mult: Vec<(Spanned<String>, f64)>,
     /// Batch size override.
     pub batch: Option<u64>,
+    /// Where the warm-up was set (for diagnostics; not part of the settings).
+    #[serde(skip)]
+    pub warmup_span: Option<Span>,
+    /// Where the learning-rate schedule was set.
+    #[serde(skip)]
+    pub lr_schedule_span: Option<Span>,
 }
 
 /// One layer or group rule.
@@ -501,6 +507,16 @@ impl Resolver<'_> {
                 name,
             });
         }
+        if recipe.name.is_some() {
+            for (block, t) in [
+                ("pretrain", &recipe.pretrain),
+                ("finetune", &recipe.finetune),
+            ] {
+                if let Some(t) = t {
+                    self.longer_than_training(block, t);
+                }
+            }
+        }
         if let Some(name) = &recipe.name {
             let span = name.span;
             if recipe.model.is_none() {
@@ -519,6 +535,58 @@ impl Resolver<'_> {
             }
         }
         recipe
+    }
+
+    /// A warm-up or step schedule (in epochs) that the block's training
+    /// ends before: its settings would silently not do what they say.
+    fn longer_than_training(&mut self, block: &str, t: &TrainSpec) {
+        let epochs = t.epochs.unwrap_or(0);
+        if epochs == 0 {
+            return;
+        }
+        let only = format!(
+            "{block} has {epochs} epoch{}",
+            if epochs == 1 { "" } else { "s" }
+        );
+        if let (Some((w, Unit::Epochs)), Some(span)) = (t.warmup, t.warmup_span) {
+            if w >= epochs {
+                self.errors.push(CheckError::LongerThanTraining {
+                    src: self.src(span),
+                    span: span.source_span(),
+                    message: format!(
+                        "the warm-up lasts {w} epochs, but {only}: the learning rate {}",
+                        if w == epochs {
+                            "reaches its peak only as training ends"
+                        } else {
+                            "never reaches its peak"
+                        }
+                    ),
+                    help: format!("warm up for fewer than {epochs} epochs, or train longer"),
+                });
+            }
+        }
+        if let (
+            Some(LrSchedule::Step {
+                every,
+                unit: Unit::Epochs,
+                ..
+            }),
+            Some(span),
+        ) = (&t.lr_schedule, t.lr_schedule_span)
+        {
+            if *every >= epochs {
+                self.errors.push(CheckError::LongerThanTraining {
+                    src: self.src(span),
+                    span: span.source_span(),
+                    message: format!(
+                        "the learning rate steps every {every} epochs, but {only}: it never steps"
+                    ),
+                    help: format!(
+                        "step more often than every {epochs} epochs, or use `lr_schedule constant`"
+                    ),
+                });
+            }
+        }
     }
 
     fn missing(&mut self, span: Span, what: &'static str, example: &str) {
@@ -1012,11 +1080,13 @@ impl Resolver<'_> {
                     };
                     if sched.is_some() {
                         t.lr_schedule = sched;
+                        t.lr_schedule_span = Some(s.span);
                     }
                 }
                 S::Warmup { length, unit } => {
                     if let Some(n) = self.whole(length, "the warm-up length") {
                         t.warmup = Some((n, (*unit).into()));
+                        t.warmup_span = Some(s.span);
                     }
                 }
                 S::LrMult { pattern, factor } => {
