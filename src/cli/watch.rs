@@ -122,9 +122,20 @@ fn check(recipe: &Path, overrides: &[crate::check::Override]) -> (Checked, Optio
     (checked, facts)
 }
 
+/// Cancels the run in progress (SIGINT: it finishes the batch, saves and
+/// exits) and waits for it.
 fn stop(child: &mut Option<Child>) {
-    if let Some(mut c) = child.take() {
+    if child.is_some() {
         super::run::interrupt_child();
+    }
+    reap(child);
+}
+
+/// Waits for the run in progress without signalling it again: after Ctrl-C
+/// the handler has passed the signal on already, and a second SIGINT would
+/// make the executor exit at once instead of saving its progress.
+fn reap(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
         let _ = c.wait();
         CHILD.store(0, Ordering::SeqCst);
     }
@@ -201,7 +212,7 @@ pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, check_only: bool
         // Wait for a change to an input, the run to end, or Ctrl-C.
         'wait: loop {
             if quit.load(Ordering::SeqCst) {
-                stop(&mut child);
+                reap(&mut child);
                 eprintln!("stopped watching");
                 return OK;
             }

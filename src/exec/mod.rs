@@ -123,9 +123,14 @@ pub fn main() -> ExitCode {
             }
             // Ctrl-C: finish the batch, save, exit; a second Ctrl-C exits
             // at once (outputs and cache entries are written atomically).
+            // `_exit`, not `exit`: running C++ static destructors under the
+            // training thread made libtorch fail mid-operation ("Invalid
+            // (backend, op) pair") and print that instead of exiting.
             let _ = ctrlc::set_handler(|| {
                 if run::CANCEL.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    std::process::exit(130);
+                    // SAFETY: _exit(2) ends the process without running
+                    // anything else; every output is already complete on disk.
+                    unsafe { libc::_exit(130) }
                 }
             });
             let opts = run::Options {
