@@ -72,8 +72,9 @@ pub struct Step {
     /// The stage-wide fraction removed from then on.
     pub fraction: f64,
     /// How far toward each layer's or group's own final target this step
-    /// goes, when the stage has no stage-wide fraction to scale by: rounds
-    /// of `iterative N steps` over per-layer rules (round k of N: k/N).
+    /// goes, when the stage has no stage-wide fraction to scale by
+    /// (per-layer rules only): k/N at round k of `iterative N steps`, 1 for
+    /// a one-step schedule.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<f64>,
 }
