@@ -13,7 +13,18 @@ fn prunex() -> Command {
 
 /// What `prunex ARGS` prints on stdout; it must succeed.
 fn stdout_of(args: &[&str]) -> String {
-    let out = prunex().args(args).assert().success().get_output().clone();
+    stdout_in(std::path::Path::new("."), args)
+}
+
+/// What `prunex ARGS` run in `dir` prints on stdout; it must succeed.
+fn stdout_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = prunex()
+        .current_dir(dir)
+        .args(args)
+        .assert()
+        .success()
+        .get_output()
+        .clone();
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -288,23 +299,13 @@ fn a_closed_pipe_ends_the_output_quietly() {
 
 #[test]
 fn diff_shows_what_a_recipe_change_does() {
-    let out = prunex()
-        .args([
-            "diff",
-            "tests/fixtures/diff/old.prune",
-            "tests/fixtures/diff/new.prune",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+    insta::assert_snapshot!(stdout_of(&[
+        "diff",
+        "tests/fixtures/diff/old.prune",
+        "tests/fixtures/diff/new.prune",
+    ]));
 }
 
-/// Runs git in `dir` (as a throwaway identity); fails the test on error.
 /// A schedule over per-layer rules reads as how far toward each layer's
 /// own target it goes, not as a stage-wide fraction of 0.
 #[test]
@@ -316,6 +317,7 @@ fn diff_of_schedules_over_per_layer_rules() {
     ]));
 }
 
+/// Runs git in `dir` (as a throwaway identity); fails the test on error.
 fn git_in(dir: &std::path::Path, args: &[&str]) {
     let s = std::process::Command::new("git")
         .current_dir(dir)
@@ -328,17 +330,7 @@ fn git_in(dir: &std::path::Path, args: &[&str]) {
 
 /// `prunex diff OLD NEW` in `dir`; its stdout, after a successful exit.
 fn diff_in(dir: &std::path::Path, old: &str, new: &str) -> String {
-    let out = prunex()
-        .current_dir(dir)
-        .args(["diff", old, new])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_in(dir, &["diff", old, new])
 }
 
 #[test]

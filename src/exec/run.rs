@@ -1228,7 +1228,11 @@ fn execute(
         transform,
     };
 
-    // Prune steps by fine-tuning epoch: (stage, step).
+    // Prune steps by fine-tuning epoch: (stage, step). The checker stops
+    // epoch-counted steps that no fine-tuning epoch follows; step-counted
+    // ones are known only now.
+    let ft = recipe.finetune.clone().unwrap_or_default();
+    let ft_epochs = ft.epochs.unwrap_or(0);
     let steps_per_epoch = (s.data.train.len().div_ceil(s.batch) as u64).max(1);
     let mut events: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
     for (i, st) in plan.stages.iter().enumerate() {
@@ -1237,17 +1241,7 @@ fn execute(
                 Unit::Epochs => step.at,
                 Unit::Steps => step.at / steps_per_epoch,
             };
-            events.entry(epoch).or_default().push((i, k));
-        }
-    }
-    let ft = recipe.finetune.clone().unwrap_or_default();
-    // The checker stops epoch-counted steps that no fine-tuning epoch
-    // follows; step-counted ones are known only now.
-    let ft_epochs = ft.epochs.unwrap_or(0);
-    for st in &plan.stages {
-        for step in st.schedule.iter().filter(|x| x.unit == Unit::Steps) {
-            let epoch = step.at / steps_per_epoch;
-            if epoch > 0 && epoch >= ft_epochs {
+            if step.unit == Unit::Steps && epoch > 0 && epoch >= ft_epochs {
                 return Err(RunError::ScheduleAfterFinetune {
                     at: step.at,
                     total: ft_epochs * steps_per_epoch,
@@ -1256,6 +1250,7 @@ fn execute(
                     last: ft_epochs.max(1) * steps_per_epoch - 1,
                 });
             }
+            events.entry(epoch).or_default().push((i, k));
         }
     }
     let pre = recipe.pretrain.clone().unwrap_or_default();
