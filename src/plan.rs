@@ -1,10 +1,35 @@
-//! The execution plan: a recipe resolved against its model graph. Plain data
-//! with a stable YAML dump (`prunex plan --yaml`), read by golden tests,
-//! reviewers and watch mode.
+//! The execution plan: a recipe resolved against its model graph — the
+//! complete, typed contract between checking and executing. Every setting
+//! the executor reads is here, with its default filled in once
+//! ([`defaults`]); the executor reads nothing else of the recipe. Plain
+//! data with a stable YAML dump (`prunex plan --yaml`), read by golden
+//! tests, reviewers and watch mode.
 
-use serde::Serialize;
+use std::path::PathBuf;
 
-use crate::check::recipe::Unit;
+use serde::{Serialize, Serializer};
+
+pub use crate::data::Kind as DataKind;
+
+/// Defaults of every setting a recipe may leave out, in one place.
+pub mod defaults {
+    /// Seed.
+    pub const SEED: u64 = 0;
+    /// Training batch size.
+    pub const BATCH: u64 = 128;
+    /// Evaluation batch size.
+    pub const EVAL_BATCH: u64 = 1000;
+    /// Learning rate.
+    pub const LR: f64 = 0.01;
+    /// Distillation temperature.
+    pub const TEMPERATURE: f64 = 4.0;
+    /// Weight of the distillation term.
+    pub const ALPHA: f64 = 0.9;
+    /// Taylor importance: batches of gradients gathered.
+    pub const TAYLOR_BATCHES: u64 = 100;
+    /// Network Slimming's L1 strength on BatchNorm γ.
+    pub const PENALTY: f64 = 1e-4;
+}
 
 /// Everything a run will do to the model, resolved and checked.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -19,21 +44,300 @@ pub struct Plan {
     pub params_before: u64,
     /// MACs per sample before pruning.
     pub macs_before: u64,
+    /// Seed of data order, initialisation and `random` importance.
+    pub seed: u64,
+    /// Where the run happens.
+    pub device: Device,
+    /// The starting weights; without them the model is trained first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// The data set and how it is fed.
+    pub data: DataPlan,
+    /// Dense training (only when no weights are given and it has epochs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrain: Option<Training>,
     /// Prune stages, in order.
     pub stages: Vec<Stage>,
+    /// Distillation during fine-tuning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distill: Option<Distill>,
+    /// Fine-tuning (only when it has epochs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<Training>,
+    /// The folder results are written to.
+    pub export: PathBuf,
+}
+
+/// Where the run happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when available, else CPU.
+    Auto,
+    /// CPU.
+    Cpu,
+    /// A CUDA device by index.
+    Cuda(usize),
+}
+
+/// Time units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Epochs.
+    Epochs,
+    /// Optimizer steps.
+    Steps,
+}
+
+/// The data set and how it is fed, defaults filled in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DataPlan {
+    /// Data set kind.
+    pub kind: DataKind,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Training batch size (a training block's `batch` overrides it).
+    pub batch: u64,
+    /// Evaluation batch size.
+    pub eval_batch: u64,
+    /// Per-channel mean (one value: all channels).
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation.
+    pub std: Vec<f64>,
+    /// Random crop padding, in pixels (0: none).
+    pub crop: u64,
+    /// Random horizontal flip.
+    pub flip: bool,
+    /// Zero padding added to every image, in pixels per side.
+    pub pad: u64,
+    /// At most this many samples of each split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// A training stage (pretraining or fine-tuning), defaults filled in.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Training {
+    /// Epochs.
+    pub epochs: u64,
+    /// Update rule.
+    pub optimizer: Optimizer,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Weight decay (decoupled for AdamW, L2 otherwise).
+    pub weight_decay: f64,
+    /// How the learning rate moves over the stage.
+    pub lr_schedule: LrSchedule,
+    /// Linear warm-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Warmup>,
+    /// Per-layer learning-rate multipliers (module-name globs, in order).
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser_pairs")]
+    pub lr_mult: Vec<(String, f64)>,
+    /// Batch size.
+    pub batch: u64,
+}
+
+fn ser_pairs<S: Serializer>(v: &[(String, f64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, f)| (k, f)))
+}
+
+/// An update rule with its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with momentum.
+    Sgd {
+        /// Momentum.
+        momentum: f64,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// Adam.
+    Adam,
+    /// AdamW (decoupled weight decay).
+    AdamW,
+}
+
+/// A learning-rate schedule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// Constant.
+    Constant,
+    /// Step decay.
+    Step {
+        /// Period.
+        every: u64,
+        /// Unit of the period.
+        unit: Unit,
+        /// Factor.
+        gamma: f64,
+    },
+    /// Cosine annealing.
+    Cosine {
+        /// Final learning rate.
+        min: f64,
+    },
+}
+
+/// A linear warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Warmup {
+    /// Length.
+    pub length: u64,
+    /// Unit of the length.
+    pub unit: Unit,
+}
+
+/// Distillation, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Distill {
+    /// The teacher.
+    pub teacher: Teacher,
+    /// Softmax temperature.
+    pub temperature: f64,
+    /// Weight of the distillation term (1 − alpha weighs the labels).
+    pub alpha: f64,
+}
+
+/// The distillation teacher.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Teacher {
+    /// The unpruned starting model.
+    Dense,
+    /// Another model, checked against the student before any tensor.
+    Model {
+        /// Zoo name or description file.
+        model: String,
+        /// Its weights (checked key by key); without them it is untrained.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        weights: Option<PathBuf>,
+        /// Its parameters.
+        params: u64,
+    },
+}
+
+/// What is pruned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Granularity {
+    /// Single weights, by mask.
+    Weights,
+    /// N of every M consecutive input channels kept, by mask.
+    NM {
+        /// Kept.
+        n: usize,
+        /// Of.
+        m: usize,
+    },
+    /// Coupled output channels, physically.
+    Channels,
+    /// Residual blocks with an identity shortcut.
+    Blocks,
+}
+
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Granularity::Weights => f.write_str("weights"),
+            Granularity::NM { n, m } => write!(f, "{n}:{m}"),
+            Granularity::Channels => f.write_str("channels"),
+            Granularity::Blocks => f.write_str("blocks"),
+        }
+    }
+}
+
+/// `Display` as the recipe language spells each value.
+macro_rules! spelled {
+    ($ty:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $(<$ty>::$v => $s),* })
+            }
+        }
+    };
+}
+
+spelled!(Criterion { L1 => "l1", L2 => "l2", BnScale => "bn_scale", Taylor => "taylor", Random => "random" });
+spelled!(Aggregate { Sum => "sum", Mean => "mean", Max => "max" });
+spelled!(Scope { Local => "local", Global => "global" });
+spelled!(Curve { Linear => "linear", Cubic => "cubic", Exp => "exp" });
+
+impl Serialize for Granularity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Importance criteria.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// Σ|w|.
+    L1,
+    /// Σw².
+    L2,
+    /// BatchNorm |γ| only.
+    BnScale,
+    /// |w · gradient|, summed like L1.
+    Taylor,
+    /// Uniform random scores (seeded).
+    Random,
+}
+
+/// How a coupled channel's contributions combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// Sum over the places the channel occupies.
+    Sum,
+    /// Mean over them (Torch-Pruning's default).
+    Mean,
+    /// The largest one.
+    Max,
+}
+
+/// Where importance is ranked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Each group or layer on its own.
+    Local,
+    /// One ranking across groups (or layers).
+    Global,
+}
+
+/// How a gradual schedule moves from its first fraction to its last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Curve {
+    /// Evenly.
+    Linear,
+    /// Zhu & Gupta's cubic: fast first, slow last.
+    Cubic,
+    /// Geometric in what is kept.
+    Exp,
 }
 
 /// One prune block.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stage {
-    /// `weights`, `2:4`, `channels` or `blocks`.
-    pub granularity: String,
+    /// What is pruned.
+    pub granularity: Granularity,
     /// Importance criterion.
-    pub importance: String,
+    pub importance: Criterion,
     /// How coupled channels' importance combines.
-    pub aggregate: String,
-    /// `local` or `global`.
-    pub scope: String,
+    pub aggregate: Aggregate,
+    /// Where importance is ranked.
+    pub scope: Scope,
+    /// `scope … max`: no group or layer loses more than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// `scope … min`: every group or layer loses at least this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
     /// Channel counts are kept multiples of this.
     pub round_to: Option<usize>,
     /// Taylor importance: batches of gradients gathered.
@@ -60,6 +364,18 @@ pub struct Stage {
     /// Predicted MACs per sample after the last step (unchanged by masks:
     /// zeros do not speed up dense kernels).
     pub macs_after: u64,
+    /// Whether `params_after` and `macs_after` are estimates: under global
+    /// ranking, or when blocks of different sizes compete, the weights
+    /// decide at run time which groups or blocks lose most.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimate: bool,
+}
+
+impl Stage {
+    /// The stage-wide fraction its schedule ends at.
+    pub fn end(&self) -> f64 {
+        self.schedule.last().map_or(0.0, |s| s.fraction)
+    }
 }
 
 /// A point of a schedule.
@@ -118,6 +434,10 @@ pub struct GroupPlan {
     /// Channels kept after the last step (for local scope; global ranking
     /// decides at run time within the caps).
     pub keep: Option<usize>,
+    /// When `round_to`, a cap or a floor moved the count of channels kept
+    /// away from Torch-Pruning's `int(n · (1 − ratio))`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounded: Option<Rounding>,
     /// The group's fraction removed at each schedule step: its final target
     /// scaled by the stage's progress.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -125,6 +445,39 @@ pub struct GroupPlan {
     /// The recipe lines that set the target.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub set_by: Vec<String>,
+}
+
+/// A count of channels kept that rounding toward a bound moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Rounding {
+    /// What `int(n · (1 − ratio))` alone keeps.
+    pub from: usize,
+    /// What moved it.
+    pub by: RoundedBy,
+}
+
+/// What moved a count of channels kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundedBy {
+    /// A multiple of `round_to`.
+    RoundTo,
+    /// A cap (`max`, `<=`): never more than it is removed.
+    Cap,
+    /// A floor (`min`, `>=`): never less than it is removed.
+    Floor,
+}
+
+impl Rounding {
+    /// As people read it, next to the count kept.
+    pub fn describe(&self) -> String {
+        let by = match self.by {
+            RoundedBy::RoundTo => "round_to",
+            RoundedBy::Cap => "the cap",
+            RoundedBy::Floor => "the floor",
+        };
+        format!("{} before {by}", self.from)
+    }
 }
 
 /// Block pruning.

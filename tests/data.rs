@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use prunex::data::{batches, load, read_idx, DataError, Rng, Transform};
+use prunex::data::{batches, load, read_idx, DataError, Kind, Rng, Transform};
 use prunex::diagnostics::render_human;
 
 const SMALL: &str = "tests/fixtures/data/fashion-mnist-small";
@@ -21,19 +21,19 @@ fn plain() -> Transform {
 
 #[test]
 fn reads_gzipped_idx_files() {
-    let ds = load("fashion_mnist", Path::new(SMALL), None).unwrap();
+    let ds = load(Kind::FashionMnist, Path::new(SMALL), None).unwrap();
     assert_eq!((ds.train.len(), ds.test.len(), ds.classes), (600, 200, 10));
     assert_eq!(ds.train.shape, [1, 28, 28]);
     // The first training image of Fashion-MNIST is an ankle boot (class 9).
     assert_eq!(ds.train.labels[0], 9);
     assert!(ds.train.labels.iter().all(|&l| l < 10));
-    let limited = load("fashion_mnist", Path::new(SMALL), Some(64)).unwrap();
+    let limited = load(Kind::FashionMnist, Path::new(SMALL), Some(64)).unwrap();
     assert_eq!((limited.train.len(), limited.test.len()), (64, 64));
 }
 
 #[test]
 fn batches_normalise_pad_and_cover_every_image_once() {
-    let ds = load("fashion_mnist", Path::new(SMALL), Some(100)).unwrap();
+    let ds = load(Kind::FashionMnist, Path::new(SMALL), Some(100)).unwrap();
     let t = Transform {
         mean: vec![0.2860],
         std: vec![0.3530],
@@ -67,7 +67,7 @@ fn batches_normalise_pad_and_cover_every_image_once() {
 
 #[test]
 fn augmentation_keeps_shapes_and_changes_pixels() {
-    let ds = load("fashion_mnist", Path::new(SMALL), Some(16)).unwrap();
+    let ds = load(Kind::FashionMnist, Path::new(SMALL), Some(16)).unwrap();
     let t = Transform {
         mean: vec![0.5],
         std: vec![0.5],
@@ -154,7 +154,7 @@ fn broken_files_get_diagnostics_naming_the_file() {
     ));
     let text = render_human(&miette::Report::new(e), false);
     assert!(text.contains("prunex::data::count_mismatch"), "{text}");
-    let missing = load("fashion_mnist", dir.path(), None).unwrap_err();
+    let missing = load(Kind::FashionMnist, dir.path(), None).unwrap_err();
     let text = render_human(&miette::Report::new(missing), false);
     assert!(
         text.contains("has no `train-images-idx3-ubyte[.gz]`")
@@ -200,7 +200,7 @@ fn image_folders_read_as_torchvision_reads_them() {
             }
         }
     }
-    let ds = load("image_folder", d, None).unwrap();
+    let ds = load(Kind::ImageFolder, d, None).unwrap();
     assert_eq!(ds.classes, 3);
     assert_eq!(ds.train.shape, [3, 5, 6]);
     assert_eq!(ds.train.len(), 9);
@@ -240,11 +240,11 @@ fn image_folder_problems_name_the_file() {
     png(&d.join("train/b/1.png"), 4, 4, false, 2);
     png(&d.join("test/a/1.png"), 4, 4, false, 3);
     png(&d.join("test/b/1.png"), 4, 4, false, 4);
-    let ds = load("image_folder", d, None).unwrap();
+    let ds = load(Kind::ImageFolder, d, None).unwrap();
     assert_eq!(ds.train.shape, [1, 4, 4]);
     // A different size.
     png(&d.join("train/b/2.png"), 5, 4, false, 5);
-    let e = load("image_folder", d, None).unwrap_err();
+    let e = load(Kind::ImageFolder, d, None).unwrap_err();
     assert!(
         matches!(e, DataError::MixedSizes { ref file, .. } if file.ends_with("train/b/2.png")),
         "{e}"
@@ -252,7 +252,7 @@ fn image_folder_problems_name_the_file() {
     std::fs::remove_file(d.join("train/b/2.png")).unwrap();
     // A broken file.
     std::fs::write(d.join("train/a/2.png"), b"not a png").unwrap();
-    let e = load("image_folder", d, None).unwrap_err();
+    let e = load(Kind::ImageFolder, d, None).unwrap_err();
     assert!(
         matches!(e, DataError::BadImage { ref file, .. } if file.ends_with("train/a/2.png")),
         "{e}"
@@ -260,13 +260,13 @@ fn image_folder_problems_name_the_file() {
     std::fs::remove_file(d.join("train/a/2.png")).unwrap();
     // Classes that differ between splits.
     png(&d.join("test/c/1.png"), 4, 4, false, 6);
-    let e = load("image_folder", d, None).unwrap_err();
+    let e = load(Kind::ImageFolder, d, None).unwrap_err();
     assert!(matches!(e, DataError::ClassMismatch { .. }), "{e}");
     let text = render_human(&miette::Report::new(e), false);
     assert!(text.contains("prunex::data::class_mismatch"), "{text}");
     // No test split.
     std::fs::remove_dir_all(d.join("test")).unwrap();
-    let e = load("image_folder", d, None).unwrap_err();
+    let e = load(Kind::ImageFolder, d, None).unwrap_err();
     assert!(matches!(e, DataError::Missing { .. }), "{e}");
 }
 
@@ -286,20 +286,19 @@ fn data_diagnostics_render_as_snapshotted() {
         read_idx(&write(d, "truncated", &idx_images(3, 2, 2, 10)), &labels).unwrap_err(),
         read_idx(&write(d, "bad", &bad), &labels).unwrap_err(),
         read_idx(&write(d, "four", &idx_images(4, 2, 2, 16)), &labels).unwrap_err(),
-        load("fashion_mnist", d, None).unwrap_err(),
-        load("svhn", d, None).unwrap_err(),
+        load(Kind::FashionMnist, d, None).unwrap_err(),
     ];
     let f = d.join("folder");
     png(&f.join("train/a/1.png"), 4, 4, false, 1);
     png(&f.join("train/a/2.png"), 5, 4, false, 2);
     png(&f.join("test/a/1.png"), 4, 4, false, 3);
-    errors.push(load("image_folder", &f, None).unwrap_err());
+    errors.push(load(Kind::ImageFolder, &f, None).unwrap_err());
     std::fs::remove_file(f.join("train/a/2.png")).unwrap();
     std::fs::write(f.join("train/a/3.png"), b"not a png").unwrap();
-    errors.push(load("image_folder", &f, None).unwrap_err());
+    errors.push(load(Kind::ImageFolder, &f, None).unwrap_err());
     std::fs::remove_file(f.join("train/a/3.png")).unwrap();
     png(&f.join("test/b/1.png"), 4, 4, false, 4);
-    errors.push(load("image_folder", &f, None).unwrap_err());
+    errors.push(load(Kind::ImageFolder, &f, None).unwrap_err());
     let text: String = errors
         .into_iter()
         .map(|e| render_human(&miette::Report::new(e), false))

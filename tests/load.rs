@@ -32,7 +32,10 @@ fn includes_take_effect_where_they_stand_and_blocks_merge() {
         "the recipe's epochs override the fragment's"
     );
     assert_eq!(ft.lr, Some(0.1), "the fragment's optimizer settings stay");
-    assert_eq!(ft.optimizer.as_deref(), Some("sgd"));
+    assert_eq!(
+        ft.optimizer,
+        Some(prunex::check::recipe::OptimizerKind::Sgd)
+    );
     assert_eq!(recipe.seed, Some(3), "the later seed wins");
     // Paths are relative to the file that names them.
     assert_eq!(recipe.export.unwrap().node, Path::new("repo/common/out"));

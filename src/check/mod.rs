@@ -5,6 +5,7 @@ pub mod diag;
 pub mod model;
 pub mod plan;
 pub mod recipe;
+pub mod settings;
 
 pub use diag::CheckError;
 pub use recipe::{parse_override, resolve, Override, Recipe};
@@ -23,6 +24,8 @@ pub struct Checked {
     pub graph: Option<crate::graph::Graph>,
     /// The execution plan, when the recipe and its model check.
     pub plan: Option<crate::plan::Plan>,
+    /// The distillation teacher's graph, when it is another model.
+    pub teacher: Option<crate::graph::Graph>,
     /// Every file read.
     pub sources: SourceMap,
     /// Every diagnostic, errors and warnings, in the order found.
@@ -63,6 +66,7 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
             recipe: None,
             graph: None,
             plan: None,
+            teacher: None,
             sources,
             reports,
         };
@@ -92,6 +96,7 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
     );
     let mut graph = None;
     let mut the_plan = None;
+    let mut teacher = None;
     if !broken
         && !reports
             .iter()
@@ -100,9 +105,10 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
         let (g, model_reports) = model::check_model(&recipe, &sources, loader);
         reports.extend(model_reports);
         if let Some(g) = &g {
-            let (p, plan_reports) = plan::plan(&recipe, g, &sources, loader);
-            the_plan = p;
-            reports.extend(plan_reports);
+            let planned = plan::plan(&recipe, g, &sources, loader);
+            the_plan = planned.plan;
+            teacher = planned.teacher;
+            reports.extend(planned.reports);
         }
         graph = g;
     }
@@ -110,6 +116,7 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
         recipe: (!broken).then_some(recipe),
         graph,
         plan: the_plan,
+        teacher,
         sources,
         reports,
     }

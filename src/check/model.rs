@@ -6,7 +6,8 @@ use crate::check::recipe::{ModelSpec, Recipe};
 use crate::diagnostics::Located;
 use crate::graph::{Graph, GraphError};
 use crate::models::{self, weights, ModelError};
-use crate::syntax::{ast::ModelSource, Loader, SourceMap};
+use crate::syntax::{ast::ModelSource, Loader, SourceMap, Span};
+use std::path::Path;
 
 /// Builds the recipe's model graph and checks its weights file, if any.
 pub fn check_model(
@@ -39,24 +40,35 @@ pub fn check_model(
         }
     };
     if let Some(w) = &spec.weights {
-        let checked = weights::read_shapes_with(&w.node, loader).and_then(|(shapes, _notes)| {
-            weights::check_shapes(&shapes, &graph, &w.node.display().to_string())
-        });
-        if let Err(e) = checked {
-            let src = sources.get(w.span.file).named();
-            let label = match e {
-                weights::WeightsError::Unreadable { .. } => "these weights",
-                weights::WeightsError::Mismatch { .. } => "these weights do not fit the model",
-            };
-            reports.push(miette::Report::new(Located::new(
-                e,
-                src,
-                w.span.source_span(),
-                label,
-            )));
-        }
+        reports.extend(check_weights(&w.node, w.span, &graph, sources, loader));
     }
     (Some(graph), reports)
+}
+
+/// Checks that a weights file fits `graph` key by key and shape by shape;
+/// the diagnostic points at `span`, the recipe line that named the file.
+pub fn check_weights(
+    path: &Path,
+    span: Span,
+    graph: &Graph,
+    sources: &SourceMap,
+    loader: &dyn Loader,
+) -> Option<miette::Report> {
+    let checked = weights::read_shapes_with(path, loader).and_then(|(shapes, _notes)| {
+        weights::check_shapes(&shapes, graph, &path.display().to_string())
+    });
+    let e = checked.err()?;
+    let src = sources.get(span.file).named();
+    let label = match e {
+        weights::WeightsError::Unreadable { .. } => "these weights",
+        weights::WeightsError::Mismatch { .. } => "these weights do not fit the model",
+    };
+    Some(miette::Report::new(Located::new(
+        e,
+        src,
+        span.source_span(),
+        label,
+    )))
 }
 
 fn build(spec: &ModelSpec, loader: &dyn Loader) -> Result<Graph, ModelError> {

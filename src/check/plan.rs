@@ -9,11 +9,13 @@ use globset::{Glob, GlobMatcher};
 use miette::{LabeledSpan, Report};
 
 use super::diag::CheckError;
-use super::recipe::{Cmp, PruneSpec, Recipe, RuleKind, RuleSpec, ScheduleSpec, Unit};
+use super::recipe::{Cmp, PruneSpec, Recipe, RuleKind, RuleSpec, ScheduleSpec};
 use crate::graph::{analyze, coupling, Coupling, Graph, NodeId, Op};
-use crate::plan::{GroupPlan, LayerPlan, Plan, Stage, Step, Target};
-use crate::prune::importance::keep_count;
-use crate::prune::surgery::{remove_channels, Removal};
+use crate::plan::{
+    Aggregate, Criterion, Curve, Granularity, GroupPlan, LayerPlan, Plan, Scope, Stage, Step,
+    Target, Unit,
+};
+use crate::prune::decide;
 use crate::syntax::{SourceMap, Span, Spanned};
 
 struct Ctx<'a> {
@@ -181,13 +183,25 @@ impl Ctx<'_> {
     }
 }
 
+/// What planning yields: the plan, the distillation teacher's graph (the
+/// executor builds it from this, never from the recipe), and every problem.
+#[derive(Debug, Default)]
+pub struct Planned {
+    /// The plan, when the recipe has what a run needs.
+    pub plan: Option<Plan>,
+    /// The teacher's graph, when the recipe distils from another model.
+    pub teacher: Option<Graph>,
+    /// Errors and warnings.
+    pub reports: Vec<Report>,
+}
+
 /// Builds the plan of a checked recipe whose model graph is `g`.
 pub fn plan(
     recipe: &Recipe,
     g: &Graph,
     sources: &SourceMap,
     loader: &dyn crate::syntax::Loader,
-) -> (Option<Plan>, Vec<Report>) {
+) -> Planned {
     let mut seen = BTreeSet::new();
     let modules = g
         .modules()
@@ -200,51 +214,125 @@ pub fn plan(
         reports: Vec::new(),
         modules,
     };
+    let failed = |cx: Ctx<'_>, e: crate::graph::GraphError| Planned {
+        reports: cx.reports.into_iter().chain([Report::new(e)]).collect(),
+        ..Planned::default()
+    };
     let before = match analyze(g, g.input) {
         Ok(a) => a,
-        Err(e) => {
-            cx.reports.push(Report::new(e));
-            return (None, cx.reports);
-        }
-    };
-    let c = match coupling(g) {
-        Ok(c) => c,
-        Err(e) => {
-            cx.reports.push(Report::new(e));
-            return (None, cx.reports);
-        }
+        Err(e) => return failed(cx, e),
     };
     let finetune_epochs = recipe.finetune.as_ref().and_then(|f| f.epochs);
     let mut stages = Vec::new();
+    // Each stage is planned on the graph the stages before it leave.
+    let mut current = g.clone();
+    let mut counts = (before.total_params, before.total_macs);
     for spec in &recipe.prune {
         let steps = schedule(&mut cx, spec, finetune_epochs);
-        let stage = match spec.granularity.as_str() {
-            "channels" => channels(&mut cx, spec, &c, steps, &before),
-            "blocks" => blocks(&mut cx, spec, steps, &before),
-            _ => masks(&mut cx, spec, steps, &before),
+        let c = match coupling(&current) {
+            Ok(c) => c,
+            Err(e) => return failed(cx, e),
         };
+        let mut stage = match spec.granularity {
+            Granularity::Channels => channels(&mut cx, spec, &c, steps, &current),
+            Granularity::Blocks => blocks(&mut cx, spec, steps, &current),
+            Granularity::Weights | Granularity::NM { .. } => masks(&mut cx, spec, steps, &current),
+        };
+        match predict(&mut stage, &current, counts) {
+            Ok(next) => current = next,
+            Err(e) => return failed(cx, e),
+        }
+        counts = (stage.params_after, stage.macs_after);
         stages.push(stage);
     }
-    teacher(&mut cx, recipe, loader);
+    let teacher = teacher(&mut cx, recipe, loader);
     // Learning-rate multipliers must name layers, like every other glob.
     for t in [&recipe.pretrain, &recipe.finetune].into_iter().flatten() {
         for (pattern, _) in &t.lr_mult {
             cx.matches(pattern);
         }
     }
-    let plan = Plan {
-        recipe: recipe
-            .name
-            .as_ref()
-            .map(|n| n.node.clone())
-            .unwrap_or_default(),
-        model: g.name.clone(),
-        input: g.input,
-        params_before: before.total_params,
-        macs_before: before.total_macs,
-        stages,
+    let plan = super::settings::resolve(recipe, teacher.as_ref().map(|(t, _)| t.clone())).map(
+        |settings| Plan {
+            recipe: recipe
+                .name
+                .as_ref()
+                .map(|n| n.node.clone())
+                .unwrap_or_default(),
+            model: g.name.clone(),
+            input: g.input,
+            params_before: before.total_params,
+            macs_before: before.total_macs,
+            seed: settings.seed,
+            device: settings.device,
+            weights: settings.weights,
+            data: settings.data,
+            pretrain: settings.pretrain,
+            stages,
+            distill: settings.distill,
+            finetune: settings.finetune,
+            export: settings.export,
+        },
+    );
+    Planned {
+        plan,
+        teacher: teacher.map(|(_, g)| g),
+        reports: cx.reports,
+    }
+}
+
+/// Fills in a stage's predicted counts (and each group's channels kept)
+/// from [`decide::step`] without weights: the same function the executor
+/// prunes with. Returns the graph the stage leaves.
+fn predict(
+    stage: &mut Stage,
+    g: &Graph,
+    (params, macs): (u64, u64),
+) -> Result<Graph, crate::graph::GraphError> {
+    let Some(last) = stage.schedule.last().cloned() else {
+        stage.params_after = params;
+        stage.macs_after = macs;
+        return Ok(g.clone());
     };
-    (Some(plan), cx.reports)
+    let decided =
+        |gp: &GroupPlan| stage.scope == Scope::Local || matches!(gp.target, Target::Exact(_));
+    let keeps: Vec<_> = stage
+        .groups
+        .iter()
+        .map(|gp| {
+            decide::group_keep(stage, gp, &last).map(|(k, r)| {
+                let steps = stage
+                    .schedule
+                    .iter()
+                    .filter_map(|st| decide::fraction_at(stage, &gp.target, st))
+                    .map(|f| (f * 1e6).round() / 1e6)
+                    .collect();
+                (decided(gp).then_some(k), r.filter(|_| decided(gp)), steps)
+            })
+        })
+        .collect();
+    for (gp, k) in stage.groups.iter_mut().zip(keeps) {
+        if let Some((keep, rounded, steps)) = k {
+            gp.keep = keep;
+            gp.rounded = rounded;
+            gp.steps = steps;
+        }
+    }
+    Ok(
+        match decide::step(stage, &last, g, decide::Inputs::default())? {
+            decide::Outcome::Rebuilt { graph, .. } => {
+                let after = analyze(&graph, graph.input)?;
+                stage.params_after = after.total_params;
+                stage.macs_after = after.total_macs;
+                graph
+            }
+            decide::Outcome::Masks { zeros, .. } => {
+                stage.params_after = params.saturating_sub(zeros);
+                stage.macs_after = macs;
+                g.clone()
+            }
+        },
+    )
 }
 
 /// The stage-wide fraction the schedule ends at.
@@ -256,16 +344,16 @@ fn stage_end(spec: &PruneSpec) -> f64 {
     }
 }
 
-fn curve_at(curve: &str, start: f64, end: f64, k: usize, n: usize) -> f64 {
+fn curve_at(curve: Curve, start: f64, end: f64, k: usize, n: usize) -> f64 {
     let t = k as f64 / n as f64;
     let x = match curve {
-        "cubic" => end + (start - end) * (1.0 - t).powi(3),
-        "exp" => {
+        Curve::Cubic => end + (start - end) * (1.0 - t).powi(3),
+        Curve::Exp => {
             // Geometric in what is kept: (1-s) moves by a constant factor.
             let (a, b) = ((1.0 - start).max(1e-9), (1.0 - end).max(1e-9));
             1.0 - a * (b / a).powf(t)
         }
-        _ => start + (end - start) * t,
+        Curve::Linear => start + (end - start) * t,
     };
     (x * 1e6).round() / 1e6
 }
@@ -343,9 +431,9 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
                 .map(|k| Step {
                     at: (k - 1) * per,
                     unit: Unit::Epochs,
-                    fraction: curve_at("linear", 0.0, target, k as usize, *rounds as usize),
+                    fraction: curve_at(Curve::Linear, 0.0, target, k as usize, *rounds as usize),
                     progress: relative
-                        .then(|| curve_at("linear", 0.0, 1.0, k as usize, *rounds as usize)),
+                        .then(|| curve_at(Curve::Linear, 0.0, 1.0, k as usize, *rounds as usize)),
                 })
                 .collect()
         }
@@ -397,7 +485,7 @@ fn schedule(cx: &mut Ctx<'_>, spec: &PruneSpec, finetune: Option<u64>) -> Vec<St
                     fraction: if n == 0 {
                         *end
                     } else {
-                        curve_at(curve, *start, *end, k, n)
+                        curve_at(*curve, *start, *end, k, n)
                     },
                     progress: None,
                 })
@@ -425,36 +513,49 @@ fn target_of(r: &RuleSpec) -> Target {
     }
 }
 
-/// Plans a channels (or blocks) stage.
+/// Plans a channels stage on `g` (the graph earlier stages leave): each
+/// coupled group's target and the recipe lines behind it. Counts are filled
+/// in by [`predict`].
 fn channels(
     cx: &mut Ctx<'_>,
     spec: &PruneSpec,
     c: &Coupling,
     schedule: Vec<Step>,
-    before: &crate::graph::Analysis,
+    g: &Graph,
 ) -> Stage {
-    let g = cx.g;
     let end = stage_end(spec);
+    // Rules match the model's module names; by name, they find the layers
+    // of a graph an earlier stage changed.
+    let name = |cx: &Ctx<'_>, id: NodeId| cx.g.nodes[id].name.clone();
     // Per producer: its latest layer rule; per group: its latest group rule.
-    let mut layer_rule: BTreeMap<NodeId, &RuleSpec> = BTreeMap::new();
+    let mut layer_rule: BTreeMap<String, &RuleSpec> = BTreeMap::new();
     let mut group_rule: BTreeMap<usize, &RuleSpec> = BTreeMap::new();
+    let group_of: BTreeMap<String, usize> = c
+        .group_of
+        .iter()
+        .map(|(&n, &gid)| (g.nodes[n].name.clone(), gid))
+        .collect();
     for (r, layers) in cx.rule_matches(spec) {
         for &l in &layers {
+            let l = name(cx, l);
             match r.kind {
                 RuleKind::Layer => {
                     layer_rule.insert(l, r);
                 }
                 RuleKind::Group => {
-                    if let Some(&gid) = c.group_of.get(&l) {
+                    if let Some(&gid) = group_of.get(&l) {
                         group_rule.insert(gid, r);
                     }
                 }
             }
         }
     }
-    let ignored = cx.ignored(spec);
+    let ignored: BTreeMap<String, &Spanned<String>> = cx
+        .ignored(spec)
+        .into_iter()
+        .map(|(id, pat)| (name(cx, id), pat))
+        .collect();
     let mut groups = Vec::new();
-    let mut removal: Removal = BTreeMap::new();
     for grp in &c.groups {
         let names: Vec<String> = grp
             .producers
@@ -469,8 +570,7 @@ fn channels(
         let explicit: Vec<&RuleSpec> = match group_rule.get(&grp.id) {
             Some(r) => vec![*r],
             None => {
-                let mut v: Vec<&RuleSpec> = grp
-                    .producers
+                let mut v: Vec<&RuleSpec> = names
                     .iter()
                     .filter_map(|p| layer_rule.get(p).copied())
                     .collect();
@@ -481,7 +581,7 @@ fn channels(
         };
         let set_by: Vec<String> = explicit.iter().map(|r| rule_text(cx, r)).collect();
         let nonzero = explicit.iter().any(|r| r.value > 0.0);
-        let all_ignored = grp.producers.iter().all(|p| ignored.contains_key(p));
+        let all_ignored = names.iter().all(|p| ignored.contains_key(p));
         let target = if let Some(why) = &grp.frozen {
             // A broad pattern such as `group "*"` may match frozen layers that
             // the ignore list names; a rule naming them outright may not.
@@ -504,43 +604,35 @@ fn channels(
                 });
             }
             Target::Frozen(why.clone())
-        } else if let Some((&ig, pat)) = grp.producers.iter().find_map(|p| ignored.get_key_value(p))
-        {
+        } else if let Some((ig, pat)) = names.iter().find_map(|p| ignored.get_key_value(p)) {
             // Warn when the group would otherwise lose channels: through an
             // explicit rule on a coupled layer, or the stage's target.
             if !all_ignored && (nonzero || (explicit.is_empty() && end > 0.0)) {
-                let others: Vec<&String> =
-                    names.iter().filter(|n| **n != g.nodes[ig].name).collect();
-                let e = |strict| {
-                    let src = cx.src(pat.span);
-                    let span = pat.span.source_span();
-                    let layer = g.nodes[ig].name.clone();
-                    let rest = others
-                        .iter()
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let n = grp.channels.len();
-                    if strict {
-                        CheckError::IgnoredCoupledStrict {
-                            src,
-                            span,
-                            layer,
-                            rest,
-                            channels: n,
-                        }
-                    } else {
-                        CheckError::IgnoredCoupled {
-                            src,
-                            span,
-                            layer,
-                            rest,
-                            channels: n,
-                        }
+                let rest = names
+                    .iter()
+                    .filter(|n| *n != ig)
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let (src, span, layer) = (cx.src(pat.span), pat.span.source_span(), ig.clone());
+                let channels = grp.channels.len();
+                cx.push(if spec.strict {
+                    CheckError::IgnoredCoupledStrict {
+                        src,
+                        span,
+                        layer,
+                        rest,
+                        channels,
                     }
-                };
-                let err = e(spec.strict);
-                cx.push(err);
+                } else {
+                    CheckError::IgnoredCoupled {
+                        src,
+                        span,
+                        layer,
+                        rest,
+                        channels,
+                    }
+                });
             }
             Target::Ignored
         } else if explicit.len() > 1
@@ -548,37 +640,22 @@ fn channels(
                 .iter()
                 .any(|r| target_of(r) != target_of(explicit[0]))
         {
-            coupled_conflict(cx, grp, &explicit);
+            coupled_conflict(cx, g, grp, &explicit);
             target_of(explicit[explicit.len() - 1])
         } else if let Some(r) = explicit.first() {
             target_of(r)
         } else {
-            let mut t = Target::Stage(end);
-            if let Some(m) = spec.max {
-                if end > m {
-                    t = Target::AtMost(m);
-                }
+            match spec.max {
+                Some(m) if end > m => Target::AtMost(m),
+                _ => Target::Stage(end),
             }
-            t
         };
-        let mut fraction = target.fraction(end);
-        if let (Some(m), Target::Stage(_)) = (spec.max, &target) {
-            fraction = fraction.min(m);
-        }
-        if let Some(m) = spec.min {
-            if !matches!(target, Target::Ignored | Target::Frozen(_)) {
-                fraction = fraction.max(m);
-            }
-        }
         let n = grp.channels.len();
-        let round_to = spec.round_to.map(|r| r as usize);
-        let prunable = !matches!(target, Target::Ignored | Target::Frozen(_));
-        // Under global ranking a group without an exact target gets what the
-        // ranking leaves it (within its caps): only run time knows.
-        let global = spec.scope.as_deref() == Some("global");
-        let decided = prunable && (!global || matches!(target, Target::Exact(_)));
-        let keep = prunable.then(|| keep_count(n, fraction, round_to));
-        if let (Some(k), Some(r)) = (keep, explicit.last()) {
+        if let (Some(r), false) = (
+            explicit.last(),
+            matches!(target, Target::Ignored | Target::Frozen(_)),
+        ) {
+            let fraction = target.fraction(end);
             let raw = ((n as f64) * (1.0 - fraction) + 1e-9).floor() as usize;
             if raw == 0 && fraction > 0.0 {
                 cx.push(CheckError::RemovesAll {
@@ -589,12 +666,6 @@ fn channels(
                     max: (n as f64 - 1.0) / n as f64,
                 });
             }
-            let _ = k;
-        }
-        if let Some(k) = keep {
-            if k < n {
-                removal.insert(grp.id, (0..n - k).collect());
-            }
         }
         groups.push(GroupPlan {
             group: grp.id,
@@ -602,55 +673,49 @@ fn channels(
             coupled_by,
             channels: n,
             target,
-            keep: keep.filter(|_| decided),
-            steps: if prunable {
-                schedule
-                    .iter()
-                    .map(|st| (st.scale(&Target::Exact(fraction), end) * 1e6).round() / 1e6)
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            keep: None,
+            rounded: None,
+            steps: Vec::new(),
             set_by,
         });
     }
-    let (pruned, _) = remove_channels(g, c, &removal, None);
-    let after = analyze(&pruned, pruned.input).unwrap_or_else(|_| before.clone());
     Stage {
         groups,
-        ..stage(spec, schedule, "l2", (after.total_params, after.total_macs))
+        estimate: spec.scope == Some(Scope::Global),
+        ..stage(spec, schedule, Criterion::L2)
     }
 }
 
-/// A stage with the spec's settings (defaults filled in) and no members yet.
-fn stage(
-    spec: &PruneSpec,
-    schedule: Vec<Step>,
-    importance: &str,
-    (params, macs): (u64, u64),
-) -> Stage {
+/// A stage with the spec's settings (defaults filled in), no members and
+/// no counts yet.
+fn stage(spec: &PruneSpec, schedule: Vec<Step>, importance: Criterion) -> Stage {
+    let importance = spec.importance.unwrap_or(importance);
     Stage {
-        granularity: spec.granularity.clone(),
-        importance: spec.importance.clone().unwrap_or_else(|| importance.into()),
-        aggregate: spec.aggregate.clone().unwrap_or_else(|| "mean".into()),
-        scope: spec.scope.clone().unwrap_or_else(|| "local".into()),
+        granularity: spec.granularity,
+        importance,
+        aggregate: spec.aggregate.unwrap_or(Aggregate::Mean),
+        scope: spec.scope.unwrap_or(Scope::Local),
+        max: spec.max,
+        min: spec.min,
         round_to: spec.round_to.map(|r| r as usize),
-        batches: (spec.importance.as_deref() == Some("taylor"))
-            .then(|| spec.batches.unwrap_or(100)),
-        penalty: (spec.importance.as_deref() == Some("bn_scale"))
-            .then(|| spec.penalty.unwrap_or(1e-4)),
+        batches: (importance == Criterion::Taylor).then(|| {
+            spec.batches
+                .unwrap_or(crate::plan::defaults::TAYLOR_BATCHES)
+        }),
+        penalty: (importance == Criterion::BnScale)
+            .then(|| spec.penalty.unwrap_or(crate::plan::defaults::PENALTY)),
         schedule,
         groups: Vec::new(),
         layers: Vec::new(),
         blocks: None,
-        params_after: params,
-        macs_after: macs,
+        params_after: 0,
+        macs_after: 0,
+        estimate: false,
     }
 }
 
 /// The headline diagnostic: coupled layers given different ratios.
-fn coupled_conflict(cx: &mut Ctx<'_>, grp: &crate::graph::Group, rules: &[&RuleSpec]) {
-    let g = cx.g;
+fn coupled_conflict(cx: &mut Ctx<'_>, g: &Graph, grp: &crate::graph::Group, rules: &[&RuleSpec]) {
     let file = rules[0].span.file;
     let mut labels = Vec::new();
     for r in rules.iter().filter(|r| r.span.file == file) {
@@ -714,105 +779,99 @@ fn list(names: &[&str]) -> String {
 }
 
 /// Plans a weights or N:M stage: per-layer targets, masks only.
-fn masks(
-    cx: &mut Ctx<'_>,
-    spec: &PruneSpec,
-    schedule: Vec<Step>,
-    before: &crate::graph::Analysis,
-) -> Stage {
-    let g = cx.g;
+fn masks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, g: &Graph) -> Stage {
     let end = stage_end(spec);
-    let mut rule_of: BTreeMap<NodeId, &RuleSpec> = BTreeMap::new();
+    let mut rule_of: BTreeMap<String, &RuleSpec> = BTreeMap::new();
     for (r, layers) in cx.rule_matches(spec) {
         for l in layers {
-            rule_of.insert(l, r);
+            rule_of.insert(cx.g.nodes[l].name.clone(), r);
         }
     }
-    let ignored = cx.ignored(spec);
-    let nm = spec
-        .granularity
-        .split_once(':')
-        .and_then(|(n, m)| Some((n.parse::<f64>().ok()?, m.parse::<f64>().ok()?)));
+    let ignored: BTreeSet<String> = cx
+        .ignored(spec)
+        .into_keys()
+        .map(|id| cx.g.nodes[id].name.clone())
+        .collect();
     let mut layers = Vec::new();
-    let mut removed = 0u64;
-    for (name, id) in &cx.modules {
-        if !matches!(g.nodes[*id].op, Op::Conv2d { .. } | Op::Linear { .. }) {
+    let mut seen = BTreeSet::new();
+    for (_, node) in g.modules() {
+        if !matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. }) || !seen.insert(&node.name) {
             continue;
         }
-        let weights: u64 = g.nodes[*id]
+        let weights: u64 = node
             .op
             .state()
             .first()
             .map_or(0, |(_, s)| s.iter().product::<usize>() as u64);
-        let (target, set_by) = if ignored.contains_key(id) {
+        let (target, set_by) = if ignored.contains(&node.name) {
             (Target::Ignored, Vec::new())
-        } else if let Some((n, m)) = nm {
-            (Target::Exact(1.0 - n / m), Vec::new())
-        } else if let Some(r) = rule_of.get(id) {
+        } else if let Granularity::NM { n, m } = spec.granularity {
+            (Target::Exact(1.0 - n as f64 / m as f64), Vec::new())
+        } else if let Some(r) = rule_of.get(&node.name) {
             (target_of(r), vec![rule_text(cx, r)])
         } else {
             (Target::Stage(end), Vec::new())
         };
-        removed += (weights as f64 * target.fraction(end)).round() as u64;
         layers.push(LayerPlan {
-            layer: name.clone(),
+            layer: node.name.clone(),
             weights,
             target,
             set_by,
         });
     }
-    let counts = (
-        before.total_params.saturating_sub(removed),
-        before.total_macs,
-    );
     Stage {
         layers,
         round_to: None,
-        ..stage(spec, schedule, "l1", counts)
+        ..stage(spec, schedule, Criterion::L1)
     }
 }
 
 /// Plans a blocks stage: which residual blocks may go, and how many will.
-fn blocks(
-    cx: &mut Ctx<'_>,
-    spec: &PruneSpec,
-    schedule: Vec<Step>,
-    before: &crate::graph::Analysis,
-) -> Stage {
-    let g = cx.g;
-    let ignored = cx.ignored(spec);
+fn blocks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, g: &Graph) -> Stage {
+    let ignored: BTreeSet<String> = cx
+        .ignored(spec)
+        .into_keys()
+        .map(|id| cx.g.nodes[id].name.clone())
+        .collect();
     for r in &spec.rules {
         cx.matches(&r.pattern);
     }
     let found = crate::prune::blocks::find(g);
     let candidates: Vec<&crate::prune::blocks::Block> = found
         .iter()
-        .filter(|b| !b.branch.iter().any(|n| ignored.contains_key(n)))
+        .filter(|b| !b.branch.iter().any(|&n| ignored.contains(&g.nodes[n].name)))
         .collect();
     let remove = ((candidates.len() as f64) * stage_end(spec) + 1e-9).floor() as usize;
-    let (pruned, _) = crate::prune::blocks::remove(g, &candidates[..remove], None);
-    let after = analyze(&pruned, pruned.input).unwrap_or_else(|_| before.clone());
     let blocks = crate::plan::BlocksPlan {
         candidates: candidates.iter().map(|b| b.name.clone()).collect(),
         remove,
     };
     Stage {
-        scope: "global".into(),
+        scope: Scope::Global,
         round_to: None,
         blocks: Some(blocks),
-        ..stage(spec, schedule, "l2", (after.total_params, after.total_macs))
+        // Which blocks go is the weights' choice; blocks may differ in size.
+        estimate: remove > 0 && remove < candidates.len(),
+        ..stage(spec, schedule, Criterion::L2)
     }
 }
 
-/// A teacher must produce what the student produces.
-fn teacher(cx: &mut Ctx<'_>, recipe: &Recipe, loader: &dyn crate::syntax::Loader) {
+/// The distillation teacher, resolved and checked before any tensor: its
+/// model builds, produces what the student produces, and its weights file
+/// fits it key by key (diagnostics point at the `teacher` line). Returns the
+/// teacher and its graph when it is another model.
+fn teacher(
+    cx: &mut Ctx<'_>,
+    recipe: &Recipe,
+    loader: &dyn crate::syntax::Loader,
+) -> Option<(crate::plan::Teacher, Graph)> {
     use super::recipe::TeacherSpec;
     use crate::syntax::ast::ModelSource;
-    let Some(d) = &recipe.distill else { return };
-    let Some(TeacherSpec::Model { source, .. }) = &d.teacher else {
-        return;
+    let d = recipe.distill.as_ref()?;
+    let Some(TeacherSpec::Model { source, weights }) = &d.teacher else {
+        return None;
     };
-    let Some(student) = &recipe.model else { return };
+    let student = recipe.model.as_ref()?;
     let name = match source {
         ModelSource::Zoo(n) | ModelSource::File(n) => n.clone(),
     };
@@ -822,22 +881,45 @@ fn teacher(cx: &mut Ctx<'_>, recipe: &Recipe, loader: &dyn crate::syntax::Loader
         .map(|i| [i.node[0] as usize, i.node[1] as usize, i.node[2] as usize]);
     let classes = student.classes.as_ref().map(|c| c.node as usize);
     let span = d.teacher_span.unwrap_or(student.source.span);
-    match crate::models::load_with(&name, input, classes, loader) {
-        Ok(t) => {
-            let (ta, sa) = (analyze(&t, t.input), analyze(cx.g, cx.g.input));
-            if let (Ok(ta), Ok(sa)) = (ta, sa) {
-                let (to, so) = (ta.shapes[t.output], sa.shapes[cx.g.output]);
-                if to != so {
-                    cx.push(CheckError::TeacherShape {
-                        src: cx.src(span),
-                        span: span.source_span(),
-                        teacher: name,
-                        teacher_shape: to.to_string(),
-                        student_shape: so.to_string(),
-                    });
-                }
-            }
+    let t = match crate::models::load_with(&name, input, classes, loader) {
+        Ok(t) => t,
+        Err(e) => {
+            let src = cx.src(span);
+            cx.reports
+                .push(Report::new(crate::diagnostics::Located::new(
+                    e,
+                    src,
+                    span.source_span(),
+                    "this teacher",
+                )));
+            return None;
         }
-        Err(e) => cx.reports.push(Report::new(e)),
+    };
+    let (ta, sa) = (analyze(&t, t.input), analyze(cx.g, cx.g.input));
+    let (Ok(ta), Ok(sa)) = (ta, sa) else {
+        return None;
+    };
+    let (to, so) = (ta.shapes[t.output], sa.shapes[cx.g.output]);
+    if to != so {
+        cx.push(CheckError::TeacherShape {
+            src: cx.src(span),
+            span: span.source_span(),
+            teacher: name,
+            teacher_shape: to.to_string(),
+            student_shape: so.to_string(),
+        });
+        return None;
     }
+    if let Some(w) = weights {
+        if let Some(r) = super::model::check_weights(w, span, &t, cx.sources, loader) {
+            cx.reports.push(r);
+            return None;
+        }
+    }
+    let resolved = crate::plan::Teacher::Model {
+        model: name,
+        weights: weights.clone(),
+        params: ta.total_params,
+    };
+    Some((resolved, t))
 }

@@ -206,8 +206,8 @@ pub fn facts(recipe: &Recipe, plan: &Plan) -> Vec<((String, String), String)> {
             .iter()
             .map(|s| {
                 let unit = match s.unit {
-                    crate::check::recipe::Unit::Epochs => "epoch",
-                    crate::check::recipe::Unit::Steps => "step",
+                    crate::plan::Unit::Epochs => "epoch",
+                    crate::plan::Unit::Steps => "step",
                 };
                 format!("{} at {unit} {}", s.amount(), s.at)
             })

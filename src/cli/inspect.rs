@@ -25,32 +25,7 @@ struct Row {
     macs: String,
 }
 
-/// Thousands separators, as people read parameter counts.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-/// 1.82 G, 290.8 K, ...
-pub fn si(n: u64) -> String {
-    let x = n as f64;
-    if x >= 1e9 {
-        format!("{:.2} G", x / 1e9)
-    } else if x >= 1e6 {
-        format!("{:.2} M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1} K", x / 1e3)
-    } else {
-        n.to_string()
-    }
-}
+pub use crate::report::text::{si, thousands};
 
 /// The layer table of a graph (modules and the functional operations that
 /// shape the data flow; the input node is left out).

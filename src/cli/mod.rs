@@ -134,27 +134,7 @@ pub enum Command {
     Version,
 }
 
-/// The arguments of `prunex run`, shared with the executor's `run` (which
-/// `prunex run` starts with the same arguments).
-#[derive(Clone, Debug, clap::Args)]
-pub struct RunArgs {
-    /// The recipe.
-    pub recipe: PathBuf,
-    /// Override a variable: --set name=value (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE")]
-    pub set: Vec<String>,
-    /// CPU threads for libtorch (default: libtorch's choice).
-    #[arg(long)]
-    pub threads: Option<i32>,
-    /// Continue from the last saved checkpoint (every epoch, and where
-    /// Ctrl-C stopped). Without it, only the dense model (pretraining and
-    /// its evaluation) comes from the cache.
-    #[arg(long, conflicts_with = "fresh")]
-    pub resume: bool,
-    /// Take nothing from the cache: pretrain, prune and fine-tune anew.
-    #[arg(long)]
-    pub fresh: bool,
-}
+pub use crate::invocation::RunArgs;
 
 /// `prunex cache` subcommands.
 #[derive(Debug, Subcommand)]

@@ -53,7 +53,11 @@ fn stage_table(s: &Stage) -> String {
                 layers: shorten(&g.layers),
                 channels: g.channels.to_string(),
                 target: g.target.describe(),
-                keep: g.keep.map(|k| k.to_string()).unwrap_or_default(),
+                keep: match (g.keep, g.rounded) {
+                    (Some(k), Some(r)) => format!("{k} ({})", r.describe()),
+                    (Some(k), None) => k.to_string(),
+                    (None, _) => String::new(),
+                },
                 set_by: g.set_by.join("\n"),
             })
             .collect()
@@ -78,7 +82,7 @@ pub fn print(p: &Plan) {
                     "{}@{}{}",
                     st.amount(),
                     st.at,
-                    if matches!(st.unit, crate::check::recipe::Unit::Epochs) {
+                    if matches!(st.unit, crate::plan::Unit::Epochs) {
                         "e"
                     } else {
                         "s"
@@ -104,17 +108,53 @@ pub fn print(p: &Plan) {
             ),
             None => println!("{}", stage_table(s)),
         }
+        let about = if s.estimate { "~" } else { "" };
         println!(
-            "params {} → {} · MACs {} → {}{}",
+            "params {} → {about}{} · MACs {} → {about}{}{}",
             si(p.params_before),
             si(s.params_after),
             si(p.macs_before),
             si(s.macs_after),
-            if s.layers.is_empty() {
-                ""
-            } else {
+            if !s.layers.is_empty() {
                 " (masks: zeros do not speed up dense kernels; MACs are unchanged)"
+            } else if s.estimate {
+                " (estimated: the weights decide at run time which groups or blocks lose most)"
+            } else {
+                ""
             }
+        );
+    }
+}
+
+/// The training and distillation lines under the stages.
+fn print_training(p: &Plan) {
+    for (what, t) in [("pretrain", &p.pretrain), ("finetune", &p.finetune)] {
+        if let Some(t) = t {
+            let opt = match t.optimizer {
+                crate::plan::Optimizer::Sgd { momentum, nesterov } => format!(
+                    "sgd (momentum {momentum}{})",
+                    if nesterov { ", nesterov" } else { "" }
+                ),
+                crate::plan::Optimizer::Adam => "adam".into(),
+                crate::plan::Optimizer::AdamW => "adamw".into(),
+            };
+            println!(
+                "{what}: {} epochs · {opt} · lr {} · batch {}",
+                t.epochs, t.lr, t.batch
+            );
+        }
+    }
+    if let Some(d) = &p.distill {
+        let teacher = match &d.teacher {
+            crate::plan::Teacher::Dense => "the dense model".to_owned(),
+            crate::plan::Teacher::Model { model, weights, .. } => match weights {
+                Some(w) => format!("{model} ({})", w.display()),
+                None => format!("{model} (untrained: no weights given)"),
+            },
+        };
+        println!(
+            "distill from {teacher} · temperature {} · alpha {}",
+            d.temperature, d.alpha
         );
     }
 }
@@ -139,6 +179,7 @@ pub fn run(path: &Path, set: &[String], yaml: bool) -> u8 {
         }
         Some(p) => {
             print(&p);
+            print_training(&p);
             OK
         }
         None => {

@@ -8,7 +8,47 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use miette::Diagnostic;
+use serde::Serialize;
 use thiserror::Error;
+
+/// The data set kinds prunex reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Fashion-MNIST's IDX files.
+    FashionMnist,
+    /// MNIST's IDX files.
+    Mnist,
+    /// CIFAR-10's binary batches.
+    Cifar10,
+    /// `train/` and `test/` (or `val/`) folders of PNG/JPEG images per class.
+    ImageFolder,
+}
+
+impl Kind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [Kind; 4] = [
+        Kind::FashionMnist,
+        Kind::Mnist,
+        Kind::Cifar10,
+        Kind::ImageFolder,
+    ];
+
+    /// The name recipes use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::FashionMnist => "fashion_mnist",
+            Kind::Mnist => "mnist",
+            Kind::Cifar10 => "cifar10",
+            Kind::ImageFolder => "image_folder",
+        }
+    }
+
+    /// The kind a recipe names.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
 
 /// A data file that cannot be used, and why.
 #[derive(Debug, Error, Diagnostic)]
@@ -125,16 +165,6 @@ pub enum DataError {
         /// Its classes.
         test_classes: String,
     },
-    /// A data set kind prunex does not read yet.
-    #[error("reading `{kind}` data is not supported yet")]
-    #[diagnostic(
-        code(prunex::data::unsupported),
-        help("prunex reads fashion_mnist, mnist, cifar10 and image_folder")
-    )]
-    Unsupported {
-        /// The kind.
-        kind: String,
-    },
 }
 
 /// Images as bytes (0–255), row-major `[N, C, H, W]`, with their labels.
@@ -198,17 +228,17 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 /// Finds `name` or `name.gz` in `dir`.
-fn find(dir: &Path, name: &str, kind: &str) -> Result<PathBuf, DataError> {
+fn find(dir: &Path, name: &str, kind: Kind) -> Result<PathBuf, DataError> {
     for candidate in [dir.join(format!("{name}.gz")), dir.join(name)] {
         if candidate.exists() {
             return Ok(candidate);
         }
     }
     Err(DataError::Missing {
-        kind: kind.to_owned(),
+        kind: kind.name().to_owned(),
         dir: dir.display().to_string(),
         file: format!("{name}[.gz]"),
-        help: if kind == "fashion_mnist" {
+        help: if kind == Kind::FashionMnist {
             "Debian's dataset-fashion-mnist installs it in /usr/share/datasets/fashion-mnist (`scripts/setup --data`)".into()
         } else {
             "put the original IDX files (gzipped or not) in that folder".into()
@@ -401,9 +431,9 @@ pub fn read_folder(dir: &Path) -> Result<(Images, Vec<String>), DataError> {
 }
 
 /// Loads a data set of `kind` from `dir`, at most `limit` images per split.
-pub fn load(kind: &str, dir: &Path, limit: Option<usize>) -> Result<DataSet, DataError> {
+pub fn load(kind: Kind, dir: &Path, limit: Option<usize>) -> Result<DataSet, DataError> {
     let mut ds = match kind {
-        "fashion_mnist" | "mnist" => DataSet {
+        Kind::FashionMnist | Kind::Mnist => DataSet {
             train: read_idx(
                 &find(dir, "train-images-idx3-ubyte", kind)?,
                 &find(dir, "train-labels-idx1-ubyte", kind)?,
@@ -414,7 +444,7 @@ pub fn load(kind: &str, dir: &Path, limit: Option<usize>) -> Result<DataSet, Dat
             )?,
             classes: 10,
         },
-        "cifar10" => {
+        Kind::Cifar10 => {
             let train: Result<Vec<PathBuf>, DataError> = (1..=5)
                 .map(|i| find(dir, &format!("data_batch_{i}.bin"), kind))
                 .collect();
@@ -424,7 +454,7 @@ pub fn load(kind: &str, dir: &Path, limit: Option<usize>) -> Result<DataSet, Dat
                 classes: 10,
             }
         }
-        "image_folder" => {
+        Kind::ImageFolder => {
             let (train, classes) = read_folder(&split_dir(dir, &["train"])?)?;
             let test_dir = split_dir(dir, &["test", "val"])?;
             let (test, test_classes) = read_folder(&test_dir)?;
@@ -448,11 +478,6 @@ pub fn load(kind: &str, dir: &Path, limit: Option<usize>) -> Result<DataSet, Dat
                 test,
                 classes: classes.len(),
             }
-        }
-        other => {
-            return Err(DataError::Unsupported {
-                kind: other.to_owned(),
-            })
         }
     };
     if let Some(n) = limit {

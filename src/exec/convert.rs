@@ -1,25 +1,25 @@
-//! libtorch tensors ↔ prunex's plain tensors (`models::weights::Tensor`),
+//! libtorch tensors ↔ prunex's plain tensors (`tensor::Tensor`),
 //! the one place the two meet: state dicts, optimizer state, masks and
 //! gradients all cross here.
 
-use prunex::models::weights;
+use prunex::tensor as plain;
 use tch::{Device, Kind, TchError, Tensor};
 
 /// A libtorch tensor as a plain float32 tensor on the CPU.
-pub fn to_plain(t: &Tensor) -> Result<weights::Tensor, TchError> {
+pub fn to_plain(t: &Tensor) -> Result<plain::Tensor, TchError> {
     let t = t
         .f_to_device(Device::Cpu)?
         .f_to_kind(Kind::Float)?
         .f_contiguous()?;
     let shape = t.size().iter().map(|&d| d as usize).collect();
-    Ok(weights::Tensor::f32(
+    Ok(plain::Tensor::f32(
         shape,
         Vec::<f32>::try_from(t.f_flatten(0, -1)?)?,
     ))
 }
 
 /// A plain float32 tensor on `device`; `None` when it is not float32.
-pub fn from_plain(t: &weights::Tensor, device: Device) -> Result<Option<Tensor>, TchError> {
+pub fn from_plain(t: &plain::Tensor, device: Device) -> Result<Option<Tensor>, TchError> {
     let Some(values) = t.as_f32() else {
         return Ok(None);
     };

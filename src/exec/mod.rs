@@ -31,7 +31,7 @@ pub enum ExecCommand {
     /// Print libtorch's version and what it sees of CUDA and cuDNN.
     Version,
     /// Run a recipe.
-    Run(prunex::cli::RunArgs),
+    Run(prunex::invocation::RunArgs),
 }
 
 /// Whether to color output on stderr.
@@ -111,7 +111,7 @@ pub fn main() -> ExitCode {
             println!("cpu threads: {}", i.threads);
             ExitCode::SUCCESS
         }
-        ExecCommand::Run(prunex::cli::RunArgs {
+        ExecCommand::Run(prunex::invocation::RunArgs {
             recipe,
             set,
             threads,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use prunex::graph::{Graph, Op};
-use prunex::models::weights::{StateDict, Tensor as Weights, TensorData};
+use prunex::tensor::{StateDict, Tensor as Weights, TensorData};
 use tch::nn::{self, Init};
 use tch::{Device, TchError, Tensor};
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use globset::Glob;
-use prunex::models::weights::{self, StateDict};
+use prunex::tensor::{self, StateDict};
 use tch::{TchError, Tensor};
 
 use super::convert::{from_plain, to_plain};
@@ -184,9 +184,9 @@ impl Optimizer {
         }
         sd.insert(
             "steps".into(),
-            weights::Tensor {
+            tensor::Tensor {
                 shape: vec![],
-                data: weights::TensorData::I64(vec![self.steps as i64]),
+                data: tensor::TensorData::I64(vec![self.steps as i64]),
             },
         );
         Ok(sd)
@@ -194,10 +194,10 @@ impl Optimizer {
 
     /// Restores what [`Optimizer::state_dict`] saved.
     pub fn load(&mut self, sd: &StateDict) -> Result<(), TchError> {
-        if let Some(weights::TensorData::I64(v)) = sd.get("steps").map(|t| &t.data) {
+        if let Some(tensor::TensorData::I64(v)) = sd.get("steps").map(|t| &t.data) {
             self.steps = v.first().copied().unwrap_or(0) as u64;
         }
-        let mut by_param: BTreeMap<&str, Vec<(usize, &weights::Tensor)>> = BTreeMap::new();
+        let mut by_param: BTreeMap<&str, Vec<(usize, &tensor::Tensor)>> = BTreeMap::new();
         for (k, t) in sd {
             if let Some((name, i)) = k.rsplit_once('.') {
                 if let Ok(i) = i.parse::<usize>() {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use super::weights::{DType, Tensor, TensorData};
+use crate::tensor::{DType, Tensor, TensorData};
 
 /// A pickled value, as far as a state_dict needs.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::{Graph, NodeId, Op};
-use crate::models::weights::StateDict;
+use crate::tensor::StateDict;
 
 /// A removable residual block.
 #[derive(Clone, Debug, PartialEq)]

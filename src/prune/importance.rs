@@ -12,33 +12,9 @@
 use std::collections::BTreeMap;
 
 use crate::graph::{Coupling, Graph, Group, Role};
-use crate::models::weights::StateDict;
+use crate::tensor::StateDict;
 
-/// Importance criteria.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Criterion {
-    /// Σ|w|.
-    L1,
-    /// Σw².
-    L2,
-    /// BatchNorm |γ| only.
-    BnScale,
-    /// |w · gradient|, summed like L1.
-    Taylor,
-    /// Uniform random scores (seeded).
-    Random,
-}
-
-/// How a coupled channel's contributions combine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Aggregate {
-    /// Sum over the places the channel occupies.
-    Sum,
-    /// Mean over them (Torch-Pruning's default).
-    Mean,
-    /// The largest one.
-    Max,
-}
+pub use crate::plan::{Aggregate, Criterion};
 
 /// Gradients of the loss with respect to weights, accumulated over batches
 /// by the executor, keyed like the state_dict. This is all `taylor` needs
@@ -49,7 +25,7 @@ pub type Gradients = StateDict;
 /// channel `i` contributes there, computed in one sequential pass over the
 /// tensor (in f64, with partial sums, far below float32's rounding).
 fn place_sums(
-    t: &crate::models::weights::Tensor,
+    t: &crate::tensor::Tensor,
     gr: Option<&[f32]>,
     role: Role,
     repeat: usize,
@@ -189,14 +165,8 @@ fn splitmix(mut x: u64) -> f64 {
 /// Torch-Pruning counts (`int(n · (1 − ratio))`), rounded down to a multiple
 /// of `round_to` when given, and never fewer than one.
 pub fn keep_count(n: usize, ratio: f64, round_to: Option<usize>) -> usize {
-    let mut keep = ((n as f64) * (1.0 - ratio) + 1e-9).floor() as usize;
-    if let Some(r) = round_to.filter(|&r| r > 1) {
-        keep = (keep / r) * r;
-        if keep == 0 {
-            keep = r.min(n);
-        }
-    }
-    keep.clamp(1, n)
+    let keep = (((n as f64) * (1.0 - ratio) + 1e-9).floor() as usize).clamp(1, n.max(1));
+    round_within(keep, round_to, 1, n, n).clamp(1, n.max(1))
 }
 
 /// The indices of the lowest-scoring channels to remove (ties broken by
@@ -237,9 +207,30 @@ pub fn select_local(
     sel: Selection,
     grads: Option<&Gradients>,
 ) -> BTreeMap<usize, Vec<usize>> {
-    let chosen: Vec<(usize, f64)> = ratios
+    let counts: BTreeMap<usize, usize> = ratios
         .iter()
         .filter(|(_, &r)| r > 0.0)
+        .map(|(&gid, &r)| {
+            let n = c.groups[gid].channels.len();
+            (gid, n - keep_count(n, r, sel.round_to))
+        })
+        .collect();
+    select_counts(g, c, sd, &counts, sel, grads)
+}
+
+/// Each listed group loses exactly `remove` of its channels, the least
+/// important by the selection's criterion. Returns the removal per group.
+pub fn select_counts(
+    g: &Graph,
+    c: &Coupling,
+    sd: &StateDict,
+    remove: &BTreeMap<usize, usize>,
+    sel: Selection,
+    grads: Option<&Gradients>,
+) -> BTreeMap<usize, Vec<usize>> {
+    let chosen: Vec<(usize, usize)> = remove
+        .iter()
+        .filter(|(_, &r)| r > 0)
         .map(|(&gid, &r)| (gid, r))
         .collect();
     let gids: Vec<usize> = chosen.iter().map(|&(gid, _)| gid).collect();
@@ -247,11 +238,7 @@ pub fn select_local(
     chosen
         .iter()
         .zip(all)
-        .map(|(&(gid, r), s)| {
-            let n = c.groups[gid].channels.len();
-            let keep = keep_count(n, r, sel.round_to);
-            (gid, lowest(&s, n - keep))
-        })
+        .map(|(&(gid, r), s)| (gid, lowest(&s, r)))
         .filter(|(_, v)| !v.is_empty())
         .collect()
 }
@@ -278,26 +265,30 @@ fn group_scores(
     })
 }
 
-/// Per-group bounds for global ranking.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Bounds {
-    /// The largest fraction the group may lose.
-    pub max: f64,
-    /// The smallest fraction it must lose.
-    pub min: f64,
+/// How many channels a group may keep under global ranking: at least `lo`
+/// (its cap on what is removed), at most `hi` (its floor), both counted in
+/// the group's channels now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepRange {
+    /// The fewest channels it keeps.
+    pub lo: usize,
+    /// The most channels it keeps.
+    pub hi: usize,
 }
 
 /// Global pruning: one ranking across groups. Scores are divided by their
 /// group's mean (Torch-Pruning's `normalizer="mean"`) so groups of different
-/// scale compete fairly; the lowest channels overall are removed until
-/// `ratio` of all channels in `groups` is gone, within each group's bounds,
-/// keeping at least one channel (and multiples of `round_to`) per group.
+/// scale compete fairly. Every group first drops to its most (`hi`), then
+/// the lowest channels overall go until `keep` channels are left in all
+/// listed groups, no group going below its fewest (`lo`). Each group's count
+/// is then moved to a multiple of `round_to` inside its range (down, as
+/// Torch-Pruning rounds, unless that passes `lo`).
 pub fn select_global(
     g: &Graph,
     c: &Coupling,
     sd: &StateDict,
-    groups: &BTreeMap<usize, Bounds>,
-    ratio: f64,
+    groups: &BTreeMap<usize, KeepRange>,
+    keep: usize,
     sel: Selection,
     grads: Option<&Gradients>,
 ) -> BTreeMap<usize, Vec<usize>> {
@@ -316,39 +307,50 @@ pub fn select_global(
             .unwrap_or(std::cmp::Ordering::Equal)
             .then((a.1, a.2).cmp(&(b.1, b.2)))
     });
-    let total: usize = groups.keys().map(|&gid| c.groups[gid].channels.len()).sum();
-    let target = ((total as f64) * ratio).floor() as usize;
     // Start from each group's floor, then take the globally least important.
-    let mut removed: BTreeMap<usize, usize> = groups
+    let mut kept: BTreeMap<usize, usize> = groups
         .iter()
-        .map(|(&gid, b)| {
-            let n = c.groups[gid].channels.len();
-            (gid, n - keep_count(n, b.min, None))
-        })
+        .map(|(&gid, r)| (gid, c.groups[gid].channels.len().min(r.hi).max(1)))
         .collect();
-    let mut count: usize = removed.values().sum();
+    let mut count: usize = kept.values().sum();
     for &(_, gid, _) in &all {
-        if count >= target {
+        if count <= keep {
             break;
         }
-        let n = c.groups[gid].channels.len();
-        let cap = n - keep_count(n, groups[&gid].max, None);
-        let r = removed
-            .get_mut(&gid)
-            .expect("every ranked group has an entry");
-        if *r < cap {
-            *r += 1;
-            count += 1;
+        let k = kept.get_mut(&gid).expect("every ranked group has an entry");
+        if *k > groups[&gid].lo.max(1) {
+            *k -= 1;
+            count -= 1;
         }
     }
-    removed
-        .into_iter()
-        .filter_map(|(gid, r)| {
+    kept.into_iter()
+        .filter_map(|(gid, k)| {
             let n = c.groups[gid].channels.len();
-            let keep = keep_count(n, r as f64 / n as f64, sel.round_to);
-            let s = &scores_of[&gid];
-            let v = lowest(s, n - keep);
+            let r = groups[&gid];
+            let k = round_within(k, sel.round_to, r.lo.max(1), r.hi.min(n), n);
+            let v = lowest(&scores_of[&gid], n - k);
             (!v.is_empty()).then_some((gid, v))
         })
         .collect()
+}
+
+/// `keep` (of `n`) moved to a multiple of `round_to` inside `lo..=hi`: down
+/// when that stays at or above `lo`, else up when that stays at or below
+/// `hi`; all `n` when even one multiple is more than the group has (and
+/// `hi` allows it); else unchanged.
+pub fn round_within(keep: usize, round_to: Option<usize>, lo: usize, hi: usize, n: usize) -> usize {
+    let Some(r) = round_to.filter(|&r| r > 1) else {
+        return keep;
+    };
+    let down = keep / r * r;
+    let up = keep.div_ceil(r) * r;
+    if down >= lo.max(1) {
+        down
+    } else if up <= hi {
+        up
+    } else if up > n && hi >= n {
+        n
+    } else {
+        keep
+    }
 }

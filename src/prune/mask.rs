@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::models::weights::StateDict;
+use crate::tensor::StateDict;
 
 /// Per weight key, which entries are kept.
 pub type Masks = BTreeMap<String, Vec<bool>>;
@@ -119,9 +119,7 @@ pub fn n_m(sd: &StateDict, keys: &[String], n: usize, m: usize) -> (Masks, Vec<S
 /// Writes zeros where masks say so.
 pub fn apply(sd: &mut StateDict, masks: &Masks) {
     for (key, keep) in masks {
-        if let Some(crate::models::weights::TensorData::F32(v)) =
-            sd.get_mut(key).map(|t| &mut t.data)
-        {
+        if let Some(crate::tensor::TensorData::F32(v)) = sd.get_mut(key).map(|t| &mut t.data) {
             for (x, &k) in v.iter_mut().zip(keep) {
                 if !k {
                     *x = 0.0;

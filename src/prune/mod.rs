@@ -1,7 +1,10 @@
-//! Pruning: importance, selection and physical surgery (plain Rust), and the
-//! unstructured and N:M masks.
+//! Pruning: importance, selection and physical surgery (plain Rust), the
+//! unstructured and N:M masks, and the one function that decides a pruning
+//! step from the plan (`decide`), for the checker's predictions and the
+//! executor alike.
 
 pub mod blocks;
+pub mod decide;
 pub mod importance;
 pub mod mask;
 pub mod surgery;

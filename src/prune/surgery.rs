@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::{Coupling, Graph, Op, Role};
-use crate::models::weights::{StateDict, Tensor, TensorData};
+use crate::tensor::{StateDict, Tensor, TensorData};
 
 /// Channels to remove: for each group id, indices into `Group::channels`.
 pub type Removal = BTreeMap<usize, Vec<usize>>;

@@ -1,0 +1,648 @@
+//! `prunex run`: the checked plan executed on libtorch — dense training when
+//! no weights are given, evaluation, pruning at each scheduled step
+//! (masks re-applied after every optimizer step; channels and blocks removed
+//! physically, the optimizer rebuilt), fine-tuning, export.
+//!
+//! A run is a chain of units — each pretraining epoch, the dense
+//! evaluation, the pruning before fine-tuning, each fine-tuning epoch, the
+//! final measurement — and each unit's result is stored in the stage cache
+//! ([`prunex::cache`]) under a hash of everything upstream of it. That one
+//! mechanism gives the pretraining cache, a checkpoint every epoch,
+//! `--resume`, Ctrl-C (the current batch finishes, the position inside the
+//! epoch is saved) and watch mode's "re-run only what changed".
+//!
+//! Runs repeat: every unit reseeds its data order from its key and libtorch
+//! from its key and step, so a resumed run computes exactly what an
+//! uninterrupted one does.
+
+mod export;
+mod prune;
+mod session;
+mod train;
+mod units;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use miette::{Diagnostic, Report};
+use prunex::cache::{hash_bytes, Cache, KeyBuilder};
+use prunex::check::{check_path, parse_override, Mode};
+use prunex::data::{load, DataSet, Rng, Transform};
+use prunex::diagnostics::{is_error, render_human};
+use prunex::graph::{analyze, Graph};
+use prunex::models::weights;
+use prunex::plan::{Plan, Stage, Teacher, Unit};
+use prunex::report::{LayerReport, Lock, RunReport, Timings};
+use prunex::syntax::FsLoader;
+use tch::Device;
+use thiserror::Error;
+
+use super::model::TorchModel;
+use session::Session;
+use units::{describe, seed_of, Work};
+
+/// Set by Ctrl-C (or by watch mode, which sends SIGINT): the run stops at
+/// the next batch boundary, saves where it is, and exits.
+pub static CANCEL: AtomicBool = AtomicBool::new(false);
+
+fn cancelled() -> bool {
+    CANCEL.load(Ordering::SeqCst)
+}
+
+/// `PRUNEX_INTERRUPT_AT=finetune:2:5` acts as a Ctrl-C before step 5 of
+/// fine-tuning epoch 2, so tests can interrupt a run at an exact place.
+fn interrupt_at() -> Option<(String, u64, usize)> {
+    let v = std::env::var("PRUNEX_INTERRUPT_AT").ok()?;
+    let mut it = v.split(':');
+    Some((
+        it.next()?.to_owned(),
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
+}
+
+/// What can stop a run.
+#[derive(Debug, Error, Diagnostic)]
+pub enum RunError {
+    /// The recipe does not check (its diagnostics were printed).
+    #[error("the recipe has errors; nothing was run")]
+    #[diagnostic(
+        code(prunex::run::invalid_recipe),
+        help("fix the problems above (`prunex check` shows them)")
+    )]
+    Invalid,
+    /// libtorch failed.
+    #[error("libtorch failed: {0}")]
+    #[diagnostic(
+        code(prunex::run::torch),
+        help("this usually means the device ran out of memory or the device name is wrong")
+    )]
+    Torch(#[from] tch::TchError),
+    /// The loss stopped being a number.
+    #[error("the loss became {value} in {stage} epoch {epoch}, step {step}")]
+    #[diagnostic(
+        code(prunex::run::non_finite_loss),
+        help("lower the learning rate, or add warm-up (`warmup 1 epochs`)")
+    )]
+    NonFinite {
+        /// Stage.
+        stage: String,
+        /// Epoch (1-based).
+        epoch: u64,
+        /// Step within the epoch.
+        step: usize,
+        /// NaN or inf.
+        value: f64,
+    },
+    /// An output could not be written.
+    #[error("cannot write {path}: {reason}")]
+    #[diagnostic(
+        code(prunex::run::write_failed),
+        help("check that the export folder is writable; earlier outputs are left as they were")
+    )]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Ctrl-C (or watch mode) stopped the run; where it was is saved.
+    #[error("interrupted in {at}; progress saved")]
+    #[diagnostic(
+        code(prunex::run::interrupted),
+        help(
+            "`prunex run --resume {recipe}` continues from here; the export folder was not touched"
+        )
+    )]
+    Interrupted {
+        /// Where.
+        at: String,
+        /// The recipe, for the help line.
+        recipe: String,
+    },
+    /// A schedule counted in steps prunes after the last fine-tuning epoch
+    /// (only the data's size tells how many steps an epoch has).
+    #[error(
+        "the schedule prunes at step {at}, but fine-tuning ends after {total} steps ({epochs} epochs of {per_epoch})"
+    )]
+    #[diagnostic(
+        code(prunex::run::schedule_after_finetune),
+        help("end the schedule by step {last}, count it in epochs, or fine-tune longer")
+    )]
+    ScheduleAfterFinetune {
+        /// The step.
+        at: u64,
+        /// Fine-tuning steps in all.
+        total: u64,
+        /// Fine-tuning epochs.
+        epochs: u64,
+        /// Steps per epoch.
+        per_epoch: u64,
+        /// The last step a schedule may prune at.
+        last: u64,
+    },
+    /// The model's input does not fit the data.
+    #[error("the model takes {model:?} inputs but the data's images are {data:?}")]
+    #[diagnostic(
+        code(prunex::run::input_mismatch),
+        help("set the model's `input` to the data's shape, or add `pad` to the data block")
+    )]
+    InputMismatch {
+        /// `[C, H, W]` of the model.
+        model: [usize; 3],
+        /// `[C, H, W]` of the data after the transform.
+        data: [usize; 3],
+    },
+}
+
+/// How a run uses the stage cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reuse {
+    /// Reuse the dense model (pretraining and its evaluation); redo pruning
+    /// and fine-tuning.
+    #[default]
+    Dense,
+    /// Continue from the last unit saved, even inside an epoch.
+    Resume,
+    /// Reuse nothing (results are still saved).
+    Fresh,
+}
+
+/// How a run is started.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// What may come from the cache.
+    pub reuse: Reuse,
+    /// The stage cache.
+    pub cache: Cache,
+    /// Progress bars (shown only on a terminal).
+    pub progress: bool,
+}
+
+/// Runs a recipe; prints diagnostics and progress, returns the report.
+pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, RunError> {
+    let overrides: Vec<_> = set.iter().filter_map(|s| parse_override(s).ok()).collect();
+    let checked = check_path(path, &FsLoader, &overrides, Mode::Single);
+    for r in &checked.reports {
+        eprint!("{}", render_human(r, super::color()));
+    }
+    if checked.reports.iter().any(|r| is_error(r.as_ref())) {
+        return Err(RunError::Invalid);
+    }
+    let (Some(graph), Some(plan)) = (checked.graph, checked.plan) else {
+        return Err(RunError::Invalid);
+    };
+    let mut h = blake3::Hasher::new();
+    for f in checked.sources.files() {
+        h.update(f.name.as_bytes());
+        h.update(&[0]);
+        h.update(f.text.as_bytes());
+        h.update(&[0]);
+    }
+    let recipe_hash = h.finalize().to_hex().to_string();
+    execute(
+        &graph,
+        checked.teacher.as_ref(),
+        plan,
+        recipe_hash,
+        path,
+        opts,
+    )
+}
+
+fn show(e: impl Diagnostic + Send + Sync + 'static) -> RunError {
+    eprint!("{}", render_human(&Report::new(e), super::color()));
+    RunError::Invalid
+}
+
+/// The plan's stages without the recipe lines behind targets, so that
+/// moving a rule or adding a comment does not invalidate the cache.
+fn stages_for_key(plan: &Plan) -> Vec<Stage> {
+    let mut stages = plan.stages.clone();
+    for st in &mut stages {
+        for g in &mut st.groups {
+            g.set_by.clear();
+        }
+        for l in &mut st.layers {
+            l.set_by.clear();
+        }
+    }
+    stages
+}
+
+fn hash_data(d: &DataSet) -> String {
+    let mut h = blake3::Hasher::new();
+    for split in [&d.train, &d.test] {
+        for n in split.shape {
+            h.update(&(n as u64).to_le_bytes());
+        }
+        h.update(&(split.len() as u64).to_le_bytes());
+        h.update(&split.pixels);
+        h.update(&split.labels);
+    }
+    h.finalize().to_hex().to_string()
+}
+
+fn execute(
+    graph: &Graph,
+    teacher_graph: Option<&Graph>,
+    plan: Plan,
+    recipe_hash: String,
+    path: &Path,
+    opts: &Options,
+) -> Result<RunReport, RunError> {
+    let seed = plan.seed;
+    tch::manual_seed(seed as i64);
+    let device = session::device_of(plan.device);
+    let d = &plan.data;
+    let data = load(d.kind, &d.path, d.limit.map(|l| l as usize)).map_err(show)?;
+    let (mean, std) = (&d.mean, &d.std);
+    let transform = Transform {
+        mean: mean.iter().map(|&x| x as f32).collect(),
+        std: std.iter().map(|&x| x as f32).collect(),
+        pad: d.pad as usize,
+        crop: d.crop as usize,
+        flip: d.flip,
+    };
+    let shape = transform.shape(data.train.shape);
+    if shape != plan.input {
+        return Err(RunError::InputMismatch {
+            model: plan.input,
+            data: shape,
+        });
+    }
+    let before = analyze(graph, graph.input).map_err(|e| tch::TchError::Kind(e.to_string()))?;
+    let dense_weights: u64 = graph
+        .modules()
+        .filter(|(_, n)| {
+            matches!(
+                n.op,
+                prunex::graph::Op::Conv2d { .. } | prunex::graph::Op::Linear { .. }
+            )
+        })
+        .map(|(_, n)| n.op.state()[0].1.iter().product::<usize>() as u64)
+        .sum();
+    let weights_file = match &plan.weights {
+        Some(w) => Some(std::fs::read(w).map_err(|e| RunError::Write {
+            path: w.display().to_string(),
+            reason: format!("cannot read the weights: {e}"),
+        })?),
+        None => None,
+    };
+    let model_yaml = prunex::models::yaml::to_yaml(graph);
+    let lock = Lock {
+        recipe: recipe_hash,
+        plan: hash_bytes(plan.to_yaml().as_bytes()),
+        model: hash_bytes(model_yaml.as_bytes()),
+        weights: weights_file.as_deref().map(hash_bytes),
+        data: hash_data(&data),
+        seed,
+        prunex: env!("CARGO_PKG_VERSION").into(),
+        libtorch: env!("PRUNEX_LIBTORCH_VERSION").into(),
+    };
+    let mut s = Session {
+        device,
+        batch: d.batch as usize,
+        eval_batch: d.eval_batch as usize,
+        seed,
+        rng: Rng::new(seed),
+        unit_seed: seed,
+        stochastic: graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, prunex::graph::Op::Dropout { .. })),
+        model: TorchModel::new(graph, device),
+        masks: BTreeMap::new(),
+        dense_weights,
+        epochs: Vec::new(),
+        teacher: None,
+        penalty: plan.stages.iter().find_map(|st| st.penalty),
+        opt: None,
+        pending_opt: None,
+        dense_accuracy: None,
+        dense: None,
+        pruned_accuracy: None,
+        final_accuracy: None,
+        timings: Timings {
+            threads: tch::get_num_threads(),
+            ..Timings::default()
+        },
+        progress: opts.progress,
+        data,
+        transform,
+    };
+
+    // Prune steps by fine-tuning epoch: (stage, step). The checker stops
+    // epoch-counted steps that no fine-tuning epoch follows; step-counted
+    // ones are known only now.
+    let ft_epochs = plan.finetune.as_ref().map_or(0, |t| t.epochs);
+    let steps_per_epoch = (s.data.train.len().div_ceil(s.batch) as u64).max(1);
+    let mut events: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
+    for (i, st) in plan.stages.iter().enumerate() {
+        for (k, step) in st.schedule.iter().enumerate() {
+            let epoch = match step.unit {
+                Unit::Epochs => step.at,
+                Unit::Steps => step.at / steps_per_epoch,
+            };
+            if step.unit == Unit::Steps && epoch > 0 && epoch >= ft_epochs {
+                return Err(RunError::ScheduleAfterFinetune {
+                    at: step.at,
+                    total: ft_epochs * steps_per_epoch,
+                    epochs: ft_epochs,
+                    per_epoch: steps_per_epoch,
+                    last: ft_epochs.max(1) * steps_per_epoch - 1,
+                });
+            }
+            events.entry(epoch).or_default().push((i, k));
+        }
+    }
+
+    // The chain of units and their keys.
+    let mut works = Vec::new();
+    if let Some(pre) = &plan.pretrain {
+        works.extend((1..=pre.epochs).map(Work::Pretrain));
+    }
+    works.push(Work::Dense);
+    if events.contains_key(&0) {
+        works.push(Work::Prune);
+    }
+    works.extend((1..=ft_epochs).map(Work::Finetune));
+    works.push(Work::Final);
+    let stages = stages_for_key(&plan);
+    let teacher_weights = match plan.distill.as_ref().map(|d| &d.teacher) {
+        Some(Teacher::Model {
+            weights: Some(w), ..
+        }) => std::fs::read(w).map(|b| hash_bytes(&b)).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let mut prev = KeyBuilder::new("base")
+        .str(&lock.prunex)
+        .str(&lock.libtorch)
+        .str(&format!("{device:?}"))
+        .u64(seed)
+        .str(&model_yaml)
+        .str(lock.weights.as_deref().unwrap_or(""))
+        .str(&lock.data)
+        .json(&(
+            d.batch,
+            d.eval_batch,
+            &d.mean,
+            &d.std,
+            d.crop,
+            d.flip,
+            d.pad,
+        ))
+        .key();
+    let mut keys = Vec::new();
+    for &w in &works {
+        let mut kb = KeyBuilder::after(w.name(), &prev);
+        match w {
+            Work::Pretrain(e) => kb.json(&plan.pretrain).u64(e),
+            Work::Dense | Work::Final => &mut kb,
+            Work::Prune => kb.json(&stages).json(&plan.distill).str(&teacher_weights),
+            Work::Finetune(e) => kb
+                .json(&plan.finetune)
+                .json(&plan.distill)
+                .str(&teacher_weights)
+                .json(&stages)
+                .u64(e),
+        };
+        prev = kb.key();
+        keys.push(prev.clone());
+    }
+
+    // Where to start: after the last unit the cache has (and may give).
+    let cache = &opts.cache;
+    let allowed = |w: Work| match opts.reuse {
+        Reuse::Fresh => false,
+        Reuse::Resume => true,
+        Reuse::Dense => matches!(w, Work::Pretrain(_) | Work::Dense),
+    };
+    let mut start = 0;
+    for i in (0..works.len()).rev() {
+        if allowed(works[i]) {
+            if let Some(dir) = cache.get(&keys[i]) {
+                if s.restore(&dir).is_some() {
+                    start = i + 1;
+                    break;
+                }
+            }
+        }
+    }
+    let mut partial = None;
+    if opts.reuse == Reuse::Resume && start < works.len() {
+        let pk = KeyBuilder::after("partial", &keys[start]).key();
+        if let Some(meta) = cache.get(&pk).and_then(|dir| s.restore(&dir)) {
+            partial = meta.partial;
+        }
+    }
+    if start == 0 && partial.is_none() {
+        if let Some(w) = &plan.weights {
+            let (sd, notes) = weights::load_for(w, graph).map_err(show)?;
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            s.model.load(&sd)?;
+        }
+    }
+    if start > 0 {
+        eprintln!("from cache: {}", describe(&works[..start]));
+    }
+    if let (Some(p), Some(w)) = (&partial, works.get(start)) {
+        eprintln!(
+            "resuming {} at step {} (saved when the run was interrupted)",
+            w.label(),
+            p.step
+        );
+    }
+    if start < works.len() {
+        eprintln!("running: {}", describe(&works[start..]));
+    }
+
+    let recipe_path = path.display().to_string();
+    for i in start..works.len() {
+        if cancelled() {
+            return Err(RunError::Interrupted {
+                at: works[i].label(),
+                recipe: recipe_path,
+            });
+        }
+        let w = works[i];
+        let key = &keys[i];
+        s.unit_seed = seed_of(key);
+        s.rng = Rng::new(s.unit_seed ^ 0x7a71_0e55);
+        tch::manual_seed(s.unit_seed as i64);
+        let resumed = if i == start { partial.take() } else { None };
+        match w {
+            Work::Pretrain(e) => {
+                if e == 1 && resumed.is_none() {
+                    s.opt = None;
+                    s.pending_opt = None;
+                }
+                let pre = plan
+                    .pretrain
+                    .as_ref()
+                    .expect("pretraining units come from it");
+                let total = pre.epochs;
+                train::epoch(
+                    &mut s,
+                    pre,
+                    "pretrain",
+                    e,
+                    total,
+                    resumed,
+                    cache,
+                    key,
+                    &recipe_path,
+                )?;
+            }
+            Work::Dense => {
+                s.opt = None;
+                s.pending_opt = None;
+                let a = s.evaluate()?;
+                s.dense_accuracy = Some(a);
+                s.dense = Some((s.model.graph.clone(), s.model.state_dict()?));
+            }
+            Work::Prune => {
+                if s.teacher.is_none() {
+                    s.teacher = train::teacher(&plan, teacher_graph, graph, &s)?;
+                }
+                prune::apply_events(
+                    &mut s,
+                    &plan,
+                    events.get(&0).map(Vec::as_slice).unwrap_or(&[]),
+                )?;
+                let a = s.evaluate()?;
+                eprintln!(
+                    "after pruning: {:.2} % (sparsity {:.2} %)",
+                    a * 100.0,
+                    s.sparsity() * 100.0
+                );
+                s.pruned_accuracy = Some(a);
+            }
+            Work::Finetune(e) => {
+                if s.teacher.is_none() {
+                    s.teacher = train::teacher(&plan, teacher_graph, graph, &s)?;
+                }
+                if resumed.is_none() {
+                    if e == 1 {
+                        s.opt = None;
+                        s.pending_opt = None;
+                    } else if let Some(ev) = events.get(&(e - 1)) {
+                        prune::apply_events(&mut s, &plan, ev)?;
+                    }
+                }
+                let ft = plan
+                    .finetune
+                    .as_ref()
+                    .expect("fine-tuning units come from it");
+                let total = ft.epochs;
+                train::epoch(
+                    &mut s,
+                    ft,
+                    "finetune",
+                    e,
+                    total,
+                    resumed,
+                    cache,
+                    key,
+                    &recipe_path,
+                )?;
+            }
+            Work::Final => {
+                s.final_accuracy = Some(s.evaluate()?);
+                let dense = match s.dense.take() {
+                    Some(d) => Some(d),
+                    None => works
+                        .iter()
+                        .position(|w| *w == Work::Dense)
+                        .and_then(|k| cache.get(&keys[k]))
+                        .and_then(|dir| units::model_of(&dir)),
+                };
+                // Only when the cache lost the dense model (evicted) is its
+                // latency left unmeasured.
+                let mut dense = match dense {
+                    Some((g, sd)) => {
+                        let mut m = TorchModel::new(&g, s.device);
+                        m.load(&sd)?;
+                        Some(m)
+                    }
+                    None => None,
+                };
+                let (p, d) = s.latencies(dense.as_mut())?;
+                s.timings.dense = d;
+                s.timings.pruned = Some(p);
+            }
+        }
+        if w == Work::Dense {
+            eprintln!(
+                "dense test accuracy: {:.2} %",
+                s.dense_accuracy.unwrap_or(0.0) * 100.0
+            );
+        }
+        units::checkpoint(&s, cache, key, &w.label(), None);
+        cache.remove(&KeyBuilder::after("partial", key).key());
+    }
+    if start == works.len() {
+        eprintln!(
+            "dense test accuracy: {:.2} %",
+            s.dense_accuracy.unwrap_or(0.0) * 100.0
+        );
+    }
+
+    let after = analyze(&s.model.graph, s.model.graph.input)
+        .map_err(|e| tch::TchError::Kind(e.to_string()))?;
+    let final_sd = s.model.state_dict()?;
+    let layers = graph
+        .modules()
+        .filter(|(_, n)| {
+            matches!(
+                n.op,
+                prunex::graph::Op::Conv2d { .. } | prunex::graph::Op::Linear { .. }
+            )
+        })
+        .map(|(id, n)| {
+            let key = format!("{}.weight", n.name);
+            let shape_before = n.op.state()[0].1.clone();
+            let numel: usize = shape_before.iter().product();
+            let after_id = s.model.graph.nodes.iter().position(|m| m.name == n.name);
+            let w = final_sd.get(&key);
+            let nonzero = w
+                .and_then(|t| t.as_f32())
+                .map_or(0, |v| v.iter().filter(|x| **x != 0.0).count());
+            LayerReport {
+                layer: n.name.clone(),
+                shape_before,
+                shape_after: w.map(|t| t.shape.clone()),
+                sparsity: 1.0 - nonzero as f64 / numel.max(1) as f64,
+                params: (before.params[id], after_id.map_or(0, |i| after.params[i])),
+                macs: (before.macs[id], after_id.map_or(0, |i| after.macs[i])),
+            }
+        })
+        .collect();
+    let report = RunReport {
+        layers,
+        recipe: plan.recipe.clone(),
+        device: match device {
+            Device::Cuda(i) => format!("cuda:{i}"),
+            Device::Mps => "mps".into(),
+            Device::Vulkan => "vulkan".into(),
+            Device::Cpu => "cpu".into(),
+        },
+        lock,
+        dense_accuracy: s.dense_accuracy.unwrap_or(0.0),
+        pruned_accuracy: s.pruned_accuracy,
+        final_accuracy: s.final_accuracy.unwrap_or(0.0),
+        params: (before.total_params, after.total_params),
+        macs: (before.total_macs, after.total_macs),
+        sparsity: s.sparsity(),
+        epochs: s.epochs.clone(),
+        plan,
+        timings: s.timings.clone(),
+    };
+    let out_dir = report.plan.export.clone();
+    export::export(&out_dir, &s.model, &report)?;
+    prunex::report::text::print_summary(&report, &out_dir);
+    Ok(report)
+}

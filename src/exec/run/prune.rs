@@ -1,0 +1,123 @@
+//! Pruning inside a run: the plan's steps applied through
+//! [`decide::step`] (the one function that decides a pruning step), masks
+//! held after every optimizer step, the model and optimizer rebuilt after
+//! surgery.
+
+use std::collections::BTreeMap;
+
+use prunex::data::batches;
+use prunex::graph::Graph;
+use prunex::plan::{Criterion, Plan, Stage, Step};
+use prunex::prune::{decide, mask};
+use prunex::tensor::StateDict;
+use tch::Tensor;
+
+use super::session::{to_tensor, Session};
+use super::RunError;
+use crate::exec::convert::to_plain;
+use crate::exec::model::TorchModel;
+
+impl Session {
+    /// Sums the loss gradients of `n` training batches, by state_dict key
+    /// (first-order Taylor importance).
+    pub(super) fn gather_gradients(&mut self, n: u64) -> Result<StateDict, RunError> {
+        let vars = self.model.vs.variables();
+        let zero = |vars: &std::collections::HashMap<String, Tensor>| {
+            for v in vars.values() {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+        };
+        zero(&vars);
+        let data = batches(
+            &self.data.train,
+            &self.transform,
+            self.batch,
+            Some(&mut self.rng),
+        );
+        for b in data.iter().take(n as usize) {
+            let (x, y) = to_tensor(b, self.device);
+            let out = self.model.forward(&x, true)?;
+            out.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?
+                .backward();
+        }
+        let mut grads = StateDict::new();
+        for (k, v) in &vars {
+            let g = v.grad();
+            if g.defined() {
+                grads.insert(k.clone(), to_plain(&g)?);
+            }
+        }
+        zero(&vars);
+        Ok(grads)
+    }
+
+    /// Prunes one stage to its schedule step `at`, as [`decide::step`]
+    /// decides from the plan (the same function `prunex plan` predicts with).
+    pub(super) fn prune(&mut self, stage: &Stage, at: &Step) -> Result<(), RunError> {
+        let sd = self.model.state_dict()?;
+        let grads = match (stage.importance, stage.batches) {
+            (Criterion::Taylor, Some(n)) => Some(self.gather_gradients(n)?),
+            _ => None,
+        };
+        let inputs = decide::Inputs {
+            weights: Some(&sd),
+            grads: grads.as_ref(),
+            seed: self.seed,
+        };
+        let graph = self.model.graph.clone();
+        match decide::step(stage, at, &graph, inputs)
+            .map_err(|e| tch::TchError::Kind(e.to_string()))?
+        {
+            decide::Outcome::Masks { masks, .. } => self.set_masks(masks.unwrap_or_default()),
+            decide::Outcome::Rebuilt { graph, weights } => {
+                self.rebuild(graph, weights.expect("weights were given"))
+            }
+        }
+    }
+
+    pub(super) fn set_masks(&mut self, masks: mask::Masks) -> Result<(), RunError> {
+        let shapes: BTreeMap<String, Vec<i64>> = self
+            .model
+            .vs
+            .variables()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.size()))
+            .collect();
+        for (k, keep) in masks {
+            let m: Vec<f32> = keep.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+            let t = Tensor::from_slice(&m)
+                .reshape(&shapes[&k])
+                .to_device(self.device);
+            self.masks.insert(k, t);
+        }
+        self.apply_masks()
+    }
+
+    pub(super) fn rebuild(&mut self, g: Graph, sd: StateDict) -> Result<(), RunError> {
+        let mut m = TorchModel::new(&g, self.device);
+        m.load(&sd)?;
+        self.model = m;
+        self.masks.clear();
+        self.opt = None;
+        Ok(())
+    }
+}
+
+/// Applies the plan's pruning steps `(stage, step)` due now.
+pub(super) fn apply_events(
+    s: &mut Session,
+    plan: &Plan,
+    events: &[(usize, usize)],
+) -> Result<(), RunError> {
+    for &(i, k) in events {
+        let st = &plan.stages[i];
+        s.prune(st, &st.schedule[k])?;
+    }
+    // The optimizer starts afresh on the changed model.
+    s.opt = None;
+    s.pending_opt = None;
+    Ok(())
+}
