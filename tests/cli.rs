@@ -432,3 +432,30 @@ fn cache_info_and_clean_report_the_cache() {
     assert!(text.starts_with("removed 1 entries (2.0 KB)"), "{text}");
     assert!(!entry.exists());
 }
+
+/// Settings compare as the plan resolved them: writing out a default is no
+/// difference, changing one is.
+#[test]
+fn diff_compares_settings_with_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = |finetune: &str| {
+        format!(
+            "recipe \"d\"\nmodel lenet5 {{ input [1, 28, 28] classes 10 }}\n\
+             data fashion_mnist \"/data\"\nprune weights {{ ratio 0.5 }}\n{finetune}\n"
+        )
+    };
+    for (name, finetune) in [
+        ("a.prune", "finetune { epochs 2 }"),
+        ("b.prune", "finetune { epochs 2 lr 0.01 optimizer sgd }"),
+        ("c.prune", "finetune { epochs 2 lr 0.02 }"),
+    ] {
+        std::fs::write(dir.path().join(name), recipe(finetune)).unwrap();
+    }
+    let same = stdout_in(dir.path(), &["diff", "a.prune", "b.prune"]);
+    assert!(same.contains("resolve to the same plan"), "{same}");
+    let changed = stdout_in(dir.path(), &["diff", "a.prune", "c.prune"]);
+    assert!(
+        changed.contains("│ finetune │ lr") && changed.contains("1 difference"),
+        "{changed}"
+    );
+}

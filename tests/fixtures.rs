@@ -81,3 +81,17 @@ fn err_fixtures_render_their_diagnostics() {
         insta::assert_snapshot!(rendered.join("\n"));
     });
 }
+
+/// `prunex plan --yaml` of every recipe in the repository: the whole
+/// contract the executor reads — stages, the teacher, and every training,
+/// data and distillation setting with its default filled in.
+#[test]
+fn recipes_plan() {
+    insta::glob!(env!("CARGO_MANIFEST_DIR"), "recipes/*.prune", |path| {
+        let rel = relative(path);
+        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        assert!(!checked.has_errors(), "{} has errors", rel.display());
+        let plan = checked.plan.expect("a recipe has a plan");
+        insta::assert_snapshot!(plan.to_yaml());
+    });
+}

@@ -164,34 +164,34 @@ pub fn facts(recipe: &Recipe, plan: &Plan) -> Vec<((String, String), String)> {
     for (k, v) in model {
         push("model", k, v);
     }
-    push("model", "seed".into(), recipe.seed.unwrap_or(0).to_string());
-    let mut data = BTreeMap::new();
-    flatten(
-        "",
-        &serde_json::to_value(&recipe.data).unwrap_or(Value::Null),
-        &mut data,
-    );
-    for (k, v) in data {
-        push("data", k, v);
-    }
-    for (name, t) in [
-        ("pretrain", &recipe.pretrain),
-        ("finetune", &recipe.finetune),
-    ] {
+    // Settings as the plan resolved them, defaults filled in: a default
+    // written out is no difference, a changed default is one.
+    push("model", "seed".into(), plan.seed.to_string());
+    let settings = [
+        ("model", serde_json::json!({ "device": plan.device })),
+        (
+            "data",
+            serde_json::to_value(&plan.data).unwrap_or(Value::Null),
+        ),
+        (
+            "pretrain",
+            serde_json::to_value(&plan.pretrain).unwrap_or(Value::Null),
+        ),
+        (
+            "finetune",
+            serde_json::to_value(&plan.finetune).unwrap_or(Value::Null),
+        ),
+        (
+            "distill",
+            serde_json::to_value(&plan.distill).unwrap_or(Value::Null),
+        ),
+    ];
+    for (sec, v) in settings {
         let mut m = BTreeMap::new();
-        flatten("", &serde_json::to_value(t).unwrap_or(Value::Null), &mut m);
+        flatten("", &v, &mut m);
         for (k, v) in m {
-            push(name, k, v);
+            push(sec, k, v);
         }
-    }
-    let mut d = BTreeMap::new();
-    flatten(
-        "",
-        &serde_json::to_value(&recipe.distill).unwrap_or(Value::Null),
-        &mut d,
-    );
-    for (k, v) in d {
-        push("distill", k, v);
     }
     for (i, st) in plan.stages.iter().enumerate() {
         let sec = format!(
@@ -241,15 +241,7 @@ pub fn facts(recipe: &Recipe, plan: &Plan) -> Vec<((String, String), String)> {
         push(&sec, "params after".into(), thousands(st.params_after));
         push(&sec, "MACs after".into(), thousands(st.macs_after));
     }
-    push(
-        "export",
-        "folder".into(),
-        recipe
-            .export
-            .as_ref()
-            .map(|e| e.node.display().to_string())
-            .unwrap_or_default(),
-    );
+    push("export", "folder".into(), plan.export.display().to_string());
     rows
 }
 
