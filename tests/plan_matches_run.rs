@@ -288,8 +288,9 @@ fn compare(case: &Case, plan: &Plan, report: &serde_json::Value, dir: &Path) {
 }
 
 proptest! {
+    // 14 cases in the suite; `PROPTEST_CASES=200` for a longer search.
     #![proptest_config(ProptestConfig {
-        cases: 14,
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(14),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

@@ -251,3 +251,85 @@ fn taylor_selection_follows_the_gradients() {
     let removal = select_local(&g, &c, &sd, &ratios, sel, Some(&grads));
     assert_eq!(removal[&conv1], (16..32).collect::<Vec<_>>());
 }
+
+/// The plan of `prune channels { … }` on simplecnn, as `prunex check` makes it.
+fn simplecnn_plan(body: &str) -> (prunex::graph::Graph, prunex::plan::Plan) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.prune");
+    std::fs::write(
+        &path,
+        format!(
+            "recipe \"r\"\nmodel simplecnn {{ input [1, 28, 28] classes 10 }}\n\
+             data fashion_mnist \"/data\"\nprune channels {{ {body} }}\n"
+        ),
+    )
+    .unwrap();
+    let checked = prunex::check::check_path(
+        &path,
+        &prunex::syntax::FsLoader,
+        &[],
+        prunex::check::Mode::Single,
+    );
+    assert!(!checked.has_errors(), "{:?}", checked.reports);
+    (checked.graph.unwrap(), checked.plan.unwrap())
+}
+
+/// Output channels of a layer of `g`.
+fn out_channels(g: &prunex::graph::Graph, layer: &str) -> usize {
+    let n = g.nodes.iter().find(|n| n.name == layer).unwrap();
+    n.op.state()[0].1[0]
+}
+
+/// `int(32 · 0.7) = 22` channels kept would remove 10 of 32 (31.25 %), above
+/// a 0.3 cap: the count rounds toward the bound instead, with and without
+/// weights (the run and the plan's prediction).
+#[test]
+fn a_cap_holds_after_integer_rounding() {
+    use prunex::prune::decide::{step, Inputs, Outcome};
+    for scope in ["global", "local"] {
+        let (g, plan) = simplecnn_plan(&format!("scope {scope} max 0.3 ratio 0.5"));
+        let stage = &plan.stages[0];
+        let at = stage.schedule.last().unwrap();
+        let sd = weights(&g);
+        for w in [Some(&sd), None] {
+            let inputs = Inputs {
+                weights: w,
+                ..Inputs::default()
+            };
+            let Outcome::Rebuilt { graph, .. } = step(stage, at, &g, inputs).unwrap() else {
+                panic!("channels rebuild the graph");
+            };
+            for (layer, n) in [("conv1", 32), ("conv2", 64)] {
+                let removed = n - out_channels(&graph, layer);
+                assert!(
+                    removed as f64 <= 0.3 * n as f64,
+                    "{scope}: {layer} lost {removed} of {n}"
+                );
+            }
+        }
+        if scope == "local" {
+            // The plan says what moved the count.
+            let gp = &stage.groups[0];
+            assert_eq!(gp.keep, Some(23));
+            assert_eq!(
+                gp.rounded.map(|r| (r.from, r.by)),
+                Some((22, prunex::plan::RoundedBy::Cap))
+            );
+        }
+    }
+}
+
+/// `round_to` moves a count to a multiple inside the bounds: down as
+/// Torch-Pruning rounds, up where down would pass the cap.
+#[test]
+fn round_to_stays_inside_the_cap() {
+    let (_, plan) = simplecnn_plan("scope local max 0.3 round_to 8 ratio 0.5");
+    let keeps: Vec<Option<usize>> = plan.stages[0].groups.iter().map(|g| g.keep).collect();
+    // 32 channels: at least 23 kept (cap), a multiple of 8 → 24; 64: at
+    // least 45 → 48.
+    assert_eq!(&keeps[..2], &[Some(24), Some(48)]);
+    let (_, plan) = simplecnn_plan("round_to 8 ratio 0.3");
+    let keeps: Vec<Option<usize>> = plan.stages[0].groups.iter().map(|g| g.keep).collect();
+    // int(32 · 0.7) = 22 → 16; int(64 · 0.7) = 44 → 40.
+    assert_eq!(&keeps[..2], &[Some(16), Some(40)]);
+}
