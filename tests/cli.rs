@@ -459,3 +459,31 @@ fn diff_compares_settings_with_their_defaults() {
         "{changed}"
     );
 }
+
+/// A FIFO named as weights is refused at once with a coded diagnostic; it
+/// was opened and waited on for a writer forever.
+#[test]
+fn a_fifo_as_weights_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = std::ffi::CString::new(dir.path().join("w.safetensors").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::fs::write(
+        dir.path().join("r.prune"),
+        "recipe \"fifo\"\nmodel lenet5 { input [1, 28, 28] classes 10 weights \"w.safetensors\" }\n\
+         data fashion_mnist \"/data\"\n",
+    )
+    .unwrap();
+    let out = prunex()
+        .current_dir(dir.path())
+        .args(["check", "r.prune"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("prunex::weights::unreadable") && err.contains("FIFO"),
+        "{err}"
+    );
+}

@@ -526,3 +526,23 @@ fn a_step_schedule_past_fine_tuning_is_reported() {
     insta::assert_snapshot!(diagnostic);
     assert!(!d.join("out").exists());
 }
+
+/// A CUDA device the machine does not have stops the run before any data
+/// is read, with a coded diagnostic (it was a libtorch panic, exit 101).
+#[test]
+fn a_missing_cuda_device_is_reported_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let recipe = RESUMABLE
+        .replace("DATA", DATA)
+        .replace("device cpu", "device cuda:63");
+    std::fs::write(d.join("r.prune"), recipe).unwrap();
+    let out = exec(d, "cache", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let diagnostic = &err[err.find("prunex::run::").expect("a run diagnostic")..];
+    insta::with_settings!({filters => vec![(r"sees \d+ CUDA", "sees [n] CUDA")]}, {
+        insta::assert_snapshot!(diagnostic);
+    });
+    assert!(!d.join("out").exists());
+}

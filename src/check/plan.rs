@@ -527,24 +527,28 @@ fn channels(
     // Rules match the model's module names; by name, they find the layers
     // of a graph an earlier stage changed.
     let name = |cx: &Ctx<'_>, id: NodeId| cx.g.nodes[id].name.clone();
-    // Per producer: its latest layer rule; per group: its latest group rule.
-    let mut layer_rule: BTreeMap<String, &RuleSpec> = BTreeMap::new();
-    let mut group_rule: BTreeMap<usize, &RuleSpec> = BTreeMap::new();
     let group_of: BTreeMap<String, usize> = c
         .group_of
         .iter()
         .map(|(&n, &gid)| (g.nodes[n].name.clone(), gid))
         .collect();
-    for (r, layers) in cx.rule_matches(spec) {
+    // Per producer: the latest rule that covers it (a layer rule its own
+    // layer, a group rule every layer of the group), in rule order, so a
+    // later rule refines an earlier one; coupled layers left with
+    // different targets are the `coupled_ratio` error below.
+    let mut latest: BTreeMap<String, (usize, &RuleSpec)> = BTreeMap::new();
+    for (k, (r, layers)) in cx.rule_matches(spec).into_iter().enumerate() {
         for &l in &layers {
             let l = name(cx, l);
             match r.kind {
                 RuleKind::Layer => {
-                    layer_rule.insert(l, r);
+                    latest.insert(l, (k, r));
                 }
                 RuleKind::Group => {
                     if let Some(&gid) = group_of.get(&l) {
-                        group_rule.insert(gid, r);
+                        for &p in &c.groups[gid].producers {
+                            latest.insert(g.nodes[p].name.clone(), (k, r));
+                        }
                     }
                 }
             }
@@ -567,18 +571,13 @@ fn channels(
             .iter()
             .map(|&p| g.nodes[p].name.clone())
             .collect();
-        let explicit: Vec<&RuleSpec> = match group_rule.get(&grp.id) {
-            Some(r) => vec![*r],
-            None => {
-                let mut v: Vec<&RuleSpec> = names
-                    .iter()
-                    .filter_map(|p| layer_rule.get(p).copied())
-                    .collect();
-                v.sort_by_key(|r| r.span);
-                v.dedup_by_key(|r| r.span);
-                v
-            }
-        };
+        let mut explicit: Vec<(usize, &RuleSpec)> = names
+            .iter()
+            .filter_map(|p| latest.get(p).copied())
+            .collect();
+        explicit.sort_by_key(|&(k, _)| k);
+        explicit.dedup_by_key(|&mut (k, _)| k);
+        let explicit: Vec<&RuleSpec> = explicit.into_iter().map(|(_, r)| r).collect();
         let set_by: Vec<String> = explicit.iter().map(|r| rule_text(cx, r)).collect();
         let nonzero = explicit.iter().any(|r| r.value > 0.0);
         let all_ignored = names.iter().all(|p| ignored.contains_key(p));
@@ -734,8 +733,12 @@ fn coupled_conflict(cx: &mut Ctx<'_>, g: &Graph, grp: &crate::graph::Group, rule
             Cmp::Le => format!("capped at {}", r.value),
             Cmp::Ge => format!("held at least at {}", r.value),
         };
+        let whose = match r.kind {
+            RuleKind::Layer => hits.join(", "),
+            RuleKind::Group => format!("the group of {}", hits.join(", ")),
+        };
         labels.push(LabeledSpan::new_with_span(
-            Some(format!("{} {what} here", hits.join(", "))),
+            Some(format!("{whose} {what} here")),
             r.span.source_span(),
         ));
     }

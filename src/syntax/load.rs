@@ -41,9 +41,28 @@ pub trait Loader {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsLoader;
 
+/// Only regular files are read: opening a FIFO blocks until a writer comes,
+/// and a device may never end.
+fn regular(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file (a FIFO, socket or device)"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("it is {what}"),
+    ))
+}
+
 impl Loader for FsLoader {
     fn read(&self, path: &Path) -> io::Result<(PathBuf, String)> {
         let canonical = std::fs::canonicalize(path)?;
+        regular(&canonical)?;
         let bytes = std::fs::read(&canonical)?;
         let text = String::from_utf8(bytes).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
@@ -52,6 +71,7 @@ impl Loader for FsLoader {
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn ReadSeek>> {
+        regular(path)?;
         Ok(Box::new(io::BufReader::new(std::fs::File::open(path)?)))
     }
 }

@@ -142,6 +142,20 @@ pub enum RunError {
         /// The last step a schedule may prune at.
         last: u64,
     },
+    /// The recipe asks for a CUDA device libtorch does not see.
+    #[error("the recipe asks for cuda:{index}, but libtorch sees {count} CUDA device(s) here")]
+    #[diagnostic(
+        code(prunex::run::no_cuda),
+        help(
+            "use `device auto` (CUDA when there is one, else the CPU) or `device cpu`; `prunex version` shows what libtorch sees"
+        )
+    )]
+    NoCuda {
+        /// The device index asked for.
+        index: usize,
+        /// CUDA devices libtorch sees.
+        count: i64,
+    },
     /// The model's input does not fit the data.
     #[error("the model takes {model:?} inputs but the data's images are {data:?}")]
     #[diagnostic(
@@ -255,6 +269,14 @@ fn execute(
     let seed = plan.seed;
     tch::manual_seed(seed as i64);
     let device = session::device_of(plan.device);
+    // Before any data is read or tensor made: libtorch would panic on the
+    // first tensor moved to a device that is not there.
+    if let Device::Cuda(index) = device {
+        let count = tch::Cuda::device_count();
+        if index as i64 >= count {
+            return Err(RunError::NoCuda { index, count });
+        }
+    }
     let d = &plan.data;
     let data = load(d.kind, &d.path, d.limit.map(|l| l as usize)).map_err(show)?;
     let (mean, std) = (&d.mean, &d.std);
