@@ -105,6 +105,19 @@ fn description_errors_name_the_layer() {
         render(yaml::from_yaml(bad, "x.yaml").unwrap_err())
     );
 
+    // A misspelt layer field is an error with the closest name (it was
+    // ignored: `strid: 2` left the stride at 1).
+    let misspelt = "name: x\ninput: [3, 8, 8]\nlayers:\n  - {name: c1, op: conv2d, in_channels: 3, out_channels: 4, kernel: 3, strid: 2}\n";
+    insta::assert_snapshot!(
+        "unknown_field",
+        render(yaml::from_yaml(misspelt, "x.yaml").unwrap_err())
+    );
+    let biass = "name: x\ninput: [3, 8, 8]\nlayers:\n  - {name: fc, op: linear, in_features: 192, out_features: 2, biass: false}\n";
+    assert!(matches!(
+        yaml::from_yaml(biass, "x.yaml"),
+        Err(yaml::DescriptionError::UnknownField { ref field, .. }) if field == "biass"
+    ));
+
     let small = zoo::build(
         "vgg16_bn",
         zoo::ZooOptions {

@@ -56,6 +56,22 @@ pub enum DescriptionError {
         /// What is wrong.
         message: String,
     },
+    /// A layer has a field its operation does not take (a misspelling would
+    /// otherwise be ignored and the model silently wrong).
+    #[error("{file}: layer `{layer}` ({op}) has no field `{field}`")]
+    #[diagnostic(code(prunex::model::unknown_field), help("{help}"))]
+    UnknownField {
+        /// The file.
+        file: String,
+        /// The layer.
+        layer: String,
+        /// Its operation.
+        op: String,
+        /// The field as written.
+        field: String,
+        /// The closest field, or the fields it takes.
+        help: String,
+    },
     /// A layer reads a layer that does not exist (or comes later).
     #[error("{file}: layer `{layer}` reads `{input}`, which is not a layer before it")]
     #[diagnostic(code(prunex::model::unknown_input), help("{help}"))]
@@ -135,6 +151,7 @@ pub fn from_yaml(text: &str, file: &str) -> Result<Graph, DescriptionError> {
             None => e.message,
         },
     })?;
+    unknown_fields(text, &m, file)?;
     let mut nodes = vec![Node {
         name: "input".into(),
         op: Op::Input,
@@ -212,4 +229,53 @@ pub fn from_yaml(text: &str, file: &str) -> Result<Graph, DescriptionError> {
         nodes,
         output,
     })
+}
+
+/// Refuses layer fields the layer's operation does not take. Serde cannot
+/// (an operation's fields are flattened into the layer), so the fields a
+/// layer may have are read back from the layer as parsed: its own and every
+/// field of its operation.
+fn unknown_fields(text: &str, m: &ModelFile, file: &str) -> Result<(), DescriptionError> {
+    let raw: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_default();
+    let Some(written) = raw.get("layers").and_then(|l| l.as_sequence()) else {
+        return Ok(());
+    };
+    for (layer, written) in m.layers.iter().zip(written) {
+        let Some(written) = written.as_mapping() else {
+            continue;
+        };
+        let mut known: Vec<String> = ["name", "ref", "op", "inputs", "functional"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if let Ok(serde_yaml::Value::Mapping(fields)) = serde_yaml::to_value(&layer.op) {
+            known.extend(fields.keys().filter_map(|k| k.as_str().map(str::to_owned)));
+        }
+        for key in written.keys() {
+            let field = match key.as_str() {
+                Some(k) => k.to_owned(),
+                None => format!("{key:?}"),
+            };
+            if known.contains(&field) {
+                continue;
+            }
+            let names: Vec<&str> = known.iter().map(String::as_str).collect();
+            let help = match crate::syntax::keywords::closest(&field, &names) {
+                Some(best) => format!("did you mean `{best}`?"),
+                None => format!(
+                    "a `{}` layer takes {}",
+                    layer.op.kind(),
+                    crate::syntax::keywords::list(&names)
+                ),
+            };
+            return Err(DescriptionError::UnknownField {
+                file: file.to_owned(),
+                layer: layer.name.clone(),
+                op: layer.op.kind().to_owned(),
+                field,
+                help,
+            });
+        }
+    }
+    Ok(())
 }
