@@ -30,9 +30,63 @@ pub fn render_human(report: &Report, color: bool) -> String {
     let handler = GraphicalReportHandler::new_themed(theme)
         .with_width(100)
         .with_links(false);
+    if too_wide(report.as_ref()) {
+        return render_plain(report.as_ref());
+    }
     let mut out = String::new();
     if handler.render_report(&mut out, report.as_ref()).is_err() {
         out = format!("{report}\n");
+    }
+    out
+}
+
+/// Columns past which a label is not drawn under its line: miette pads
+/// with a format width, which Rust caps at 65,535 (past it, a panic), and a
+/// line that long cannot be read on a terminal anyway.
+const MAX_DRAWN_COLUMN: usize = 4_096;
+
+/// Whether a label of `d` (or of a diagnostic it wraps) lies past
+/// [`MAX_DRAWN_COLUMN`].
+fn too_wide(d: &dyn Diagnostic) -> bool {
+    let own = match (d.source_code(), d.labels()) {
+        (Some(src), Some(labels)) => labels.into_iter().any(|l| {
+            l.len() > MAX_DRAWN_COLUMN
+                || src
+                    .read_span(l.inner(), 0, 0)
+                    .is_ok_and(|c| c.column() + l.len() > MAX_DRAWN_COLUMN)
+        }),
+        _ => false,
+    };
+    own || d.related().is_some_and(|mut r| r.any(too_wide))
+        || d.diagnostic_source().is_some_and(too_wide)
+}
+
+/// A diagnostic as plain lines: code, message, where each label points
+/// (file:line:column and its text), help.
+fn render_plain(d: &dyn Diagnostic) -> String {
+    let mut out = String::new();
+    if let Some(code) = d.code() {
+        out += &format!("{code}\n\n");
+    }
+    out += &format!("  × {d}\n");
+    if let (Some(src), Some(labels)) = (d.source_code(), d.labels()) {
+        for l in labels {
+            if let Ok(c) = src.read_span(l.inner(), 0, 0) {
+                out += &format!(
+                    "  at {}:{}:{}{}\n",
+                    c.name().unwrap_or("<input>"),
+                    c.line() + 1,
+                    c.column() + 1,
+                    l.label().map(|t| format!(": {t}")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    if let Some(help) = d.help() {
+        out += &format!("  help: {help}\n");
+    }
+    if let Some(inner) = d.diagnostic_source() {
+        out += &render_plain(inner);
     }
     out
 }

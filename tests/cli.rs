@@ -487,3 +487,35 @@ fn a_fifo_as_weights_is_refused_not_waited_on() {
         "{err}"
     );
 }
+
+/// An error past the columns miette can draw (Rust caps a format width at
+/// 65,535; a label there panicked) is rendered as plain lines with its
+/// place; check, plan and fmt --check exit 1, never 101.
+#[test]
+fn an_error_past_column_65535_is_rendered_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("recipe \"long\"\nlet x = 1{} oops\n", " ".repeat(70_000));
+    let deep = format!("recipe \"deep\"\nmodel lenet5 {}\n", "{".repeat(100_000));
+    std::fs::write(dir.path().join("long.prune"), long).unwrap();
+    std::fs::write(dir.path().join("deep.prune"), deep).unwrap();
+    for file in ["long.prune", "deep.prune"] {
+        for cmd in [&["check"][..], &["plan"], &["fmt", "--check"]] {
+            let out = prunex()
+                .current_dir(dir.path())
+                .args(cmd)
+                .arg(file)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd:?} {file}: {err}");
+            assert!(err.contains("prunex::syntax::"), "{cmd:?} {file}: {err}");
+        }
+    }
+    let out = prunex()
+        .current_dir(dir.path())
+        .args(["check", "long.prune"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("  at long.prune:2:70011: "), "{err}");
+}
