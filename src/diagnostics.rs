@@ -40,6 +40,35 @@ pub fn render_human(report: &Report, color: bool) -> String {
     out
 }
 
+/// Diagnostics drawn in full by [`render_many`]; the rest are counted.
+pub const SHOWN: usize = 50;
+
+/// Renders many diagnostics for people: the first [`SHOWN`] in full (each
+/// followed by `sep`), then one line counting the rest by code. Drawing a
+/// diagnostic reads its file up to the label, so drawing them all took time
+/// quadratic in their number; counting is linear.
+pub fn render_many(reports: &[Report], color: bool, sep: &str) -> String {
+    let mut out = String::new();
+    for r in reports.iter().take(SHOWN) {
+        out += &render_human(r, color);
+        out += sep;
+    }
+    if reports.len() > SHOWN {
+        let mut by_code: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in &reports[SHOWN..] {
+            let code = r.code().map_or("(no code)".into(), |c| c.to_string());
+            *by_code.entry(code).or_default() += 1;
+        }
+        let counts: Vec<String> = by_code.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
+        out += &format!(
+            "… and {} more not shown ({}); `prunex check --format json` lists every one\n{sep}",
+            reports.len() - SHOWN,
+            counts.join(", ")
+        );
+    }
+    out
+}
+
 /// Columns past which a label is not drawn under its line: miette pads
 /// with a format width, which Rust caps at 65,535 (past it, a panic), and a
 /// line that long cannot be read on a terminal anyway.

@@ -519,3 +519,36 @@ fn an_error_past_column_65535_is_rendered_plainly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("  at long.prune:2:70011: "), "{err}");
 }
+
+/// Thousands of diagnostics: the first ones are drawn, the rest counted by
+/// code (drawing each read the file up to it: quadratic in their number);
+/// `--format json` still lists every one.
+#[test]
+fn many_diagnostics_are_drawn_up_to_a_cap_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "recipe \"dups\"\nmodel lenet5 {{ input [1, 28, 28] classes 10 }}\n\
+         data fashion_mnist \"/data\"\n{}",
+        "seed 1\n".repeat(2_001)
+    );
+    std::fs::write(dir.path().join("r.prune"), text).unwrap();
+    let out = prunex()
+        .current_dir(dir.path())
+        .args(["check", "r.prune"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.matches("× `seed` is given twice").count(), 50, "{err}");
+    assert!(
+        err.contains("… and 1950 more not shown (prunex::check::duplicate_item ×1950)")
+            && err.contains("2000 errors"),
+        "{err}"
+    );
+    let out = prunex()
+        .current_dir(dir.path())
+        .args(["check", "r.prune", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2000);
+}

@@ -6,7 +6,7 @@ use miette::Report;
 
 use super::{color, recipe_files, Format, FAILED, OK, TROUBLE};
 use crate::check::{check_path, parse_override, Mode};
-use crate::diagnostics::{is_error, render_human, to_json};
+use crate::diagnostics::{is_error, render_many, to_json};
 use crate::syntax::FsLoader;
 
 /// Runs the subcommand.
@@ -53,10 +53,7 @@ pub fn run(paths: &[PathBuf], set: &[String], format: Format, deny_warnings: boo
         }
         Format::Human => {
             let color = color();
-            for r in &reports {
-                eprint!("{}", render_human(r, color));
-                eprintln!();
-            }
+            eprint!("{}", render_many(&reports, color, "\n"));
             eprintln!(
                 "checked {recipes} recipe{} and {fragments} fragment{}: {errors} error{}, {warnings} warning{}",
                 plural(recipes),

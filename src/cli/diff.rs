@@ -15,7 +15,7 @@ use super::inspect::thousands;
 use super::{color, FAILED, OK, TROUBLE};
 use crate::check::recipe::Recipe;
 use crate::check::{check_path, Mode};
-use crate::diagnostics::{is_error, render_human};
+use crate::diagnostics::{is_error, render_many};
 use crate::plan::Plan;
 use crate::syntax::{FsLoader, Loader};
 
@@ -102,9 +102,7 @@ fn resolve(arg: &str) -> Result<(Recipe, Plan), u8> {
         None => check_path(Path::new(path), &FsLoader, &[], Mode::Single),
     };
     if checked.reports.iter().any(|r| is_error(r.as_ref())) {
-        for r in &checked.reports {
-            eprint!("{}", render_human(r, color()));
-        }
+        eprint!("{}", render_many(&checked.reports, color(), ""));
         eprintln!("error[prunex::cli::diff_invalid]: `{arg}` does not check; `prunex diff` compares recipes that do");
         return Err(FAILED);
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use miette::Report;
 
 use super::{color, recipe_files, FAILED, OK, TROUBLE};
-use crate::diagnostics::render_human;
+use crate::diagnostics::{render_human, render_many};
 use crate::output::write_atomically;
 use crate::syntax::{fmt::format, parse, SourceMap};
 
@@ -78,9 +78,7 @@ pub fn run(paths: &[PathBuf], check: bool) -> u8 {
         match format_text(&name, &text) {
             Outcome::Unchanged => {}
             Outcome::Invalid(reports) => {
-                for r in &reports {
-                    eprint!("{}", render_human(r, color));
-                }
+                eprint!("{}", render_many(&reports, color, ""));
                 failed = true;
             }
             Outcome::Changed(out) if check => {

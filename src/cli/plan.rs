@@ -9,7 +9,7 @@ use tabled::{Table, Tabled};
 use super::inspect::si;
 use super::{color, FAILED, OK};
 use crate::check::{check_path, Mode};
-use crate::diagnostics::{is_error, render_human};
+use crate::diagnostics::{is_error, render_many};
 use crate::plan::{Plan, Stage};
 use crate::syntax::FsLoader;
 
@@ -166,9 +166,7 @@ pub fn run(path: &Path, set: &[String], yaml: bool) -> u8 {
         return FAILED;
     };
     let checked = check_path(path, &FsLoader, &overrides, Mode::Single);
-    for r in &checked.reports {
-        eprint!("{}", render_human(r, color));
-    }
+    eprint!("{}", render_many(&checked.reports, color, ""));
     if checked.reports.iter().any(|r| is_error(r.as_ref())) {
         return FAILED;
     }

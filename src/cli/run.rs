@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use super::version::exec_path;
 use super::{color, FAILED, TROUBLE};
 use crate::check::{check_path, Mode};
-use crate::diagnostics::{is_error, render_human};
+use crate::diagnostics::{is_error, render_many};
 use crate::syntax::FsLoader;
 
 /// The running executor's pid (0: none), for the Ctrl-C handler.
@@ -99,9 +99,7 @@ pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, resume: bool, fr
     };
     let checked = check_path(recipe, &FsLoader, &overrides, Mode::Single);
     if checked.reports.iter().any(|r| is_error(r.as_ref())) {
-        for r in &checked.reports {
-            eprint!("{}", render_human(r, color));
-        }
+        eprint!("{}", render_many(&checked.reports, color, ""));
         return FAILED;
     }
     let reuse = if resume {

@@ -25,7 +25,7 @@ use super::diff::{differences, facts};
 use super::run::{spawn_exec, Reuse, CHILD};
 use super::{color, FAILED, OK, TROUBLE};
 use crate::check::{check_path, Checked, Mode};
-use crate::diagnostics::{is_error, render_human};
+use crate::diagnostics::{is_error, render_many};
 use crate::syntax::FsLoader;
 
 /// Quiet time that ends a burst of saves.
@@ -89,9 +89,7 @@ fn check(recipe: &Path, overrides: &[crate::check::Override]) -> (Checked, Optio
         .iter()
         .filter(|r| is_error(r.as_ref()))
         .count();
-    for r in &checked.reports {
-        eprint!("{}", render_human(r, color()));
-    }
+    eprint!("{}", render_many(&checked.reports, color(), ""));
     let warnings = checked.reports.len() - errors;
     if errors > 0 {
         eprintln!(

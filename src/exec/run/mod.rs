@@ -29,7 +29,7 @@ use miette::{Diagnostic, Report};
 use prunex::cache::{hash_bytes, Cache, KeyBuilder};
 use prunex::check::{check_path, parse_override, Mode};
 use prunex::data::{load, DataSet, Rng, Transform};
-use prunex::diagnostics::{is_error, render_human};
+use prunex::diagnostics::{is_error, render_human, render_many};
 use prunex::graph::{analyze, Graph};
 use prunex::models::weights;
 use prunex::plan::{Plan, Stage, Teacher, Unit};
@@ -198,9 +198,7 @@ pub struct Options {
 pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, RunError> {
     let overrides: Vec<_> = set.iter().filter_map(|s| parse_override(s).ok()).collect();
     let checked = check_path(path, &FsLoader, &overrides, Mode::Single);
-    for r in &checked.reports {
-        eprint!("{}", render_human(r, super::color()));
-    }
+    eprint!("{}", render_many(&checked.reports, super::color(), ""));
     if checked.reports.iter().any(|r| is_error(r.as_ref())) {
         return Err(RunError::Invalid);
     }
