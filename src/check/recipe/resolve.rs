@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::values::max;
 use super::vars::{Override, Var};
 use super::*;
 use crate::check::diag::CheckError;
@@ -251,7 +252,7 @@ impl Resolver<'_> {
                 ast::ModelStmt::Input(dims) => {
                     let vals: Option<Vec<u64>> = dims
                         .iter()
-                        .map(|d| self.positive_whole(d, "an input dimension"))
+                        .map(|d| self.positive_up_to(d, "an input dimension", max::DIMENSION))
                         .collect();
                     if let Some(vals) = vals {
                         if vals.len() != 3 {
@@ -269,7 +270,7 @@ impl Resolver<'_> {
                 }
                 ast::ModelStmt::Classes(v) => {
                     spec.classes = self
-                        .positive_whole(v, "the number of classes")
+                        .positive_up_to(v, "the number of classes", max::CLASSES)
                         .map(|c| Spanned::new(c, v.span));
                 }
                 ast::ModelStmt::Weights(v) => {
@@ -312,12 +313,15 @@ impl Resolver<'_> {
         };
         for s in d.body.iter().flat_map(|b| &b.stmts) {
             match &s.node {
-                ast::DataStmt::Batch(v) => spec.batch = self.positive_whole(v, "the batch size"),
+                ast::DataStmt::Batch(v) => {
+                    spec.batch = self.positive_up_to(v, "the batch size", max::BATCH)
+                }
                 ast::DataStmt::EvalBatch(v) => {
-                    spec.eval_batch = self.positive_whole(v, "the evaluation batch size")
+                    spec.eval_batch =
+                        self.positive_up_to(v, "the evaluation batch size", max::BATCH)
                 }
                 ast::DataStmt::Limit(v) => spec.limit = self.positive_whole(v, "the sample limit"),
-                ast::DataStmt::Pad(v) => spec.pad = self.whole(v, "the padding"),
+                ast::DataStmt::Pad(v) => spec.pad = self.whole_up_to(v, "the padding", max::PIXELS),
                 ast::DataStmt::Normalize { mean, std } => {
                     let m: Option<Vec<f64>> = mean
                         .values
@@ -346,7 +350,9 @@ impl Resolver<'_> {
                 ast::DataStmt::Augment(augs) => {
                     for a in augs {
                         match &a.node {
-                            ast::Augment::Crop(v) => spec.crop = self.whole(v, "the crop padding"),
+                            ast::Augment::Crop(v) => {
+                                spec.crop = self.whole_up_to(v, "the crop padding", max::PIXELS)
+                            }
                             ast::Augment::Flip => spec.flip = true,
                         }
                     }
@@ -360,7 +366,7 @@ impl Resolver<'_> {
         use ast::TrainStmt as S;
         for s in stmts {
             match &s.node {
-                S::Epochs(v) => t.epochs = self.whole(v, "epochs").or(t.epochs),
+                S::Epochs(v) => t.epochs = self.whole_up_to(v, "epochs", max::EPOCHS).or(t.epochs),
                 S::Lr(v) => t.lr = self.positive(v, "the learning rate").or(t.lr),
                 S::Momentum(v) => {
                     let m = self.number(v, "a momentum");
@@ -381,7 +387,11 @@ impl Resolver<'_> {
                     t.weight_decay = self.non_negative(v, "weight decay").or(t.weight_decay)
                 }
                 S::Nesterov => t.nesterov = Some(true),
-                S::Batch(v) => t.batch = self.positive_whole(v, "the batch size").or(t.batch),
+                S::Batch(v) => {
+                    t.batch = self
+                        .positive_up_to(v, "the batch size", max::BATCH)
+                        .or(t.batch)
+                }
                 S::Optimizer { kind, args } => {
                     t.optimizer = Some(match kind.node {
                         ast::OptimizerKind::Sgd => OptimizerKind::Sgd,
@@ -516,7 +526,7 @@ impl Resolver<'_> {
                         spec.min = self.fraction(m, "the per-layer floor");
                     }
                 }
-                S::RoundTo(v) => spec.round_to = self.positive_whole(v, "round_to"),
+                S::RoundTo(v) => spec.round_to = self.positive_up_to(v, "round_to", max::ROUND_TO),
                 S::Layer(r) | S::Group(r) => {
                     let kind = if matches!(s.node, S::Layer(_)) {
                         RuleKind::Layer
@@ -553,7 +563,9 @@ impl Resolver<'_> {
                         ast::Aggregate::Max => Aggregate::Max,
                     })
                 }
-                S::Batches(v) => spec.batches = self.positive_whole(v, "the number of batches"),
+                S::Batches(v) => {
+                    spec.batches = self.positive_up_to(v, "the number of batches", max::ROUNDS)
+                }
                 S::Penalty(v) => spec.penalty = self.non_negative(v, "the penalty"),
                 S::Target { value, .. } => spec.target = self.fraction(value, "the target"),
                 S::Strict => spec.strict = true,
@@ -575,7 +587,7 @@ impl Resolver<'_> {
                 }),
             },
             ast::Schedule::Iterative { rounds, to } => {
-                let rounds = self.positive_whole(rounds, "the number of rounds");
+                let rounds = self.positive_up_to(rounds, "the number of rounds", max::ROUNDS);
                 let to = match to {
                     Some(t) => Some(self.fraction(t, "the final fraction")?),
                     None => None,

@@ -9,6 +9,33 @@ use crate::syntax::ast::{SValue, Value};
 use crate::syntax::{Span, Spanned};
 
 /// Describes a literal for "found ..." messages.
+/// The largest whole number a recipe's numbers (read as f64) hold exactly.
+pub(super) const MAX_EXACT: u64 = (1 << 53) - 1;
+
+/// Upper bounds of counts that would otherwise run for ever or exhaust
+/// memory; a recipe past them is a typo.
+pub(super) mod max {
+    /// Training epochs.
+    pub const EPOCHS: u64 = 1_000_000;
+    /// Batch sizes.
+    pub const BATCH: u64 = 1 << 20;
+    /// An input dimension (channels, height, width).
+    pub const DIMENSION: u64 = 1 << 16;
+    /// Classes.
+    pub const CLASSES: u64 = 1 << 24;
+    /// Padding and crop padding, in pixels.
+    pub const PIXELS: u64 = 1 << 12;
+    /// `round_to`.
+    pub const ROUND_TO: u64 = 1 << 16;
+    /// Rounds of an iterative schedule, batches of Taylor gradients.
+    pub const ROUNDS: u64 = 1_000_000;
+}
+
+/// 9,007,199,254,740,991.
+fn thousands(n: u64) -> String {
+    crate::report::text::thousands(n)
+}
+
 pub(super) fn describe(v: &Value) -> String {
     match v {
         Value::Number { text, .. } => format!("the number {text}"),
@@ -48,12 +75,24 @@ impl Resolver<'_> {
     }
 
     pub(super) fn whole(&mut self, v: &SValue, what: &str) -> Option<u64> {
+        self.whole_up_to(v, what, MAX_EXACT)
+    }
+
+    /// A whole number from 0 to `max`; the message states the range.
+    pub(super) fn whole_up_to(&mut self, v: &SValue, what: &str, max: u64) -> Option<u64> {
         let (lit, origin) = self.lit(v)?;
         let expected = format!("a whole number for {what}");
         match lit {
-            Value::Number { value, .. }
-                if value >= 0.0 && value.fract() == 0.0 && value < 9.0e15 =>
-            {
+            Value::Number { value, .. } if value >= 0.0 && value.fract() == 0.0 => {
+                if value > max as f64 {
+                    self.range(
+                        v,
+                        format!("{what} must be at most {}", thousands(max)),
+                        "too large",
+                        format!("{what} is a whole number from 0 to {}", thousands(max)),
+                    );
+                    return None;
+                }
                 Some(value as u64)
             }
             other => {
@@ -64,7 +103,12 @@ impl Resolver<'_> {
     }
 
     pub(super) fn positive_whole(&mut self, v: &SValue, what: &str) -> Option<u64> {
-        let n = self.whole(v, what)?;
+        self.positive_up_to(v, what, MAX_EXACT)
+    }
+
+    /// A whole number from 1 to `max`.
+    pub(super) fn positive_up_to(&mut self, v: &SValue, what: &str, max: u64) -> Option<u64> {
+        let n = self.whole_up_to(v, what, max)?;
         if n == 0 {
             self.range(
                 v,
