@@ -222,6 +222,26 @@ pub enum CheckError {
         help: String,
     },
 
+    /// A block stage on a model with no removable residual block.
+    #[error("`{model}` has no residual block with an identity shortcut{why}: this stage removes nothing")]
+    #[diagnostic(
+        code(prunex::check::no_blocks),
+        severity(Warning),
+        help("`prune blocks` replaces a residual block by its identity shortcut (resnets, mobilenet_v2's inverted residuals); prune `channels` instead, or drop the stage")
+    )]
+    NoBlocks {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The prune block.
+        #[label("removes nothing")]
+        span: SourceSpan,
+        /// The model.
+        model: String,
+        /// ", outside what `ignore` names", when the ignore list took them all.
+        why: String,
+    },
+
     /// An ignored layer coupled to layers the recipe prunes.
     #[error("`{layer}` is ignored, but it is coupled with {rest}: the whole group of {channels} channels stays unpruned")]
     #[diagnostic(

@@ -844,6 +844,18 @@ fn blocks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, g: &Graph) ->
         .iter()
         .filter(|b| !b.branch.iter().any(|&n| ignored.contains(&g.nodes[n].name)))
         .collect();
+    if candidates.is_empty() {
+        cx.push(CheckError::NoBlocks {
+            src: cx.src(spec.span),
+            span: spec.span.source_span(),
+            model: cx.g.name.clone(),
+            why: if found.is_empty() {
+                String::new()
+            } else {
+                " outside what `ignore` names".to_owned()
+            },
+        });
+    }
     let remove = ((candidates.len() as f64) * stage_end(spec) + 1e-9).floor() as usize;
     let blocks = crate::plan::BlocksPlan {
         candidates: candidates.iter().map(|b| b.name.clone()).collect(),
