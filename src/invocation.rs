@@ -10,7 +10,8 @@ use std::path::PathBuf;
 pub struct RunArgs {
     /// The recipe.
     pub recipe: PathBuf,
-    /// Override a variable: --set name=value (repeatable).
+    /// Override a variable or a setting: --set name=value, --set finetune.epochs=1,
+    /// --set data.batch=64, --set prune.1.ratio=0.3 (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
     /// CPU threads for libtorch (default: libtorch's choice).

@@ -44,6 +44,9 @@ pub struct Plan {
     pub params_before: u64,
     /// MACs per sample before pruning.
     pub macs_before: u64,
+    /// The `--set` arguments it was made with (variables and settings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     /// Seed of data order, initialisation and `random` importance.
     pub seed: u64,
     /// Where the run happens.

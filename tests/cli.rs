@@ -35,7 +35,7 @@ fn check_passes_on_good_recipes_and_counts_fragments() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "checked 16 recipes and 1 fragment: 0 errors",
+            "checked 18 recipes and 1 fragment: 0 errors",
         ));
 }
 
@@ -551,4 +551,54 @@ fn many_diagnostics_are_drawn_up_to_a_cap_and_counted() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2000);
+}
+
+/// `--set` reaches any setting, with the checks and diagnostics of the
+/// recipe's own text, and the plan lists what was set.
+#[test]
+fn set_reaches_settings_and_the_plan_shows_it() {
+    let plan = stdout_of(&[
+        "plan",
+        "--yaml",
+        "tests/fixtures/ok/short-training.prune",
+        "--set",
+        "finetune.epochs=1",
+        "--set",
+        "data.batch=64",
+        "--set",
+        "prune.1.ratio=30%",
+        "--set",
+        "seed=3",
+    ]);
+    for want in [
+        "overrides:\n- finetune.epochs=1\n- data.batch=64\n- prune.1.ratio=30%\n- seed=3\n",
+        "\nseed: 3\n",
+        "  batch: 64\n",
+        "    fraction: 0.3\n",
+        "finetune:\n  epochs: 1\n",
+    ] {
+        assert!(plan.contains(want), "{want:?} in\n{plan}");
+    }
+    let mut errors = String::new();
+    for set in [
+        "finetune.epoch=1",
+        "prune.3.ratio=0.2",
+        "finetunes.epochs=1",
+    ] {
+        let out = prunex()
+            .args([
+                "plan",
+                "tests/fixtures/ok/short-training.prune",
+                "--set",
+                set,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{set}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        errors += &err[..err
+            .find("prunex::check::longer_than_training")
+            .unwrap_or(err.len())];
+    }
+    insta::assert_snapshot!(errors);
 }

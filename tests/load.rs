@@ -23,7 +23,7 @@ fn includes_take_effect_where_they_stand_and_blocks_merge() {
         );
     let unresolved = load(Path::new("repo/recipes/main.prune"), &loader);
     assert!(unresolved.problems.is_empty());
-    let (recipe, errors) = resolve(&unresolved, &[]);
+    let (recipe, errors) = resolve(&unresolved, &[], &[]);
     assert!(errors.is_empty(), "{errors:?}");
     let ft = recipe.finetune.unwrap();
     assert_eq!(

@@ -546,3 +546,33 @@ fn a_missing_cuda_device_is_reported_not_a_panic() {
     });
     assert!(!d.join("out").exists());
 }
+
+/// `--set` on settings shortens a run from the command line; the report's
+/// plan (and so the lock's plan hash) says what was set.
+#[test]
+fn set_shortens_a_run_and_the_report_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("r.prune"), RESUMABLE.replace("DATA", DATA)).unwrap();
+    let out = exec(
+        d,
+        "cache",
+        &["--set", "pretrain.epochs=1", "--set", "finetune.epochs=2"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/report.json")).unwrap())
+            .unwrap();
+    let epochs: Vec<(&str, u64)> = report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["stage"].as_str().unwrap(), e["epoch"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(epochs, [("pretrain", 1), ("finetune", 1), ("finetune", 2)]);
+    assert_eq!(
+        report["plan"]["overrides"],
+        serde_json::json!(["pretrain.epochs=1", "finetune.epochs=2"])
+    );
+}

@@ -98,7 +98,7 @@ pub enum CheckError {
     #[error("cannot read `--set {text}`: {reason}")]
     #[diagnostic(
         code(prunex::check::bad_override),
-        help("write `--set name=value`, where value is a number (0.5, 1e-3), a percentage (50%) or text")
+        help("write `--set name=value`: the name of a `let` variable or a setting (`seed`, `finetune.epochs`, `data.batch`, `prune.1.ratio`), and a number (0.5, 1e-3), a percentage (50%) or text")
     )]
     BadOverride {
         /// The argument.

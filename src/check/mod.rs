@@ -10,6 +10,7 @@ pub mod settings;
 pub use diag::CheckError;
 pub use recipe::{parse_override, resolve, Override, Recipe};
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::diagnostics::report_problem;
@@ -55,6 +56,45 @@ pub enum Mode {
 /// the recipes that include them define.
 pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode: Mode) -> Checked {
     let mut unresolved = load(path, loader);
+    // `--set` on a setting is a one-statement fragment, parsed like a file.
+    let declared: BTreeSet<String> = unresolved
+        .items
+        .iter()
+        .filter_map(|i| match &i.node {
+            crate::syntax::ast::Item::Let { name, .. } => Some(name.node.clone()),
+            _ => None,
+        })
+        .collect();
+    let (settings, variables): (Vec<Override>, Vec<Override>) = overrides
+        .iter()
+        .cloned()
+        .partition(|o| recipe::patch::is_setting(o, &declared));
+    let mut patches = Vec::new();
+    let mut patch_reports = Vec::new();
+    if !unresolved.sources.files().is_empty() {
+        for o in &settings {
+            match recipe::patch::fragment(o) {
+                Ok((target, text)) => {
+                    let id = unresolved
+                        .sources
+                        .add(format!("--set {}", o.arg), None, text);
+                    let parsed = crate::syntax::parse(unresolved.sources.get(id));
+                    patch_reports.extend(parsed.errors.into_iter().map(miette::Report::new));
+                    patches.extend(parsed.file.items.into_iter().map(|item| {
+                        recipe::patch::Patch {
+                            target,
+                            item,
+                            arg: o.arg.clone(),
+                        }
+                    }));
+                }
+                Err(reason) => patch_reports.push(miette::Report::new(CheckError::BadOverride {
+                    text: o.arg.clone(),
+                    reason,
+                })),
+            }
+        }
+    }
     let sources = unresolved.sources.clone();
     if sources.files().is_empty() {
         let reports = unresolved
@@ -74,13 +114,14 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
     // Values in the parts that parsed are still checked, so one run shows
     // every problem; what a broken line may have caused (a missing item, a
     // variable whose `let` did not parse) is not reported on top of it.
-    let broken = unresolved.has_errors();
-    let (recipe, errors) = resolve(&unresolved, overrides);
+    let broken = unresolved.has_errors() || !patch_reports.is_empty();
+    let (recipe, errors) = resolve(&unresolved, &variables, &patches);
     let fragment = !recipe.is_recipe();
     let mut reports: Vec<miette::Report> = std::mem::take(&mut unresolved.problems)
         .into_iter()
         .map(report_problem)
         .collect();
+    reports.extend(patch_reports);
     reports.extend(
         errors
             .into_iter()
@@ -106,7 +147,10 @@ pub fn check_path(path: &Path, loader: &dyn Loader, overrides: &[Override], mode
         reports.extend(model_reports);
         if let Some(g) = &g {
             let planned = plan::plan(&recipe, g, &sources, loader);
-            the_plan = planned.plan;
+            the_plan = planned.plan.map(|mut p| {
+                p.overrides = overrides.iter().map(|o| o.arg.clone()).collect();
+                p
+            });
             teacher = planned.teacher;
             reports.extend(planned.reports);
         }

@@ -263,6 +263,7 @@ pub fn plan(
             input: g.input,
             params_before: before.total_params,
             macs_before: before.total_macs,
+            overrides: Vec::new(),
             seed: settings.seed,
             device: settings.device,
             weights: settings.weights,

@@ -48,7 +48,8 @@ pub enum Command {
         /// Recipe files or folders (searched for *.prune).
         #[arg(default_value = ".")]
         paths: Vec<PathBuf>,
-        /// Override a variable: --set name=value (repeatable).
+        /// Override a variable or a setting: --set name=value, --set finetune.epochs=1,
+        /// --set data.batch=64, --set prune.1.ratio=0.3 (repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
         /// How to print diagnostics.
@@ -74,7 +75,8 @@ pub enum Command {
     Watch {
         /// The recipe.
         recipe: PathBuf,
-        /// Override a variable: --set name=value (repeatable).
+        /// Override a variable or a setting: --set name=value, --set finetune.epochs=1,
+        /// --set data.batch=64, --set prune.1.ratio=0.3 (repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
         /// CPU threads for libtorch.
@@ -103,7 +105,8 @@ pub enum Command {
     Plan {
         /// The recipe.
         recipe: PathBuf,
-        /// Override a variable: --set name=value (repeatable).
+        /// Override a variable or a setting: --set name=value, --set finetune.epochs=1,
+        /// --set data.batch=64, --set prune.1.ratio=0.3 (repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
         /// Print the stable YAML dump instead of tables.

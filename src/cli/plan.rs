@@ -73,6 +73,9 @@ pub fn print(p: &Plan) {
         "{} · {} · input [{}, {}, {}]",
         p.recipe, p.model, p.input[0], p.input[1], p.input[2]
     );
+    for o in &p.overrides {
+        println!("--set {o}");
+    }
     for (i, s) in p.stages.iter().enumerate() {
         let steps: Vec<String> = s
             .schedule

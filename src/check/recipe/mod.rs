@@ -9,6 +9,7 @@
 //! optimizer and a recipe only its epochs); every `prune` block is its own
 //! stage. Within one file, a single-valued item given twice is an error.
 
+pub mod patch;
 mod resolve;
 mod values;
 mod vars;

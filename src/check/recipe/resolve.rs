@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::patch::{Patch, Target};
 use super::values::max;
 use super::vars::{Override, Var};
 use super::*;
@@ -15,14 +16,18 @@ use crate::syntax::{SourceMap, Span, Spanned, UnresolvedRecipe};
 
 /// Resolves a loaded recipe. Returns the recipe (even when there are
 /// errors, with the bad parts left out) and every problem found.
-pub fn resolve(unresolved: &UnresolvedRecipe, overrides: &[Override]) -> (Recipe, Vec<CheckError>) {
+pub fn resolve(
+    unresolved: &UnresolvedRecipe,
+    overrides: &[Override],
+    patches: &[Patch],
+) -> (Recipe, Vec<CheckError>) {
     let mut r = Resolver {
         sources: &unresolved.sources,
         vars: BTreeMap::new(),
         errors: Vec::new(),
         origin: None,
     };
-    let recipe = r.run(unresolved, overrides);
+    let recipe = r.run(unresolved, overrides, patches);
     (recipe, r.errors)
 }
 
@@ -44,7 +49,12 @@ impl Resolver<'_> {
         self.sources.place(span)
     }
 
-    pub(super) fn run(&mut self, u: &UnresolvedRecipe, overrides: &[Override]) -> Recipe {
+    pub(super) fn run(
+        &mut self,
+        u: &UnresolvedRecipe,
+        overrides: &[Override],
+        patches: &[Patch],
+    ) -> Recipe {
         self.collect_variables(u, overrides);
         let mut recipe = Recipe::default();
         // Single-valued items: the first span per (file, keyword), to refuse
@@ -69,6 +79,10 @@ impl Resolver<'_> {
                 seen.insert(key, item.span);
             }
             self.item(&mut recipe, item);
+        }
+        // `--set` on settings: after every item, as if written last.
+        for p in patches {
+            self.patch(&mut recipe, p);
         }
         for (name, var) in &self.vars {
             recipe
@@ -236,6 +250,56 @@ impl Resolver<'_> {
         }
     }
 
+    /// Applies a `--set` patch to the recipe resolved so far.
+    fn patch(&mut self, recipe: &mut Recipe, p: &Patch) {
+        match (p.target, &p.item.node) {
+            (Target::Item, _) => self.item(recipe, &p.item),
+            (Target::Model, Item::Model(m)) => {
+                let stmts: Vec<_> = m
+                    .body
+                    .iter()
+                    .flat_map(|b| b.stmts.iter().cloned())
+                    .collect();
+                match recipe.model.as_mut() {
+                    Some(spec) => self.model_stmts(spec, &stmts),
+                    None => self.unpatched(p, "the recipe has no `model` item"),
+                }
+            }
+            (Target::Data, Item::Data(d)) => {
+                let stmts: Vec<_> = d
+                    .body
+                    .iter()
+                    .flat_map(|b| b.stmts.iter().cloned())
+                    .collect();
+                match recipe.data.as_mut() {
+                    Some(spec) => self.data_stmts(spec, &stmts),
+                    None => self.unpatched(p, "the recipe has no `data` item"),
+                }
+            }
+            (Target::Prune(n), Item::Prune(block)) => {
+                let stages = recipe.prune.len();
+                match recipe.prune.get_mut(n - 1) {
+                    Some(spec) => self.prune_stmts(spec, &block.body.stmts),
+                    None => self.unpatched(
+                        p,
+                        &format!(
+                            "the recipe has {stages} prune stage{}, counted from 1",
+                            if stages == 1 { "" } else { "s" }
+                        ),
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn unpatched(&mut self, p: &Patch, reason: &str) {
+        self.errors.push(CheckError::BadOverride {
+            text: p.arg.clone(),
+            reason: reason.to_owned(),
+        });
+    }
+
     pub(super) fn model(&mut self, m: &ast::ModelBlock) -> ModelSpec {
         let mut spec = ModelSpec {
             source: m.source.clone(),
@@ -247,7 +311,18 @@ impl Resolver<'_> {
             let resolved = self.relative_to_file(m.source.span, p);
             spec.source.node = ast::ModelSource::File(resolved.display().to_string());
         }
-        for s in m.body.iter().flat_map(|b| &b.stmts) {
+        let stmts: Vec<_> = m
+            .body
+            .iter()
+            .flat_map(|b| b.stmts.iter().cloned())
+            .collect();
+        self.model_stmts(&mut spec, &stmts);
+        spec
+    }
+
+    /// Applies a model block's statements (or a `--set model.…` patch's).
+    pub(super) fn model_stmts(&mut self, spec: &mut ModelSpec, stmts: &[Spanned<ast::ModelStmt>]) {
+        for s in stmts {
             match &s.node {
                 ast::ModelStmt::Input(dims) => {
                     let vals: Option<Vec<u64>> = dims
@@ -278,7 +353,6 @@ impl Resolver<'_> {
                 }
             }
         }
-        spec
     }
 
     pub(super) fn data(&mut self, d: &ast::DataBlock) -> Option<DataSpec> {
@@ -311,7 +385,18 @@ impl Resolver<'_> {
             limit: None,
             pad: None,
         };
-        for s in d.body.iter().flat_map(|b| &b.stmts) {
+        let stmts: Vec<_> = d
+            .body
+            .iter()
+            .flat_map(|b| b.stmts.iter().cloned())
+            .collect();
+        self.data_stmts(&mut spec, &stmts);
+        kind.map(|_| spec)
+    }
+
+    /// Applies a data block's statements (or a `--set data.…` patch's).
+    pub(super) fn data_stmts(&mut self, spec: &mut DataSpec, stmts: &[Spanned<ast::DataStmt>]) {
+        for s in stmts {
             match &s.node {
                 ast::DataStmt::Batch(v) => {
                     spec.batch = self.positive_up_to(v, "the batch size", max::BATCH)
@@ -359,7 +444,6 @@ impl Resolver<'_> {
                 }
             }
         }
-        kind.map(|_| spec)
     }
 
     pub(super) fn train(&mut self, t: &mut TrainSpec, stmts: &[Spanned<ast::TrainStmt>]) {
@@ -473,7 +557,6 @@ impl Resolver<'_> {
     }
 
     pub(super) fn prune(&mut self, p: &ast::PruneBlock, span: Span) -> PruneSpec {
-        use ast::PruneStmt as S;
         let granularity = match p.granularity.node {
             ast::Granularity::Weights => Granularity::Weights,
             ast::Granularity::Channels => Granularity::Channels,
@@ -507,7 +590,14 @@ impl Resolver<'_> {
             strict: false,
             span,
         };
-        for s in &p.body.stmts {
+        self.prune_stmts(&mut spec, &p.body.stmts);
+        spec
+    }
+
+    /// Applies a prune block's statements (or a `--set prune.N.…` patch's).
+    pub(super) fn prune_stmts(&mut self, spec: &mut PruneSpec, stmts: &[Spanned<ast::PruneStmt>]) {
+        use ast::PruneStmt as S;
+        for s in stmts {
             match &s.node {
                 S::Schedule(sch) => {
                     if let Some(x) = self.schedule(&sch.node) {
@@ -571,7 +661,6 @@ impl Resolver<'_> {
                 S::Strict => spec.strict = true,
             }
         }
-        spec
     }
 
     pub(super) fn schedule(&mut self, s: &ast::Schedule) -> Option<ScheduleSpec> {

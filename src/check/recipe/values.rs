@@ -143,7 +143,12 @@ impl Resolver<'_> {
         if p.is_absolute() {
             return p.to_path_buf();
         }
-        let base = self.sources.get(span.file).name.clone();
+        let file = self.sources.get(span.file);
+        // A path given with `--set` is relative to where prunex runs.
+        if file.path.is_none() && file.name.starts_with("--set ") {
+            return crate::syntax::load::normalize(p);
+        }
+        let base = file.name.clone();
         crate::syntax::load::normalize(&Path::new(&base).parent().unwrap_or(Path::new("")).join(p))
     }
 

@@ -7,13 +7,19 @@ use crate::syntax::ast::{Item, SValue, Value};
 use crate::syntax::keywords;
 use crate::syntax::{Span, UnresolvedRecipe};
 
-/// A `--set name=value` override.
+/// A `--set name=value` override: of a `let` variable, or of a setting
+/// (`seed`, `device`, `export`, `finetune.epochs`, `data.batch`,
+/// `prune.1.ratio`, …).
 #[derive(Clone, Debug)]
 pub struct Override {
-    /// Variable name.
+    /// Variable name, or the setting's dotted path.
     pub name: String,
     /// Literal value.
     pub value: Value,
+    /// The value as written.
+    pub raw: String,
+    /// The whole argument, as the plan and the run report show it.
+    pub arg: String,
 }
 
 /// Parses `name=value`.
@@ -26,14 +32,19 @@ pub fn parse_override(text: &str) -> Result<Override, Box<CheckError>> {
     };
     let (name, raw) = text.split_once('=').ok_or_else(|| bad("there is no `=`"))?;
     let name = name.trim().trim_start_matches('$');
-    let ident_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ident = |w: &str| {
+        w.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    // `prune.2.ratio`: words, and the stage's number.
+    let ident_ok = name.split('.').enumerate().all(|(i, w)| {
+        ident(w) || (i > 0 && !w.is_empty() && w.chars().all(|c| c.is_ascii_digit()))
+    });
     if !ident_ok {
         return Err(bad(
-            "the name must be letters, digits and `_`, starting with a letter",
+            "the name must be a variable (letters, digits and `_`, starting with a letter) or a setting such as `finetune.epochs`",
         ));
     }
     let raw = raw.trim();
@@ -63,6 +74,8 @@ pub fn parse_override(text: &str) -> Result<Override, Box<CheckError>> {
     Ok(Override {
         name: name.to_owned(),
         value,
+        raw: raw.to_owned(),
+        arg: text.trim().to_owned(),
     })
 }
 
