@@ -238,3 +238,68 @@ fn inspect_prints_the_layer_table() {
         .code(2)
         .stderr(predicates::str::contains("is not an input shape"));
 }
+
+/// Damaged safetensors files are refused by `prunex check` (reading only
+/// the header and the file's length), naming the tensor; they passed and
+/// the run failed a second in. A legacy `torch.save` file says to re-save.
+#[test]
+fn damaged_weights_files_name_the_tensor() {
+    let mut sd = StateDict::new();
+    sd.insert("a".into(), Tensor::f32(vec![2, 3], vec![1.0; 6]));
+    sd.insert("b".into(), Tensor::f32(vec![4], vec![2.0; 4]));
+    let good = weights::to_safetensors(&sd);
+    let dir = tempfile::tempdir().unwrap();
+    let reason = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        match weights::read_shapes(&path) {
+            Err(weights::WeightsError::Unreadable { reason, help, .. }) => {
+                format!("{reason} / {help}")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert!(weights::read_shapes(&{
+        let p = dir.path().join("good.safetensors");
+        std::fs::write(&p, &good).unwrap();
+        p
+    })
+    .is_ok());
+    // The header, with its data offsets edited in place (same length).
+    let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(good[8..8 + n].to_vec()).unwrap();
+    let with_header = |h: &str| {
+        assert_eq!(h.len(), header.len());
+        let mut b = good.clone();
+        b[8..8 + n].copy_from_slice(h.as_bytes());
+        b
+    };
+    let truncated = reason("truncated.safetensors", &good[..good.len() - 4]);
+    assert!(
+        truncated.contains("`b`'s data ends at byte 40") && truncated.contains("truncated"),
+        "{truncated}"
+    );
+    let overlap = header.replace("[24,40]", "[16,32]");
+    assert_ne!(overlap, header, "{header}");
+    let overlap = reason("overlap.safetensors", &with_header(&overlap));
+    assert!(
+        overlap.contains("`a` [0, 24) and `b` [16, 32) overlap"),
+        "{overlap}"
+    );
+    let short = header.replace("[0,24]", "[0,20]");
+    let short = reason("short.safetensors", &with_header(&short));
+    assert!(
+        short.contains(
+            "`a` is [2, 3] of 4-byte values (24 bytes) but its data range [0, 20) holds 20"
+        ),
+        "{short}"
+    );
+    let legacy = reason(
+        "legacy.pt",
+        &[0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9],
+    );
+    assert!(
+        legacy.contains("legacy torch.save") && legacy.contains("re-save"),
+        "{legacy}"
+    );
+}

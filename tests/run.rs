@@ -560,10 +560,13 @@ fn set_shortens_a_run_and_the_report_says_so() {
         &["--set", "pretrain.epochs=1", "--set", "finetune.epochs=2"],
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("out/report.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/report.json")).unwrap()).unwrap();
     let epochs: Vec<(&str, u64)> = report["epochs"]
         .as_array()
         .unwrap()

@@ -216,6 +216,15 @@ pub fn read_shapes_with(
         let shapes = find_state_dict(value, &mut notes).map_err(unreadable)?;
         return Ok((strip_prefixes(shapes, &mut notes), notes));
     }
+    if head[0] == 0x80 && head[1] <= 5 {
+        // A pickle stream opens with PROTO: `torch.save` before PyTorch 1.6
+        // (or with `_use_new_zipfile_serialization=False`).
+        return Err(WeightsError::Unreadable {
+            path: shown.clone(),
+            reason: "it is a legacy torch.save file (the format before PyTorch 1.6), which prunex does not read".into(),
+            help: "re-save it with a current PyTorch: `torch.save(torch.load(path, weights_only=True), path)`, or as safetensors".into(),
+        });
+    }
     let n = u64::from_le_bytes(head) as usize;
     if n > 100_000_000 {
         return Err(unreadable(
@@ -227,7 +236,16 @@ pub fn read_shapes_with(
         .map_err(|e| unreadable(format!("not a safetensors file ({e})")))?;
     let json: serde_json::Value = serde_json::from_slice(&header)
         .map_err(|e| unreadable(format!("not a safetensors file ({e})")))?;
+    // The data after the header, which every tensor's range must lie in.
+    let data_len = {
+        use std::io::{Seek, SeekFrom};
+        let end = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| unreadable(e.to_string()))?;
+        end.saturating_sub(8 + n as u64)
+    };
     let mut shapes = Shapes::new();
+    let mut ranges: Vec<(u64, u64, &str)> = Vec::new();
     for (k, v) in json.as_object().into_iter().flatten() {
         if k == "__metadata__" {
             continue;
@@ -240,7 +258,50 @@ pub fn read_shapes_with(
                     .collect::<Option<Vec<_>>>()
             })
             .ok_or_else(|| unreadable(format!("the header entry of `{k}` has no shape")))?;
+        let size = safetensors_dtype_size(v["dtype"].as_str().unwrap_or("")).ok_or_else(|| {
+            unreadable(format!(
+                "`{k}` has dtype {}, which prunex does not read",
+                v["dtype"]
+            ))
+        })?;
+        let (b, e) = match v["data_offsets"].as_array().map(|a| {
+            (
+                a.first().and_then(|x| x.as_u64()),
+                a.get(1).and_then(|x| x.as_u64()),
+            )
+        }) {
+            Some((Some(b), Some(e))) if b <= e => (b, e),
+            _ => {
+                return Err(unreadable(format!(
+                    "the header entry of `{k}` has no valid data_offsets"
+                )))
+            }
+        };
+        let numel: u64 = shape.iter().map(|&d| d as u64).product();
+        if e - b != numel * size {
+            return Err(unreadable(format!(
+                "`{k}` is {shape:?} of {}-byte values ({} bytes) but its data range [{b}, {e}) holds {}",
+                size,
+                numel * size,
+                e - b
+            )));
+        }
+        if e > data_len {
+            return Err(unreadable(format!(
+                "`{k}`'s data ends at byte {e} but the file holds {data_len} bytes of data: it is truncated"
+            )));
+        }
+        ranges.push((b, e, k));
         shapes.insert(k.clone(), shape);
+    }
+    ranges.sort();
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(unreadable(format!(
+                "the data of `{}` [{}, {}) and `{}` [{}, {}) overlap",
+                w[0].2, w[0].0, w[0].1, w[1].2, w[1].0, w[1].1
+            )));
+        }
     }
     Ok((strip_prefixes(shapes, &mut notes), notes))
 }
@@ -371,4 +432,14 @@ pub fn load_for(path: &Path, graph: &Graph) -> Result<(StateDict, Vec<String>), 
     let sd = strip_prefixes(sd, &mut notes);
     check(&sd, graph, &path.display().to_string())?;
     Ok((sd, notes))
+}
+
+/// Bytes per element of a safetensors dtype prunex reads.
+fn safetensors_dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "F64" | "I64" => 8,
+        "F32" | "I32" => 4,
+        "F16" | "BF16" => 2,
+        _ => return None,
+    })
 }
