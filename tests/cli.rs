@@ -602,3 +602,33 @@ fn set_reaches_settings_and_the_plan_shows_it() {
     }
     insta::assert_snapshot!(errors);
 }
+
+/// An export folder that cannot be created (a file on its path, a NUL in
+/// it) is a check error before anything trains; the run trained to the end
+/// and then failed to write. (An unwritable folder is refused the same way,
+/// through access(2); as root, as tests run in CI, every folder is
+/// writable, so that case is not exercised here.)
+#[test]
+fn an_export_folder_that_cannot_be_written_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blocker"), "a file").unwrap();
+    let recipe = |export: &str| {
+        format!(
+            "recipe \"e\"\nmodel lenet5 {{ input [1, 28, 28] classes 10 }}\n\
+             data fashion_mnist \"/data\"\nexport \"{export}\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("file.prune"), recipe("blocker/out")).unwrap();
+    std::fs::write(dir.path().join("nul.prune"), recipe("a\0b")).unwrap();
+    let mut shown = String::new();
+    for file in ["file.prune", "nul.prune"] {
+        let out = prunex()
+            .current_dir(dir.path())
+            .args(["check", file])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        shown += &String::from_utf8_lossy(&out.stderr);
+    }
+    insta::assert_snapshot!(shown.replace('\0', "␀"));
+}

@@ -378,6 +378,25 @@ pub enum CheckError {
         max: f64,
     },
 
+    /// The export folder cannot be created or written.
+    #[error("the results cannot be written to `{path}`: {reason}")]
+    #[diagnostic(
+        code(prunex::check::export_unwritable),
+        help("export to a folder you can write (`export \"runs/NAME\"`); nothing runs until it can be written, so no training is lost")
+    )]
+    ExportUnwritable {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The export line (or the recipe name, for the default folder).
+        #[label("written here")]
+        span: SourceSpan,
+        /// The folder.
+        path: String,
+        /// Why not.
+        reason: String,
+    },
+
     /// A schedule whose last update comes before its first.
     #[error("this schedule ends (epoch {until}) before it starts (epoch {from})")]
     #[diagnostic(

@@ -275,6 +275,25 @@ pub fn plan(
             export: settings.export,
         },
     );
+    // Pre-flight: a run that trains for hours must be able to write its
+    // results at the end.
+    if let (Some(p), Some(span)) = (
+        &plan,
+        recipe
+            .export
+            .as_ref()
+            .map(|e| e.span)
+            .or(recipe.name.as_ref().map(|n| n.span)),
+    ) {
+        if let Err(e) = loader.writable(&p.export) {
+            cx.push(CheckError::ExportUnwritable {
+                src: cx.src(span),
+                span: span.source_span(),
+                path: p.export.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+    }
     Planned {
         plan,
         teacher: teacher.map(|(_, g)| g),

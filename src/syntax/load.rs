@@ -35,6 +35,13 @@ pub trait Loader {
 
     /// Opens a (possibly large, binary) file for reading parts of it.
     fn open(&self, path: &Path) -> io::Result<Box<dyn ReadSeek>>;
+
+    /// Whether a folder could be created (if missing) and written, without
+    /// writing anything. Loaders that are not the file system (memory, a git
+    /// revision) have nothing to say.
+    fn writable(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads from the file system.
@@ -73,6 +80,59 @@ impl Loader for FsLoader {
     fn open(&self, path: &Path) -> io::Result<Box<dyn ReadSeek>> {
         regular(path)?;
         Ok(Box::new(io::BufReader::new(std::fs::File::open(path)?)))
+    }
+
+    fn writable(&self, dir: &Path) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = dir.as_os_str().as_bytes();
+        if bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the path holds a NUL byte",
+            ));
+        }
+        // The nearest folder that exists must be writable (the rest is
+        // created); a file on the way cannot become a folder.
+        let mut at = dir;
+        loop {
+            let here = if at.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                at
+            };
+            match std::fs::metadata(here) {
+                Ok(m) if m.is_dir() => {
+                    let c = std::ffi::CString::new(here.as_os_str().as_bytes())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                    // SAFETY: a valid NUL-terminated path.
+                    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("`{}` is not writable", here.display()),
+                        ));
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("`{}` is a file, not a folder", here.display()),
+                    ))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    match at.parent() {
+                        Some(p) => at = p,
+                        None => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
