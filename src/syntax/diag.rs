@@ -99,6 +99,27 @@ pub enum SyntaxError {
         what: String,
     },
 
+    /// An `N:M` pattern that keeps no weight, or all of them.
+    #[error("`{text}` keeps {n} of every {m} weights: N must be at least 1 and below M")]
+    #[diagnostic(
+        code(prunex::syntax::invalid_n_m),
+        help("write N:M with 1 ≤ N < M, e.g. `2:4` (NVIDIA's sparse tensor cores) or `4:8`")
+    )]
+    InvalidNM {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The pattern.
+        #[label("N:M needs 1 ≤ N < M")]
+        span: SourceSpan,
+        /// As written.
+        text: String,
+        /// N as written.
+        n: String,
+        /// M as written.
+        m: String,
+    },
+
     /// A number that cannot be represented, or an `N:M` pattern that makes no sense.
     #[error("invalid number `{text}`")]
     #[diagnostic(code(prunex::syntax::invalid_number))]

@@ -413,11 +413,12 @@ impl<'s> Lower<'s> {
                     (Ok(n), Ok(m)) if n >= 1 && m > n => Granularity::NM { n, m },
                     _ => {
                         let s = g.as_span();
-                        self.errors.push(SyntaxError::InvalidNumber {
+                        self.errors.push(SyntaxError::InvalidNM {
                             src: self.src.named(),
                             span: (s.start(), s.end() - s.start()).into(),
                             text: text.to_owned(),
-                            reason: "N:M keeps N of every M weights: N must be at least 1 and below M (e.g. 2:4)".to_owned(),
+                            n: n.to_owned(),
+                            m: m.to_owned(),
                         });
                         return None;
                     }
