@@ -579,3 +579,41 @@ fn set_shortens_a_run_and_the_report_says_so() {
         serde_json::json!(["pretrain.epochs=1", "finetune.epochs=2"])
     );
 }
+
+/// `--resume` after an interrupted `--fresh` run continues that run: the
+/// fresh run dropped the older entries of the same recipe (it resumed from
+/// them, finishing at once with the old results); every run's first line
+/// says what it takes from the cache.
+#[test]
+fn resume_after_an_interrupted_fresh_run_continues_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("r.prune"), RESUMABLE.replace("DATA", DATA)).unwrap();
+    let first = exec(d, "cache", &[], &[]);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(
+        err.contains("from cache: nothing saved for these settings yet\n"),
+        "{err}"
+    );
+    let fresh = exec(
+        d,
+        "cache",
+        &["--fresh"],
+        &[("PRUNEX_INTERRUPT_AT", "finetune:2:3")],
+    );
+    let err = String::from_utf8_lossy(&fresh.stderr);
+    assert_eq!(fresh.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("from cache: nothing (--fresh: this recipe's earlier results were dropped)\n"),
+        "{err}"
+    );
+    let resumed = exec(d, "cache", &["--resume"], &[]);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "from cache: pretrain epochs 1–2, dense evaluation, pruning, finetune epoch 1\n"
+        ) && err.contains("resuming finetune epoch 2 at step 3"),
+        "{err}"
+    );
+}

@@ -434,6 +434,15 @@ fn execute(
 
     // Where to start: after the last unit the cache has (and may give).
     let cache = &opts.cache;
+    if opts.reuse == Reuse::Fresh {
+        // `--fresh` starts over: this chain's earlier entries go, so that a
+        // `--resume` after an interrupted fresh run continues that run, not
+        // the older one whose entries had the same keys.
+        for k in &keys {
+            cache.remove(k);
+            cache.remove(&KeyBuilder::after("partial", k).key());
+        }
+    }
     let allowed = |w: Work| match opts.reuse {
         Reuse::Fresh => false,
         Reuse::Resume => true,
@@ -466,8 +475,16 @@ fn execute(
             s.model.load(&sd)?;
         }
     }
-    if start > 0 {
-        eprintln!("from cache: {}", describe(&works[..start]));
+    // The run's first line: what it takes from the cache.
+    match (start, opts.reuse) {
+        (0, Reuse::Fresh) => {
+            eprintln!("from cache: nothing (--fresh: this recipe's earlier results were dropped)")
+        }
+        (0, _) if partial.is_none() => {
+            eprintln!("from cache: nothing saved for these settings yet")
+        }
+        (0, _) => eprintln!("from cache: nothing before the interrupted unit"),
+        _ => eprintln!("from cache: {}", describe(&works[..start])),
     }
     if let (Some(p), Some(w)) = (&partial, works.get(start)) {
         eprintln!(
