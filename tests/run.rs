@@ -487,64 +487,52 @@ fn an_unwritable_cache_costs_checkpoints_not_the_run() {
     assert!(d.join("out/weights.safetensors").exists());
 }
 
+/// Runs `RESUMABLE` with `from` replaced by `to`: it must stop before any
+/// training, with exit 1 and nothing exported. Returns what it printed from
+/// the first run diagnostic on.
+fn refused_run(from: &str, to: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let recipe = RESUMABLE.replace("DATA", DATA);
+    assert!(recipe.contains(from), "{from}");
+    std::fs::write(d.join("r.prune"), recipe.replace(from, to)).unwrap();
+    let out = exec(d, "cache", &[], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!d.join("out").exists());
+    err[err.find("prunex::run::").expect("a run diagnostic")..].to_owned()
+}
+
 /// Data whose images do not fit the model's input stop the run before any
 /// training, with the stable code.
 #[test]
 fn data_that_does_not_fit_the_model_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let recipe = RESUMABLE
-        .replace("DATA", DATA)
-        .replace("input [1, 28, 28]", "input [1, 32, 32]");
-    std::fs::write(d.join("r.prune"), recipe).unwrap();
-    let out = exec(d, "cache", &[], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = refused_run("input [1, 28, 28]", "input [1, 32, 32]");
     assert!(err.contains("prunex::run::input_mismatch"), "{err}");
     assert!(
         err.contains("[1, 32, 32]") && err.contains("[1, 28, 28]"),
         "{err}"
     );
-    assert!(!d.join("out").exists());
 }
 
 /// A schedule counted in steps that would prune after fine-tuning ends is
 /// stopped before training (the fixture's 600 images make 19 steps of 32).
 #[test]
 fn a_step_schedule_past_fine_tuning_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let recipe = RESUMABLE.replace("DATA", DATA).replace(
+    insta::assert_snapshot!(refused_run(
         "schedule gradual 0.0 -> 0.6 every 1 epochs",
         "schedule oneshot at step 60",
-    );
-    std::fs::write(d.join("r.prune"), recipe).unwrap();
-    let out = exec(d, "cache", &[], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    let diagnostic = &err[err.find("prunex::run::").expect("a run diagnostic")..];
-    insta::assert_snapshot!(diagnostic);
-    assert!(!d.join("out").exists());
+    ));
 }
 
 /// A CUDA device the machine does not have stops the run before any data
 /// is read, with a coded diagnostic (it was a libtorch panic, exit 101).
 #[test]
 fn a_missing_cuda_device_is_reported_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let recipe = RESUMABLE
-        .replace("DATA", DATA)
-        .replace("device cpu", "device cuda:63");
-    std::fs::write(d.join("r.prune"), recipe).unwrap();
-    let out = exec(d, "cache", &[], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    let diagnostic = &err[err.find("prunex::run::").expect("a run diagnostic")..];
+    let diagnostic = refused_run("device cpu", "device cuda:63");
     insta::with_settings!({filters => vec![(r"sees \d+ CUDA", "sees [n] CUDA")]}, {
         insta::assert_snapshot!(diagnostic);
     });
-    assert!(!d.join("out").exists());
 }
 
 /// `--set` on settings shortens a run from the command line; the report's
