@@ -54,3 +54,165 @@ pub fn exercise(text: &str) {
     let twice = format(&again.file, map.get(id2));
     assert_eq!(once, twice, "formatting is not idempotent");
 }
+
+/// The body of the `model_weights` fuzz target: structure-aware, so the
+/// fuzzer explores models and headers rather than YAML and JSON syntax.
+/// The first byte picks what is built from the rest:
+/// - a model description: a zoo model's YAML with numbers replaced and
+///   field names misspelt as the bytes say; reading it, inferring shapes and
+///   coupling never panic, and a description that reads writes back the
+///   same graph;
+/// - a safetensors file: a small valid one, truncated, with header bytes
+///   and the length prefix edited as the bytes say; the header check never
+///   panics, and a file `prunex check` accepts is one the run's reader reads,
+///   with the same shapes (the checker's promise).
+pub fn exercise_structured(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    if kind % 2 == 0 {
+        exercise_model(rest);
+    } else {
+        exercise_weights(rest);
+    }
+}
+
+/// A byte reader that yields zeros when the input runs out.
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+}
+
+fn exercise_model(data: &[u8]) {
+    let mut b = Bytes(data);
+    let zoo = ["lenet5", "simplecnn", "resnet18", "mobilenet_v2"];
+    let name = zoo[b.byte() as usize % zoo.len()];
+    let opts = crate::models::zoo::ZooOptions {
+        input: [1 + (b.byte() % 3) as usize, 32, 32],
+        classes: 1 + (b.byte() % 20) as usize,
+    };
+    let Some(Ok(g)) = crate::models::zoo::build(name, opts) else {
+        return;
+    };
+    let mut text = crate::models::yaml::to_yaml(&g);
+    // Edits: (position, what) pairs while bytes last.
+    for _ in 0..(b.byte() % 8) {
+        let at = (b.byte() as usize * 256 + b.byte() as usize) % text.len().max(1);
+        let at = (0..=at)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        match b.byte() % 4 {
+            // A number: replaced by a fuzzer one (0, huge, or small).
+            0 => {
+                if let Some(start) = text[at..]
+                    .find(|c: char| c.is_ascii_digit())
+                    .map(|i| at + i)
+                {
+                    let end = text[start..]
+                        .find(|c: char| !c.is_ascii_digit())
+                        .map_or(text.len(), |i| start + i);
+                    let n = match b.byte() % 3 {
+                        0 => 0u64,
+                        1 => u64::MAX,
+                        _ => b.byte() as u64,
+                    };
+                    text.replace_range(start..end, &n.to_string());
+                }
+            }
+            // A field name: a letter dropped (`strid`, `paddin`).
+            1 => {
+                if let Some(colon) = text[at..].find(':').map(|i| at + i) {
+                    if colon > 0 && text.as_bytes()[colon - 1].is_ascii_alphabetic() {
+                        text.remove(colon - 1);
+                    }
+                }
+            }
+            // A layer's op name.
+            2 => {
+                let ops = [
+                    "conv2d", "linear", "add", "concat", "flatten", "relu", "nope",
+                ];
+                if let Some(i) = text[at..].find("op: ").map(|i| at + i + 4) {
+                    let end = text[i..]
+                        .find(['\n', ',', '}'])
+                        .map_or(text.len(), |e| i + e);
+                    text.replace_range(i..end, ops[b.byte() as usize % ops.len()]);
+                }
+            }
+            // Cut the description short.
+            _ => text.truncate(at),
+        }
+    }
+    let Ok(read) = crate::models::yaml::from_yaml(&text, "fuzz.yaml") else {
+        return;
+    };
+    if crate::graph::analyze(&read, read.input).is_ok() {
+        let _ = crate::graph::coupling(&read);
+    }
+    let again = crate::models::yaml::from_yaml(&crate::models::yaml::to_yaml(&read), "again.yaml")
+        .expect("a description prunex wrote reads back");
+    assert_eq!(again, read, "a description does not round-trip:\n{text}");
+}
+
+/// A loader over one binary file.
+struct OneFile(Vec<u8>);
+
+impl crate::syntax::Loader for OneFile {
+    fn read(&self, _: &Path) -> std::io::Result<(std::path::PathBuf, String)> {
+        Err(std::io::Error::other("binary"))
+    }
+
+    fn open(&self, _: &Path) -> std::io::Result<Box<dyn crate::syntax::load::ReadSeek>> {
+        Ok(Box::new(std::io::Cursor::new(self.0.clone())))
+    }
+}
+
+fn exercise_weights(data: &[u8]) {
+    use crate::models::weights;
+    use crate::tensor::{StateDict, Tensor};
+    let mut b = Bytes(data);
+    let mut sd = StateDict::new();
+    for k in 0..(1 + b.byte() % 4) {
+        let shape: Vec<usize> = (0..(b.byte() % 4))
+            .map(|_| (b.byte() % 5) as usize)
+            .collect();
+        let n = shape.iter().product();
+        sd.insert(format!("t{k}.weight"), Tensor::f32(shape, vec![0.5; n]));
+    }
+    let mut file = weights::to_safetensors(&sd);
+    for _ in 0..(b.byte() % 6) {
+        let at = (b.byte() as usize * 256 + b.byte() as usize) % file.len().max(1);
+        match b.byte() % 3 {
+            0 => file.truncate(at),
+            1 => {
+                if let Some(x) = file.get_mut(at) {
+                    *x = b.byte();
+                }
+            }
+            // The header length prefix.
+            _ => {
+                let v = b.byte();
+                if let Some(x) = file.get_mut(at % 8) {
+                    *x = v;
+                }
+            }
+        }
+    }
+    let checked = weights::read_shapes_with(Path::new("w.safetensors"), &OneFile(file.clone()));
+    if let Ok((shapes, _)) = checked {
+        let read = weights::read_safetensors(&file)
+            .expect("a file prunex check accepts is one the run reads");
+        let read: weights::Shapes = read.into_iter().map(|(k, t)| (k, t.shape)).collect();
+        assert_eq!(read, shapes, "the check and the run read different shapes");
+    }
+}

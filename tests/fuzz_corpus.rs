@@ -36,3 +36,39 @@ fn fixtures_and_recipes_replay_without_panics() {
     assert!(replay(Path::new("tests/fixtures")) > 0);
     assert!(replay(Path::new("recipes")) > 0);
 }
+
+/// The structure-aware target (`fuzz/fuzz_targets/model_weights.rs`) on
+/// its corpus, where one was kept, and on inputs drawn from a fixed seed, so
+/// stable CI exercises it too.
+#[test]
+fn model_and_weights_inputs_replay_without_panics() {
+    let kept = Path::new("fuzz/corpus/model_weights");
+    if kept.is_dir() {
+        for entry in walkdir::WalkDir::new(kept)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if entry.file_type().is_file() {
+                prunex::fuzz::exercise_structured(&std::fs::read(entry.path()).unwrap());
+            }
+        }
+    }
+    // `PRUNEX_STRUCTURED_CASES=50000` for a longer search.
+    let cases: usize = std::env::var("PRUNEX_STRUCTURED_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..cases {
+        let len = 1 + (state % 48) as usize;
+        let input: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        prunex::fuzz::exercise_structured(&input);
+    }
+}

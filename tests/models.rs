@@ -112,6 +112,13 @@ fn description_errors_name_the_layer() {
         "unknown_field",
         render(yaml::from_yaml(misspelt, "x.yaml").unwrap_err())
     );
+    // A size no model has is refused (coupling holds one entry per channel:
+    // 2^40 channels exhausted memory; products overflowed shape inference).
+    let huge = "name: x\ninput: [3, 8, 8]\nlayers:\n  - {name: c1, op: conv2d, in_channels: 3, out_channels: 1099511627776, kernel: 3}\n";
+    assert!(matches!(
+        yaml::from_yaml(huge, "x.yaml"),
+        Err(yaml::DescriptionError::SizeOutOfRange { ref field, max: 1_048_576, .. }) if field == "out_channels"
+    ));
     let biass = "name: x\ninput: [3, 8, 8]\nlayers:\n  - {name: fc, op: linear, in_features: 192, out_features: 2, biass: false}\n";
     assert!(matches!(
         yaml::from_yaml(biass, "x.yaml"),

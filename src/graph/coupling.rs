@@ -222,7 +222,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             Op::Flatten => {
                 let x = input(0);
                 let repeat = match a.shapes[node.inputs[0]] {
-                    Shape::Map { h, w, .. } => x.repeat * h * w,
+                    Shape::Map { h, w, .. } => x.repeat.saturating_mul(h).saturating_mul(w),
                     Shape::Flat(_) => x.repeat,
                 };
                 Layout {

@@ -35,7 +35,7 @@ impl Shape {
     /// Number of elements.
     pub fn numel(&self) -> u64 {
         match *self {
-            Shape::Map { c, h, w } => (c * h * w) as u64,
+            Shape::Map { c, h, w } => product(&[c, h, w]),
             Shape::Flat(f) => f as u64,
         }
     }
@@ -165,16 +165,24 @@ pub struct Analysis {
     pub total_macs: u64,
 }
 
+/// The product of sizes as a count, saturating at `u64::MAX` (a model
+/// description may hold any number; no real count comes near it).
+fn product(xs: &[usize]) -> u64 {
+    xs.iter().fold(1u64, |a, &x| a.saturating_mul(x as u64))
+}
+
 fn conv_out(size: usize, k: usize, s: usize, p: usize, d: usize, ceil: bool) -> Option<usize> {
-    let span = d * (k - 1) + 1;
-    let padded = size + 2 * p;
+    // Saturating: a description may hold any number; a span past usize is
+    // simply larger than any input.
+    let span = d.saturating_mul(k.saturating_sub(1)).saturating_add(1);
+    let padded = size.saturating_add(p.saturating_mul(2));
     if padded < span || s == 0 {
         return None;
     }
     let n = padded - span;
     let out = if ceil { n.div_ceil(s) + 1 } else { n / s + 1 };
     // PyTorch drops a last window that would start in the right padding.
-    let out = if ceil && (out - 1) * s >= size + p {
+    let out = if ceil && (out - 1).saturating_mul(s) >= size.saturating_add(p) {
         out - 1
     } else {
         out
@@ -341,13 +349,16 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                             .ok_or_else(too_small)?;
                         let ow = conv_out(w, kernel[1], stride[1], padding[1], dilation[1], false)
                             .ok_or_else(too_small)?;
-                        let positions = (oh * ow * out_channels) as u64;
-                        macs[id] = positions
-                            * (kernel[0] * kernel[1] * (in_channels / groups)) as u64
-                            + if bias { positions } else { 0 };
-                        params[id] = (out_channels * (in_channels / groups) * kernel[0] * kernel[1])
-                            as u64
-                            + if bias { out_channels as u64 } else { 0 };
+                        let positions = product(&[oh, ow, out_channels]);
+                        let per = product(&[kernel[0], kernel[1], in_channels / groups]);
+                        macs[id] = positions.saturating_mul(per).saturating_add(if bias {
+                            positions
+                        } else {
+                            0
+                        });
+                        params[id] =
+                            product(&[out_channels, in_channels / groups, kernel[0], kernel[1]])
+                                .saturating_add(if bias { out_channels as u64 } else { 0 });
                         Shape::Map {
                             c: out_channels,
                             h: oh,
@@ -380,10 +391,10 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                                 shape: s,
                             });
                         }
-                        macs[id] = (in_features * out_features) as u64
-                            + if bias { out_features as u64 } else { 0 };
-                        params[id] = (in_features * out_features) as u64
-                            + if bias { out_features as u64 } else { 0 };
+                        let weights = product(&[in_features, out_features]);
+                        let bias = if bias { out_features as u64 } else { 0 };
+                        macs[id] = weights.saturating_add(bias);
+                        params[id] = weights.saturating_add(bias);
                         Shape::Flat(out_features)
                     }
                     Op::BatchNorm2d { features, .. } => {
@@ -396,8 +407,8 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                                 from,
                             });
                         }
-                        macs[id] = 2 * s.numel();
-                        params[id] = 2 * features as u64;
+                        macs[id] = s.numel().saturating_mul(2);
+                        params[id] = (features as u64).saturating_mul(2);
                         s
                     }
                     Op::Relu | Op::Relu6 => {
@@ -446,7 +457,7 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                             w: output[1],
                         }
                     }
-                    Op::Flatten => Shape::Flat(s.numel() as usize),
+                    Op::Flatten => Shape::Flat(usize::try_from(s.numel()).unwrap_or(usize::MAX)),
                     Op::Input | Op::Add | Op::Mul | Op::Concat => unreachable!("handled above"),
                 }
             }
@@ -467,8 +478,8 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
             message: "the output node does not exist".into(),
         });
     }
-    let total_params = params.iter().sum();
-    let total_macs = macs.iter().sum();
+    let total_params = params.iter().fold(0u64, |a, &b| a.saturating_add(b));
+    let total_macs = macs.iter().fold(0u64, |a, &b| a.saturating_add(b));
     Ok(Analysis {
         shapes,
         params,

@@ -294,14 +294,29 @@ pub fn read_shapes_with(
         ranges.push((b, e, k));
         shapes.insert(k.clone(), shape);
     }
+    // The tensors tile the data exactly, as the safetensors format (and
+    // so the run's reader) requires: no overlap, no gap, nothing after.
     ranges.sort();
-    for w in ranges.windows(2) {
-        if w[1].0 < w[0].1 {
+    let mut at = 0;
+    for (k, &(b, e, name)) in ranges.iter().enumerate() {
+        if b < at {
+            let (pb, pe, prev) = ranges[k - 1];
             return Err(unreadable(format!(
-                "the data of `{}` [{}, {}) and `{}` [{}, {}) overlap",
-                w[0].2, w[0].0, w[0].1, w[1].2, w[1].0, w[1].1
+                "the data of `{prev}` [{pb}, {pe}) and `{name}` [{b}, {e}) overlap"
             )));
         }
+        if b > at {
+            return Err(unreadable(format!(
+                "bytes [{at}, {b}) of the data belong to no tensor (before `{name}`)"
+            )));
+        }
+        at = e;
+    }
+    if at != data_len {
+        return Err(unreadable(format!(
+            "the file holds {} bytes after the last tensor's data",
+            data_len - at
+        )));
     }
     Ok((strip_prefixes(shapes, &mut notes), notes))
 }

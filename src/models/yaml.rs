@@ -72,6 +72,22 @@ pub enum DescriptionError {
         /// The closest field, or the fields it takes.
         help: String,
     },
+    /// A size no model has (it would overflow the counts or exhaust memory
+    /// while coupling channels).
+    #[error("{file}: layer `{layer}` has {field} {value}, above the largest prunex takes ({max})")]
+    #[diagnostic(code(prunex::model::size_out_of_range), help("is it a typo? channels and features go up to 1,048,576, kernels, strides, padding and dilation up to 4,096"))]
+    SizeOutOfRange {
+        /// The file.
+        file: String,
+        /// The layer (or `input`).
+        layer: String,
+        /// The field.
+        field: String,
+        /// The value.
+        value: u64,
+        /// The largest allowed.
+        max: u64,
+    },
     /// A layer reads a layer that does not exist (or comes later).
     #[error("{file}: layer `{layer}` reads `{input}`, which is not a layer before it")]
     #[diagnostic(code(prunex::model::unknown_input), help("{help}"))]
@@ -152,6 +168,7 @@ pub fn from_yaml(text: &str, file: &str) -> Result<Graph, DescriptionError> {
         },
     })?;
     unknown_fields(text, &m, file)?;
+    sizes_in_range(&m, file)?;
     let mut nodes = vec![Node {
         name: "input".into(),
         op: Op::Input,
@@ -275,6 +292,51 @@ fn unknown_fields(text: &str, m: &ModelFile, file: &str) -> Result<(), Descripti
                 field,
                 help,
             });
+        }
+    }
+    Ok(())
+}
+
+/// Channels and features, and window sizes, past which a description is
+/// refused: shape inference saturates its counts, but coupling holds one
+/// entry per channel.
+const MAX_CHANNELS: u64 = 1 << 20;
+const MAX_WINDOW: u64 = 1 << 12;
+
+fn sizes_in_range(m: &ModelFile, file: &str) -> Result<(), DescriptionError> {
+    let check = |layer: &str, field: &str, value: u64| {
+        let max = match field {
+            "kernel" | "stride" | "padding" | "dilation" => MAX_WINDOW,
+            _ => MAX_CHANNELS,
+        };
+        if value > max {
+            return Err(DescriptionError::SizeOutOfRange {
+                file: file.to_owned(),
+                layer: layer.to_owned(),
+                field: field.to_owned(),
+                value,
+                max,
+            });
+        }
+        Ok(())
+    };
+    for (i, &d) in m.input.iter().enumerate() {
+        check("input", ["channels", "height", "width"][i], d as u64)?;
+    }
+    for layer in &m.layers {
+        let Ok(serde_yaml::Value::Mapping(fields)) = serde_yaml::to_value(&layer.op) else {
+            continue;
+        };
+        for (k, v) in fields {
+            let field = k.as_str().unwrap_or_default();
+            let values: Vec<u64> = match &v {
+                serde_yaml::Value::Number(n) => n.as_u64().into_iter().collect(),
+                serde_yaml::Value::Sequence(s) => s.iter().filter_map(|x| x.as_u64()).collect(),
+                _ => Vec::new(),
+            };
+            for value in values {
+                check(&layer.name, field, value)?;
+            }
         }
     }
     Ok(())
