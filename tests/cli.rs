@@ -632,3 +632,28 @@ fn an_export_folder_that_cannot_be_written_is_refused_by_check() {
     }
     insta::assert_snapshot!(shown.replace('\0', "␀"));
 }
+
+/// The adversarial corpus (long lines, deep nesting, thousands of
+/// diagnostics, numbers past every range; the fuzzer seeds from it too):
+/// check, plan and fmt --check exit 0 or 1, never 101.
+#[test]
+fn adversarial_inputs_exit_with_documented_codes() {
+    for entry in std::fs::read_dir("tests/fixtures/adversarial").unwrap() {
+        let path = entry.unwrap().path();
+        for cmd in [&["check"][..], &["plan"], &["fmt", "--check"]] {
+            let out = prunex()
+                .args(cmd)
+                .arg(&path)
+                .timeout(std::time::Duration::from_secs(60))
+                .output()
+                .unwrap();
+            assert!(
+                matches!(out.status.code(), Some(0 | 1)),
+                "{cmd:?} {}: {:?}\n{}",
+                path.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
