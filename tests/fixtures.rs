@@ -16,8 +16,14 @@ fn relative(path: &Path) -> PathBuf {
         .to_path_buf()
 }
 
+/// Snapshots do not depend on the machine's GPUs: none are visible.
+fn no_gpus() {
+    std::env::set_var("CUDA_VISIBLE_DEVICES", "");
+}
+
 #[test]
 fn ok_fixtures_check_clean() {
+    no_gpus();
     insta::glob!("fixtures/ok/**/*.prune", |path| {
         let rel = relative(path);
         let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
@@ -40,6 +46,7 @@ fn ok_fixtures_check_clean() {
 /// watch mode read), with the warnings a user would see.
 #[test]
 fn ok_fixtures_plan() {
+    no_gpus();
     insta::glob!("fixtures/ok/*.prune", |path| {
         let rel = relative(path);
         let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
@@ -65,6 +72,7 @@ fn ok_fixtures_plan() {
 
 #[test]
 fn err_fixtures_render_their_diagnostics() {
+    no_gpus();
     insta::glob!("fixtures/err/*.prune", |path| {
         let rel = relative(path);
         let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
@@ -87,6 +95,7 @@ fn err_fixtures_render_their_diagnostics() {
 /// data and distillation setting with its default filled in.
 #[test]
 fn recipes_plan() {
+    no_gpus();
     insta::glob!(env!("CARGO_MANIFEST_DIR"), "recipes/*.prune", |path| {
         let rel = relative(path);
         let checked = check_path(&rel, &FsLoader, &[], Mode::Single);

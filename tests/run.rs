@@ -526,7 +526,8 @@ fn a_step_schedule_past_fine_tuning_is_reported() {
 }
 
 /// A CUDA device the machine does not have stops the run before any data
-/// is read, with a coded diagnostic (it was a libtorch panic, exit 101).
+/// is read, with a coded diagnostic (it was a libtorch panic, exit 101);
+/// `prunex check` warns about it at the device line.
 #[test]
 fn a_missing_cuda_device_is_reported_not_a_panic() {
     let diagnostic = refused_run("device cpu", "device cuda:63");

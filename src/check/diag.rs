@@ -378,6 +378,28 @@ pub enum CheckError {
         max: f64,
     },
 
+    /// A CUDA device this machine does not have. A warning: the recipe may
+    /// be meant for another machine; `prunex run` here stops before any
+    /// data is read (`prunex::run::no_cuda`).
+    #[error("`cuda:{index}` is not on this machine (it has {count} CUDA device(s)): `prunex run` here would stop before training")]
+    #[diagnostic(
+        code(prunex::check::no_cuda),
+        severity(Warning),
+        help("use `device auto` (CUDA when there is one, else the CPU) or `device cpu` to run here; `prunex version` shows what libtorch sees")
+    )]
+    NoCuda {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The device line.
+        #[label("no such device")]
+        span: SourceSpan,
+        /// The index asked for.
+        index: usize,
+        /// Devices found.
+        count: usize,
+    },
+
     /// The export folder cannot be created or written.
     #[error("the results cannot be written to `{path}`: {reason}")]
     #[diagnostic(

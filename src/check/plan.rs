@@ -275,8 +275,20 @@ pub fn plan(
             export: settings.export,
         },
     );
-    // Pre-flight: a run that trains for hours must be able to write its
-    // results at the end.
+    // Pre-flight: the device exists (libtorch would fail on the first
+    // tensor), and a run that trains for hours can write its results.
+    if let (Some(crate::plan::Device::Cuda(index)), Some(span), Some(count)) =
+        (recipe.device, recipe.device_span, loader.cuda_devices())
+    {
+        if index >= count {
+            cx.push(CheckError::NoCuda {
+                src: cx.src(span),
+                span: span.source_span(),
+                index,
+                count,
+            });
+        }
+    }
     if let (Some(p), Some(span)) = (
         &plan,
         recipe

@@ -42,6 +42,11 @@ pub trait Loader {
     fn writable(&self, _dir: &Path) -> io::Result<()> {
         Ok(())
     }
+
+    /// How many CUDA devices this machine has, when the loader can tell.
+    fn cuda_devices(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Reads from the file system.
@@ -80,6 +85,26 @@ impl Loader for FsLoader {
     fn open(&self, path: &Path) -> io::Result<Box<dyn ReadSeek>> {
         regular(path)?;
         Ok(Box::new(io::BufReader::new(std::fs::File::open(path)?)))
+    }
+
+    /// NVIDIA's device nodes (`/dev/nvidia0`, …), as many as
+    /// `CUDA_VISIBLE_DEVICES` leaves visible: what libtorch will see,
+    /// without loading it.
+    fn cuda_devices(&self) -> Option<usize> {
+        let nodes = std::fs::read_dir("/dev")
+            .ok()?
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("nvidia"))
+                    .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count();
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES")
+            .ok()
+            .map(|v| v.split(',').filter(|x| !x.trim().is_empty()).count());
+        Some(visible.map_or(nodes, |v| v.min(nodes)))
     }
 
     fn writable(&self, dir: &Path) -> io::Result<()> {

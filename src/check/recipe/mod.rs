@@ -277,6 +277,9 @@ pub struct Recipe {
     pub seed: Option<u64>,
     /// Device.
     pub device: Option<Device>,
+    /// Where the device was set, for diagnostics.
+    #[serde(skip)]
+    pub device_span: Option<Span>,
     /// Model.
     pub model: Option<ModelSpec>,
     /// Data.

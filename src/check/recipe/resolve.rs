@@ -205,7 +205,10 @@ impl Resolver<'_> {
             Item::Device(v) => {
                 if let Some(d) = self.text(v, "a device") {
                     match parse_device(&d) {
-                        Some(dev) => recipe.device = Some(dev),
+                        Some(dev) => {
+                            recipe.device = Some(dev);
+                            recipe.device_span = Some(v.span);
+                        }
                         None => self.errors.push(CheckError::InvalidValue {
                             src: self.src(v.span),
                             span: v.span.source_span(),
