@@ -75,7 +75,7 @@ pub fn read_torch_zip(bytes: &[u8], shapes_only: bool) -> Result<Value, PickleEr
         .and_then(|mut f| f.read_to_end(&mut data).map_err(Into::into))
         .map_err(|e| PickleError(format!("cannot read {pkl}: {e}")))?;
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut load_storage = |key: &str| -> Result<Vec<u8>, PickleError> {
+    let mut load_storage = |key: &str, _need: u64| -> Result<Vec<u8>, PickleError> {
         if let Some(s) = storages.get(key) {
             return Ok(s.clone());
         }
@@ -89,20 +89,34 @@ pub fn read_torch_zip(bytes: &[u8], shapes_only: bool) -> Result<Value, PickleEr
     };
     let value = Unpickler::new(&data).run()?;
     if shapes_only {
-        let mut none = |_: &str| -> Result<Vec<u8>, PickleError> { Ok(Vec::new()) };
-        return materialise(value, &mut none, true);
+        // No storage is read, but every tensor's storage entry must be there
+        // and long enough for its offset, shape and strides.
+        let sizes: HashMap<String, u64> = (0..zip.len())
+            .filter_map(|i| {
+                zip.by_index_raw(i)
+                    .ok()
+                    .map(|f| (f.name().to_owned(), f.size()))
+            })
+            .collect();
+        let mut extent = |key: &str, need: u64| -> Result<Vec<u8>, PickleError> {
+            let name = format!("{prefix}data/{key}");
+            match sizes.get(&name) {
+                None => err(format!("the archive has no storage {name}")),
+                Some(&have) if have < need => err(format!(
+                    "storage {name} holds {have} bytes but a tensor needs {need}: the archive is damaged"
+                )),
+                Some(_) => Ok(Vec::new()),
+            }
+        };
+        return materialise(value, &mut extent, true);
     }
     materialise(value, &mut load_storage, false)
 }
 
 /// Replaces `_rebuild_tensor_v2(storage, offset, size, stride, ...)` calls
 /// by tensors read from the archive, or by their shapes when `meta`.
-fn materialise(
-    v: Value,
-    load: &mut dyn FnMut(&str) -> Result<Vec<u8>, PickleError>,
-    meta: bool,
-) -> Result<Value, PickleError> {
-    let all = |items: Vec<Value>, load: &mut dyn FnMut(&str) -> Result<Vec<u8>, PickleError>| {
+fn materialise(v: Value, load: &mut LoadStorage<'_>, meta: bool) -> Result<Value, PickleError> {
+    let all = |items: Vec<Value>, load: &mut LoadStorage<'_>| {
         items
             .into_iter()
             .map(|v| materialise(v, load, meta))
@@ -115,9 +129,9 @@ fn materialise(
                 |name: &str| matches!(&*f, Value::Global(m, n) if m == "torch._utils" && n == name);
             match &args {
                 Value::Tuple(a) if is("_rebuild_tensor_v2") && meta => {
-                    Value::Shape(a.get(2).and_then(as_usizes).ok_or_else(|| {
-                        PickleError("a tensor size is not a tuple of integers".into())
-                    })?)
+                    let r = storage_ref(a)?;
+                    load(&r.key, r.bytes_needed())?;
+                    Value::Shape(r.shape)
                 }
                 Value::Tuple(a) if is("_rebuild_tensor_v2") => Value::Tensor(rebuild(a, load)?),
                 Value::Tuple(a) if is("_rebuild_parameter") => {
@@ -151,10 +165,38 @@ fn as_usizes(v: &Value) -> Option<Vec<usize>> {
     }
 }
 
-fn rebuild(
-    a: &[Value],
-    load: &mut dyn FnMut(&str) -> Result<Vec<u8>, PickleError>,
-) -> Result<Tensor, PickleError> {
+/// Reads a storage by key (full reading), or checks that it holds the given
+/// number of bytes and returns nothing (shape-only reading).
+type LoadStorage<'a> = dyn FnMut(&str, u64) -> Result<Vec<u8>, PickleError> + 'a;
+
+/// What `_rebuild_tensor_v2` reads: a storage, an offset into it, a shape
+/// and strides.
+struct StorageRef {
+    key: String,
+    dtype: DType,
+    offset: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl StorageRef {
+    /// Bytes of its storage the tensor reaches.
+    fn bytes_needed(&self) -> u64 {
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        let last: u64 = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .map(|(&n, &s)| (n as u64 - 1).saturating_mul(s as u64))
+            .fold(self.offset as u64, u64::saturating_add);
+        last.saturating_add(1)
+            .saturating_mul(self.dtype.size() as u64)
+    }
+}
+
+fn storage_ref(a: &[Value]) -> Result<StorageRef, PickleError> {
     let (Some(Value::PersId(pid)), Some(Value::Int(offset)), Some(size), Some(stride)) =
         (a.first(), a.get(1), a.get(2), a.get(3))
     else {
@@ -180,7 +222,26 @@ fn rebuild(
         .ok_or_else(|| PickleError("a tensor size is not a tuple of integers".into()))?;
     let strides = as_usizes(stride)
         .ok_or_else(|| PickleError("a tensor stride is not a tuple of integers".into()))?;
-    let raw = load(key)?;
+    Ok(StorageRef {
+        key: key.clone(),
+        dtype,
+        offset: usize::try_from(*offset)
+            .map_err(|_| PickleError("a tensor offset is negative".into()))?,
+        shape,
+        strides,
+    })
+}
+
+fn rebuild(a: &[Value], load: &mut LoadStorage<'_>) -> Result<Tensor, PickleError> {
+    let r = storage_ref(a)?;
+    let raw = load(&r.key, r.bytes_needed())?;
+    let StorageRef {
+        key,
+        dtype,
+        offset,
+        shape,
+        strides,
+    } = r;
     let width = dtype.size();
     let numel: usize = shape.iter().product();
     // Gather element by element in row-major order, honouring strides
@@ -188,7 +249,7 @@ fn rebuild(
     let mut out = Vec::with_capacity(numel * width);
     let mut index = vec![0usize; shape.len()];
     for _ in 0..numel {
-        let at = *offset as usize
+        let at = offset
             + index
                 .iter()
                 .zip(&strides)
