@@ -7,7 +7,8 @@ use std::fs;
 
 fn prunex() -> Command {
     let mut c = Command::cargo_bin("prunex").unwrap();
-    c.env("NO_COLOR", "1");
+    // What users see does not depend on this machine's GPUs: none are visible.
+    c.env("NO_COLOR", "1").env("CUDA_VISIBLE_DEVICES", "");
     c
 }
 

@@ -76,6 +76,9 @@ pub fn print(p: &Plan) {
     for o in &p.overrides {
         println!("--set {o}");
     }
+    if let Some(line) = device_line(p.device, crate::syntax::Loader::cuda_devices(&FsLoader)) {
+        println!("{line}");
+    }
     for (i, s) in p.stages.iter().enumerate() {
         let steps: Vec<String> = s
             .schedule
@@ -126,6 +129,28 @@ pub fn print(p: &Plan) {
                 ""
             }
         );
+    }
+}
+
+/// Which device a run here would use, when the recipe leaves it to `auto`
+/// or names a CUDA device (`None` for `cpu`).
+fn device_line(device: crate::plan::Device, cuda: Option<usize>) -> Option<String> {
+    use crate::plan::Device;
+    let here = |n: usize| match n {
+        0 => "no CUDA device here".to_owned(),
+        1 => "1 CUDA device here".to_owned(),
+        n => format!("{n} CUDA devices here"),
+    };
+    match (device, cuda) {
+        (Device::Cpu, _) => None,
+        (Device::Auto, Some(0)) => Some(format!("device auto: runs on the CPU ({})", here(0))),
+        (Device::Auto, Some(n)) => Some(format!("device auto: runs on cuda:0 ({})", here(n))),
+        (Device::Auto, None) => None,
+        (Device::Cuda(i), Some(n)) if i >= n => Some(format!(
+            "device cuda:{i}: not here ({}); prunex run here would stop",
+            here(n)
+        )),
+        (Device::Cuda(i), _) => Some(format!("device cuda:{i}")),
     }
 }
 
