@@ -120,7 +120,9 @@ pub fn fraction_at(stage: &Stage, target: &Target, at: &Step) -> Option<f64> {
 fn range(n: usize, w: &Want) -> KeepRange {
     let lo = w
         .cap
-        .map_or(1, |c| n - ((n as f64) * c + 1e-9).floor() as usize)
+        .map_or(1, |c| {
+            n.saturating_sub(((n as f64) * c + 1e-9).floor() as usize)
+        })
         .clamp(1, n.max(1));
     let hi = w
         .floor
