@@ -888,7 +888,7 @@ fn blocks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, g: &Graph) ->
             },
         });
     }
-    let remove = ((candidates.len() as f64) * stage_end(spec) + 1e-9).floor() as usize;
+    let remove = decide::blocks_removed(candidates.len(), stage_end(spec));
     let blocks = crate::plan::BlocksPlan {
         candidates: candidates.iter().map(|b| b.name.clone()).collect(),
         remove,

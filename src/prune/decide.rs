@@ -9,6 +9,7 @@
 //! of `round_to` and into the bounds a cap (`max`, `<=`) and a floor
 //! (`min`, `>=`) set, rounding toward the bound: a cap is never exceeded.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::graph::{coupling, Coupling, Graph, GraphError};
@@ -247,13 +248,18 @@ fn channels(
     Ok(Outcome::Rebuilt { graph, weights })
 }
 
+/// How many of `candidates` blocks a stage fraction removes in all.
+pub fn blocks_removed(candidates: usize, fraction: f64) -> usize {
+    ((candidates as f64) * fraction + 1e-9).floor() as usize
+}
+
 fn remove_blocks(stage: &Stage, at: &Step, g: &Graph, inputs: Inputs<'_>) -> Outcome {
     let planned: &[String] = stage.blocks.as_ref().map_or(&[], |b| &b.candidates);
     let found = blocks::find(g);
     let candidates: Vec<&blocks::Block> =
         found.iter().filter(|b| planned.contains(&b.name)).collect();
     // The fraction is of the blocks planned; earlier steps took some.
-    let total = ((planned.len() as f64) * at.fraction + 1e-9).floor() as usize;
+    let total = blocks_removed(planned.len(), at.fraction);
     let gone = planned.len() - candidates.len();
     let remove = total.saturating_sub(gone).min(candidates.len());
     let chosen: Vec<&blocks::Block> = match inputs.weights {
@@ -296,7 +302,8 @@ fn masks(stage: &Stage, at: &Step, g: &Graph, inputs: Inputs<'_>) -> Outcome {
     let numel = |s: &[usize]| s.iter().product::<usize>() as u64;
     // Masks rank magnitudes; under Taylor those are |w · g|. The values only
     // pick the masks: masks apply to the model's weights.
-    let scored: Option<StateDict> = match (inputs.weights, inputs.grads) {
+    // Only Taylor scoring needs a copy of the weights.
+    let scored: Option<Cow<'_, StateDict>> = match (inputs.weights, inputs.grads) {
         (Some(sd), Some(gr)) if stage.importance == Criterion::Taylor => {
             let mut sd = sd.clone();
             for (k, t) in sd.iter_mut() {
@@ -306,9 +313,9 @@ fn masks(stage: &Stage, at: &Step, g: &Graph, inputs: Inputs<'_>) -> Outcome {
                     w.iter_mut().zip(g).for_each(|(w, g)| *w *= g);
                 }
             }
-            Some(sd)
+            Some(Cow::Owned(sd))
         }
-        (sd, _) => sd.cloned(),
+        (sd, _) => sd.map(Cow::Borrowed),
     };
     let (masks, zeros) = match stage.granularity {
         Granularity::NM { n, m } => {
