@@ -40,6 +40,7 @@ use thiserror::Error;
 
 use super::model::TorchModel;
 use session::Session;
+use train::Phase;
 use units::{describe, seed_of, Work};
 
 /// Set by Ctrl-C (or by watch mode, which sends SIGINT): the run stops at
@@ -511,28 +512,17 @@ fn execute(
         s.rng = Rng::new(s.unit_seed ^ 0x7a71_0e55);
         tch::manual_seed(s.unit_seed as i64);
         let resumed = if i == start { partial.take() } else { None };
+        // Both the pruning and fine-tuning learn from the teacher, taken
+        // from the model as it is before pruning.
+        if matches!(w, Work::Prune | Work::Finetune(_)) && s.teacher.is_none() {
+            s.teacher = train::teacher(&plan, teacher_graph, graph, &s)?;
+        }
         match w {
             Work::Pretrain(e) => {
                 if e == 1 && resumed.is_none() {
                     s.opt = None;
                     s.pending_opt = None;
                 }
-                let pre = plan
-                    .pretrain
-                    .as_ref()
-                    .expect("pretraining units come from it");
-                let total = pre.epochs;
-                train::epoch(
-                    &mut s,
-                    pre,
-                    "pretrain",
-                    e,
-                    total,
-                    resumed,
-                    cache,
-                    key,
-                    &recipe_path,
-                )?;
             }
             Work::Dense => {
                 s.opt = None;
@@ -542,9 +532,6 @@ fn execute(
                 s.dense = Some((s.model.graph.clone(), s.model.state_dict()?));
             }
             Work::Prune => {
-                if s.teacher.is_none() {
-                    s.teacher = train::teacher(&plan, teacher_graph, graph, &s)?;
-                }
                 prune::apply_events(
                     &mut s,
                     &plan,
@@ -559,9 +546,6 @@ fn execute(
                 s.pruned_accuracy = Some(a);
             }
             Work::Finetune(e) => {
-                if s.teacher.is_none() {
-                    s.teacher = train::teacher(&plan, teacher_graph, graph, &s)?;
-                }
                 if resumed.is_none() {
                     if e == 1 {
                         s.opt = None;
@@ -570,22 +554,6 @@ fn execute(
                         prune::apply_events(&mut s, &plan, ev)?;
                     }
                 }
-                let ft = plan
-                    .finetune
-                    .as_ref()
-                    .expect("fine-tuning units come from it");
-                let total = ft.epochs;
-                train::epoch(
-                    &mut s,
-                    ft,
-                    "finetune",
-                    e,
-                    total,
-                    resumed,
-                    cache,
-                    key,
-                    &recipe_path,
-                )?;
             }
             Work::Final => {
                 s.final_accuracy = Some(s.evaluate()?);
@@ -611,6 +579,17 @@ fn execute(
                 s.timings.dense = d;
                 s.timings.pruned = Some(p);
             }
+        }
+        let training = match w {
+            Work::Pretrain(e) => Some((Phase::Pretrain, e, &plan.pretrain)),
+            Work::Finetune(e) => Some((Phase::Finetune, e, &plan.finetune)),
+            _ => None,
+        };
+        if let Some((phase, e, t)) = training {
+            let t = t
+                .as_ref()
+                .expect("training units come from the plan's training");
+            train::epoch(&mut s, t, phase, e, resumed, cache, key, &recipe_path)?;
         }
         if w == Work::Dense {
             eprintln!(

@@ -20,6 +20,26 @@ use crate::exec::loss;
 use crate::exec::model::TorchModel;
 use crate::exec::optim::{Optimizer, Rule};
 
+/// The training phases of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Dense training.
+    Pretrain,
+    /// Training after pruning, with the masks held and the teacher's soft
+    /// targets when distilling.
+    Finetune,
+}
+
+impl Phase {
+    /// As reports, progress lines and `PRUNEX_INTERRUPT_AT` name it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Phase::Pretrain => "pretrain",
+            Phase::Finetune => "finetune",
+        }
+    }
+}
+
 /// The learning rate at step `i` of `steps` in epoch `epoch` of `total`.
 fn lr_at(t: &Training, epoch: u64, total: u64, i: usize, steps: usize) -> f64 {
     let base = t.lr;
@@ -98,9 +118,8 @@ impl Session {
     pub(super) fn train_epoch(
         &mut self,
         t: &Training,
-        stage: &str,
+        phase: Phase,
         epoch: u64,
-        total: u64,
         mut p: Partial,
     ) -> Result<Result<Partial, Partial>, RunError> {
         let batch = t.batch as usize;
@@ -109,6 +128,7 @@ impl Session {
         let mut rng = Rng::new(self.unit_seed);
         let data = batches(&self.data.train, &self.transform, batch, Some(&mut rng));
         let steps = data.len();
+        let (stage, total) = (phase.name(), t.epochs);
         let pb = bar(steps, format!("{stage} {epoch}/{total}"), self.progress);
         pb.set_position(p.step as u64);
         let start = Instant::now() - std::time::Duration::from_secs_f64(p.seconds);
@@ -131,7 +151,7 @@ impl Session {
             let lr = lr_at(t, epoch, total, i, steps);
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
-            let loss = match self.teacher.as_mut().filter(|_| stage == "finetune") {
+            let loss = match self.teacher.as_mut().filter(|_| phase == Phase::Finetune) {
                 Some((teacher, temperature, alpha)) => {
                     let soft = tch::no_grad(|| teacher.forward(&x, false))?;
                     loss::loss(
@@ -201,16 +221,16 @@ impl Session {
 pub(super) fn epoch(
     s: &mut Session,
     t: &Training,
-    stage: &str,
+    phase: Phase,
     e: u64,
-    total: u64,
     resumed: Option<Partial>,
     cache: &Cache,
     key: &Key,
     recipe: &str,
 ) -> Result<(), RunError> {
+    let (stage, total) = (phase.name(), t.epochs);
     let label = format!("{stage} epoch {e}");
-    let p = match s.train_epoch(t, stage, e, total, resumed.unwrap_or_default())? {
+    let p = match s.train_epoch(t, phase, e, resumed.unwrap_or_default())? {
         Ok(p) => p,
         Err(p) => {
             let at = format!("{label}, step {}", p.step);
