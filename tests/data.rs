@@ -2,6 +2,8 @@
 //! and 200 test images, gzipped IDX as Debian ships them), and the
 //! diagnostics for broken files.
 
+mod common;
+
 use std::path::Path;
 
 use prunex::data::{batches, load, read_idx, DataError, Kind, Rng, Transform};
@@ -205,18 +207,9 @@ fn image_folders_read_as_torchvision_reads_them() {
     assert_eq!(ds.train.shape, [3, 5, 6]);
     assert_eq!(ds.train.len(), 9);
     assert_eq!(ds.test.len(), 6);
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = std::process::Command::new(format!("{root}/.venv/bin/python"))
-        .arg(format!("{root}/tests/parity/image_folder.py"))
-        .arg(d.join("train"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let train = d.join("train");
+    let out = common::python("image_folder.py", &[train.as_os_str()]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["classes"], serde_json::json!(["ant", "mole", "zebra"]));
     let per = 3 * 5 * 6;
     for (i, item) in v["items"].as_array().unwrap().iter().enumerate() {

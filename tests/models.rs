@@ -1,5 +1,7 @@
 //! Zoo models, YAML descriptions and weight checking, without libtorch.
 
+mod common;
+
 use assert_cmd::Command;
 use prunex::diagnostics::render_human;
 use prunex::graph::analyze;
@@ -314,38 +316,12 @@ fn damaged_weights_files_name_the_tensor() {
 /// A `.pt` archive whose storage entry is missing or shorter than its
 /// tensors is refused by the shape check (`prunex check`), naming the
 /// entry; it passed and the run failed. Written by PyTorch, damaged with
-/// Python's zipfile.
+/// Python's zipfile (`tests/parity/damaged_pt.py`).
 #[cfg(feature = "torch")]
 #[test]
 fn damaged_torch_archives_are_refused_by_the_check() {
     let dir = tempfile::tempdir().unwrap();
-    let script = r#"
-import sys, zipfile, torch
-d = sys.argv[1]
-torch.save({"w": torch.ones(4, 3), "b": torch.ones(4)}, f"{d}/good.pt")
-src = zipfile.ZipFile(f"{d}/good.pt")
-for name, cut in (("short", 20), ("missing", None)):
-    with zipfile.ZipFile(f"{d}/{name}.pt", "w") as out:
-        for name_in in src.namelist():
-            data = src.read(name_in)
-            if name_in.endswith("/data/0"):
-                if cut is None:
-                    continue
-                data = data[:cut]
-            out.writestr(name_in, data)
-"#;
-    let out = std::process::Command::new(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
-    )
-    .args(["-c", script])
-    .arg(dir.path())
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::python("damaged_pt.py", &[dir.path().as_os_str()]);
     let shapes = weights::read_shapes(&dir.path().join("good.pt")).unwrap().0;
     assert_eq!(shapes["w"], vec![4, 3]);
     for (name, want) in [
