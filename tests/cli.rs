@@ -519,6 +519,7 @@ fn an_error_past_column_65535_is_rendered_plainly() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("  at long.prune:2:70011: "), "{err}");
+    insta::assert_snapshot!(err);
 }
 
 /// Thousands of diagnostics: the first ones are drawn, the rest counted by

@@ -121,6 +121,10 @@ fn description_errors_name_the_layer() {
         yaml::from_yaml(huge, "x.yaml"),
         Err(yaml::DescriptionError::SizeOutOfRange { ref field, max: 1_048_576, .. }) if field == "out_channels"
     ));
+    insta::assert_snapshot!(
+        "size_out_of_range",
+        render(yaml::from_yaml(huge, "x.yaml").unwrap_err())
+    );
     let biass = "name: x\ninput: [3, 8, 8]\nlayers:\n  - {name: fc, op: linear, in_features: 192, out_features: 2, biass: false}\n";
     assert!(matches!(
         yaml::from_yaml(biass, "x.yaml"),
@@ -310,6 +314,19 @@ fn damaged_weights_files_name_the_tensor() {
     assert!(
         legacy.contains("legacy torch.save") && legacy.contains("re-save"),
         "{legacy}"
+    );
+    // The tensors must tile the data, as the run's reader requires: a gap
+    // or bytes after the last tensor are refused too.
+    let mut trailing = good.clone();
+    trailing.extend([0; 4]);
+    let trailing = reason("trailing.safetensors", &trailing);
+    let mut gap = with_header(&header.replace("[24,40]", "[28,44]"));
+    gap.extend([0; 4]);
+    let gap = reason("gap.safetensors", &gap);
+    // Every message, as users read it.
+    insta::assert_snapshot!(
+        "damaged_weights",
+        [truncated, overlap, short, legacy, trailing, gap].join("\n")
     );
 }
 

@@ -236,6 +236,13 @@ pub fn read_shapes_with(
         .map_err(|e| unreadable(format!("not a safetensors file ({e})")))?;
     let json: serde_json::Value = serde_json::from_slice(&header)
         .map_err(|e| unreadable(format!("not a safetensors file ({e})")))?;
+    let damaged = |reason: String| {
+        WeightsError::Unreadable {
+        path: shown.clone(),
+        reason,
+        help: "the file is damaged or was not written to the end: save it again (`safetensors.torch.save_file(model.state_dict(), path)`)".into(),
+    }
+    };
     // The data after the header, which every tensor's range must lie in.
     let data_len = {
         use std::io::{Seek, SeekFrom};
@@ -277,17 +284,18 @@ pub fn read_shapes_with(
                 )))
             }
         };
-        let numel: u64 = shape.iter().map(|&d| d as u64).product();
-        if e - b != numel * size {
-            return Err(unreadable(format!(
+        // Saturating: a damaged header may claim any shape.
+        let numel = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
+        if e - b != numel.saturating_mul(size) {
+            return Err(damaged(format!(
                 "`{k}` is {shape:?} of {}-byte values ({} bytes) but its data range [{b}, {e}) holds {}",
                 size,
-                numel * size,
+                numel.saturating_mul(size),
                 e - b
             )));
         }
         if e > data_len {
-            return Err(unreadable(format!(
+            return Err(damaged(format!(
                 "`{k}`'s data ends at byte {e} but the file holds {data_len} bytes of data: it is truncated"
             )));
         }
@@ -301,19 +309,19 @@ pub fn read_shapes_with(
     for (k, &(b, e, name)) in ranges.iter().enumerate() {
         if b < at {
             let (pb, pe, prev) = ranges[k - 1];
-            return Err(unreadable(format!(
+            return Err(damaged(format!(
                 "the data of `{prev}` [{pb}, {pe}) and `{name}` [{b}, {e}) overlap"
             )));
         }
         if b > at {
-            return Err(unreadable(format!(
+            return Err(damaged(format!(
                 "bytes [{at}, {b}) of the data belong to no tensor (before `{name}`)"
             )));
         }
         at = e;
     }
     if at != data_len {
-        return Err(unreadable(format!(
+        return Err(damaged(format!(
             "the file holds {} bytes after the last tensor's data",
             data_len - at
         )));

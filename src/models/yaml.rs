@@ -74,7 +74,7 @@ pub enum DescriptionError {
     },
     /// A size no model has (it would overflow the counts or exhaust memory
     /// while coupling channels).
-    #[error("{file}: layer `{layer}` has {field} {value}, above the largest prunex takes ({max})")]
+    #[error("{file}: layer `{layer}` has {field} {value}, above the largest prunex takes ({})", crate::report::text::thousands(*max))]
     #[diagnostic(code(prunex::model::size_out_of_range), help("is it a typo? channels and features go up to 1,048,576, kernels, strides, padding and dilation up to 4,096"))]
     SizeOutOfRange {
         /// The file.
