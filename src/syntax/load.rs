@@ -101,9 +101,17 @@ impl Loader for FsLoader {
                     .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
             })
             .count();
-        let visible = std::env::var("CUDA_VISIBLE_DEVICES")
-            .ok()
-            .map(|v| v.split(',').filter(|x| !x.trim().is_empty()).count());
+        // As CUDA reads the list: entries up to the first invalid one
+        // (`-1` hides every device).
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok().map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .take_while(|x| match x.parse::<i64>() {
+                    Ok(i) => (0..nodes as i64).contains(&i),
+                    Err(_) => x.starts_with("GPU-") || x.starts_with("MIG-"),
+                })
+                .count()
+        });
         Some(visible.map_or(nodes, |v| v.min(nodes)))
     }
 
