@@ -123,13 +123,28 @@ fn set_overrides_a_variable_and_is_checked() {
         .stderr(predicate::str::contains("prunex::check::bad_override"));
 }
 
+/// A copy of the committed Fashion-MNIST slice in `dir/fm`, so that the
+/// data pre-flight has nothing to say.
+fn small_data(dir: &std::path::Path) -> std::path::PathBuf {
+    let to = dir.join("fm");
+    fs::create_dir_all(&to).unwrap();
+    for f in fs::read_dir("tests/fixtures/data/fashion-mnist-small").unwrap() {
+        let f = f.unwrap().path();
+        fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+    to
+}
+
 #[test]
 fn warnings_fail_only_when_denied() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.prune");
     fs::write(
         &path,
-        "recipe \"w\"\nlet unused = 1\nmodel lenet5\ndata mnist \"d\"\n",
+        format!(
+            "recipe \"w\"\nlet unused = 1\nmodel lenet5\ndata mnist \"{}\"\n",
+            small_data(dir.path()).display()
+        ),
     )
     .unwrap();
     prunex()
@@ -614,10 +629,11 @@ fn set_reaches_settings_and_the_plan_shows_it() {
 fn an_export_folder_that_cannot_be_written_is_refused_by_check() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("blocker"), "a file").unwrap();
+    small_data(dir.path());
     let recipe = |export: &str| {
         format!(
             "recipe \"e\"\nmodel lenet5 {{ input [1, 28, 28] classes 10 }}\n\
-             data fashion_mnist \"/data\"\nexport \"{export}\"\n"
+             data fashion_mnist \"fm\"\nexport \"{export}\"\n"
         )
     };
     std::fs::write(dir.path().join("file.prune"), recipe("blocker/out")).unwrap();

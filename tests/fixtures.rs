@@ -6,7 +6,30 @@ use std::path::{Path, PathBuf};
 
 use prunex::check::{check_path, Mode};
 use prunex::diagnostics::render_human;
-use prunex::syntax::FsLoader;
+use prunex::syntax::{Entry, FsLoader, Loader};
+
+/// The file system, except that data folders are not looked at: snapshots
+/// do not depend on which data sets this machine has (the data pre-flight
+/// has its own tests, in tests/data.rs).
+struct Repo;
+
+impl Loader for Repo {
+    fn read(&self, path: &Path) -> std::io::Result<(PathBuf, String)> {
+        FsLoader.read(path)
+    }
+    fn open(&self, path: &Path) -> std::io::Result<Box<dyn prunex::syntax::load::ReadSeek>> {
+        FsLoader.open(path)
+    }
+    fn writable(&self, dir: &Path) -> std::io::Result<()> {
+        FsLoader.writable(dir)
+    }
+    fn cuda_devices(&self) -> Option<usize> {
+        FsLoader.cuda_devices()
+    }
+    fn list(&self, _: &Path) -> std::io::Result<Vec<Entry>> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
 
 /// Fixture paths relative to the package root (tests run there), so that
 /// rendered file names do not depend on where the checkout is.
@@ -26,7 +49,7 @@ fn ok_fixtures_check_clean() {
     no_gpus();
     insta::glob!("fixtures/ok/**/*.prune", |path| {
         let rel = relative(path);
-        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        let checked = check_path(&rel, &Repo, &[], Mode::Single);
         let rendered: String = checked
             .reports
             .iter()
@@ -49,7 +72,7 @@ fn ok_fixtures_plan() {
     no_gpus();
     insta::glob!("fixtures/ok/*.prune", |path| {
         let rel = relative(path);
-        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        let checked = check_path(&rel, &Repo, &[], Mode::Single);
         let warnings: String = checked
             .reports
             .iter()
@@ -75,7 +98,7 @@ fn err_fixtures_render_their_diagnostics() {
     no_gpus();
     insta::glob!("fixtures/err/*.prune", |path| {
         let rel = relative(path);
-        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        let checked = check_path(&rel, &Repo, &[], Mode::Single);
         assert!(
             checked.has_errors(),
             "{} should fail to check",
@@ -98,7 +121,7 @@ fn recipes_plan() {
     no_gpus();
     insta::glob!(env!("CARGO_MANIFEST_DIR"), "recipes/*.prune", |path| {
         let rel = relative(path);
-        let checked = check_path(&rel, &FsLoader, &[], Mode::Single);
+        let checked = check_path(&rel, &Repo, &[], Mode::Single);
         assert!(!checked.has_errors(), "{} has errors", rel.display());
         let plan = checked.plan.expect("a recipe has a plan");
         insta::assert_snapshot!(plan.to_yaml());

@@ -489,7 +489,8 @@ fn an_unwritable_cache_costs_checkpoints_not_the_run() {
 
 /// Runs `RESUMABLE` with `from` replaced by `to`: it must stop before any
 /// training, with exit 1 and nothing exported. Returns what it printed from
-/// the first run diagnostic on.
+/// the first run diagnostic on (or the first check diagnostic, when the
+/// check refused it).
 fn refused_run(from: &str, to: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -500,15 +501,20 @@ fn refused_run(from: &str, to: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!d.join("out").exists());
-    err[err.find("prunex::run::").expect("a run diagnostic")..].to_owned()
+    let at = err
+        .find("prunex::run::")
+        .or_else(|| err.find("prunex::check::"))
+        .expect("a run or check diagnostic");
+    err[at..].to_owned()
 }
 
 /// Data whose images do not fit the model's input stop the run before any
-/// training, with the stable code.
+/// training, with the stable code: the check's pre-flight knows it from
+/// the data's headers.
 #[test]
 fn data_that_does_not_fit_the_model_is_reported() {
     let err = refused_run("input [1, 28, 28]", "input [1, 32, 32]");
-    assert!(err.contains("prunex::run::input_mismatch"), "{err}");
+    assert!(err.contains("prunex::check::input_mismatch"), "{err}");
     assert!(
         err.contains("[1, 32, 32]") && err.contains("[1, 28, 28]"),
         "{err}"

@@ -400,6 +400,69 @@ pub enum CheckError {
         count: usize,
     },
 
+    /// A data folder that is not on this machine. A warning: the recipe may
+    /// be meant for another machine; `prunex run` here stops before
+    /// training (`prunex::data::missing`).
+    #[error("the {kind} data `{path}` is not on this machine: `prunex run` here would stop before training")]
+    #[diagnostic(code(prunex::check::no_data), severity(Warning), help("{help}"))]
+    NoData {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The data line's path.
+        #[label("not found")]
+        span: SourceSpan,
+        /// The data set kind.
+        kind: &'static str,
+        /// The folder.
+        path: String,
+        /// Where to get it.
+        help: String,
+    },
+
+    /// Images of another shape than the model takes.
+    #[error("the model `{model}` takes {input:?} (C, H, W) inputs but this data's images are {data:?}{padded}")]
+    #[diagnostic(code(prunex::check::input_mismatch), help("{help}"))]
+    InputMismatch {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The data line.
+        #[label("images of {data:?}")]
+        span: SourceSpan,
+        /// The model's name.
+        model: String,
+        /// Its input.
+        input: [usize; 3],
+        /// The images, after padding.
+        data: [usize; 3],
+        /// ", after `pad N`", when padded.
+        padded: String,
+        /// What to change.
+        help: String,
+    },
+
+    /// More classes in the data than the model has outputs.
+    #[error("this data has {classes} classes but the model `{model}` has {outputs} outputs")]
+    #[diagnostic(
+        code(prunex::check::too_few_outputs),
+        help("set the model's `classes {classes}` (a zoo model or a model file), or use data with at most {outputs} classes")
+    )]
+    TooFewOutputs {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The data line.
+        #[label("{classes} classes")]
+        span: SourceSpan,
+        /// The model's name.
+        model: String,
+        /// The model's outputs.
+        outputs: usize,
+        /// The data's classes.
+        classes: usize,
+    },
+
     /// The export folder cannot be created or written.
     #[error("the results cannot be written to `{path}`: {reason}")]
     #[diagnostic(

@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod model;
 pub mod plan;
+pub mod preflight;
 pub mod recipe;
 pub mod settings;
 

@@ -275,37 +275,14 @@ pub fn plan(
             export: settings.export,
         },
     );
-    // Pre-flight: the device exists (libtorch would fail on the first
-    // tensor), and a run that trains for hours can write its results.
-    if let (Some(crate::plan::Device::Cuda(index)), Some(span), Some(count)) =
-        (recipe.device, recipe.device_span, loader.cuda_devices())
-    {
-        if index >= count {
-            cx.push(CheckError::NoCuda {
-                src: cx.src(span),
-                span: span.source_span(),
-                index,
-                count,
-            });
-        }
-    }
-    if let (Some(p), Some(span)) = (
-        &plan,
-        recipe
-            .export
-            .as_ref()
-            .map(|e| e.span)
-            .or(recipe.name.as_ref().map(|n| n.span)),
-    ) {
-        if let Err(e) = loader.writable(&p.export) {
-            cx.push(CheckError::ExportUnwritable {
-                src: cx.src(span),
-                span: span.source_span(),
-                path: p.export.display().to_string(),
-                reason: e.to_string(),
-            });
-        }
-    }
+    cx.reports.extend(super::preflight::preflight(
+        recipe,
+        g,
+        &before,
+        plan.as_ref(),
+        sources,
+        loader,
+    ));
     Planned {
         plan,
         teacher: teacher.map(|(_, g)| g),

@@ -11,6 +11,9 @@ use miette::Diagnostic;
 use serde::Serialize;
 use thiserror::Error;
 
+mod probe;
+pub use probe::{probe, Probe};
+
 /// The data set kinds prunex reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -227,6 +230,74 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
+/// The IDX files of (Fashion-)MNIST: (images, labels) of the training and
+/// the test split, each possibly gzipped (`NAME.gz`).
+const IDX_FILES: [(&str, &str); 2] = [
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+];
+
+/// CIFAR-10's training batches.
+fn cifar_train_files() -> impl Iterator<Item = String> {
+    (1..=5).map(|i| format!("data_batch_{i}.bin"))
+}
+
+/// CIFAR-10's test batch.
+const CIFAR_TEST_FILE: &str = "test_batch.bin";
+
+/// One CIFAR-10 record: a label byte and a 3×32×32 image.
+const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
+
+/// An image folder's training split, and the names its test split may have.
+const TRAIN_SPLIT: &[&str] = &["train"];
+const TEST_SPLIT: &[&str] = &["test", "val"];
+
+/// At most this many classes (labels are bytes).
+const MAX_CLASSES: usize = 256;
+
+/// Whether a file of a class folder is an image prunex reads.
+fn is_image(name: &str) -> bool {
+    Path::new(name).extension().is_some_and(|x| {
+        let x = x.to_string_lossy().to_ascii_lowercase();
+        x == "png" || x == "jpg" || x == "jpeg"
+    })
+}
+
+/// The file a data set lacks.
+fn missing(dir: &Path, file: String, kind: Kind) -> DataError {
+    DataError::Missing {
+        kind: kind.name().to_owned(),
+        dir: dir.display().to_string(),
+        file,
+        help: how_to_get(kind).to_owned(),
+    }
+}
+
+/// How to get a data set of `kind` (the help of a missing file).
+pub fn how_to_get(kind: Kind) -> &'static str {
+    match kind {
+        Kind::FashionMnist => "Debian's dataset-fashion-mnist installs it in /usr/share/datasets/fashion-mnist (`scripts/setup --data`)",
+        Kind::Mnist => "put the original IDX files (gzipped or not) in that folder",
+        Kind::Cifar10 => "put CIFAR-10's binary version (cifar-10-batches-bin: data_batch_1.bin … test_batch.bin) in that folder",
+        Kind::ImageFolder => "an image folder holds train/<class>/*.png and test/<class>/*.png (or val/), one folder per class, as torchvision's ImageFolder reads",
+    }
+}
+
+/// A split folder that is not there.
+fn missing_split(dir: &Path, names: &[&str]) -> DataError {
+    missing(dir, format!("{}/", names.join("/ or ")), Kind::ImageFolder)
+}
+
+/// A split without class folders (or with too many).
+fn no_classes(dir: &Path) -> DataError {
+    DataError::Missing {
+        kind: "image_folder".into(),
+        dir: dir.display().to_string(),
+        file: format!("<class>/ folders (1 to {MAX_CLASSES} of them)"),
+        help: "put each class's images in a folder named after the class".into(),
+    }
+}
+
 /// Finds `name` or `name.gz` in `dir`.
 fn find(dir: &Path, name: &str, kind: Kind) -> Result<PathBuf, DataError> {
     for candidate in [dir.join(format!("{name}.gz")), dir.join(name)] {
@@ -234,16 +305,7 @@ fn find(dir: &Path, name: &str, kind: Kind) -> Result<PathBuf, DataError> {
             return Ok(candidate);
         }
     }
-    Err(DataError::Missing {
-        kind: kind.name().to_owned(),
-        dir: dir.display().to_string(),
-        file: format!("{name}[.gz]"),
-        help: if kind == Kind::FashionMnist {
-            "Debian's dataset-fashion-mnist installs it in /usr/share/datasets/fashion-mnist (`scripts/setup --data`)".into()
-        } else {
-            "put the original IDX files (gzipped or not) in that folder".into()
-        },
-    })
+    Err(missing(dir, format!("{name}[.gz]"), kind))
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {
@@ -310,7 +372,6 @@ pub fn read_idx(images: &Path, labels: &Path) -> Result<Images, DataError> {
 }
 
 fn read_cifar(files: &[PathBuf]) -> Result<Images, DataError> {
-    const RECORD: usize = 1 + 3 * 32 * 32;
     let mut out = Images {
         pixels: Vec::new(),
         labels: Vec::new(),
@@ -318,14 +379,14 @@ fn read_cifar(files: &[PathBuf]) -> Result<Images, DataError> {
     };
     for f in files {
         let b = read_file(f)?;
-        if b.len() % RECORD != 0 {
+        if b.len() % CIFAR_RECORD != 0 {
             return Err(DataError::Truncated {
                 file: f.display().to_string(),
-                expected: b.len().div_ceil(RECORD) * RECORD,
+                expected: b.len().div_ceil(CIFAR_RECORD) * CIFAR_RECORD,
                 found: b.len(),
             });
         }
-        for rec in b.chunks_exact(RECORD) {
+        for rec in b.chunks_exact(CIFAR_RECORD) {
             out.labels.push(rec[0]);
             out.pixels.extend_from_slice(&rec[1..]);
         }
@@ -339,12 +400,7 @@ fn split_dir(dir: &Path, names: &[&str]) -> Result<PathBuf, DataError> {
         .iter()
         .map(|n| dir.join(n))
         .find(|p| p.is_dir())
-        .ok_or_else(|| DataError::Missing {
-            kind: "image_folder".into(),
-            dir: dir.display().to_string(),
-            file: format!("{}/", names.join("/ or ")),
-            help: "an image folder holds train/<class>/*.png and test/<class>/*.png (or val/), one folder per class, as torchvision's ImageFolder reads".into(),
-        })
+        .ok_or_else(|| missing_split(dir, names))
 }
 
 /// Reads `dir/<class>/*.{png,jpg,jpeg}`: classes sorted by name, labels
@@ -362,13 +418,8 @@ pub fn read_folder(dir: &Path) -> Result<(Images, Vec<String>), DataError> {
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .collect();
     classes.sort();
-    if classes.is_empty() || classes.len() > 256 {
-        return Err(DataError::Missing {
-            kind: "image_folder".into(),
-            dir: dir.display().to_string(),
-            file: "<class>/ folders (1 to 256 of them)".into(),
-            help: "put each class's images in a folder named after the class".into(),
-        });
+    if classes.is_empty() || classes.len() > MAX_CLASSES {
+        return Err(no_classes(dir));
     }
     let mut decoded = Vec::new();
     for (label, (_, cdir)) in classes.iter().enumerate() {
@@ -377,10 +428,8 @@ pub fn read_folder(dir: &Path) -> Result<(Images, Vec<String>), DataError> {
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| {
-                p.extension().is_some_and(|x| {
-                    let x = x.to_string_lossy().to_ascii_lowercase();
-                    x == "png" || x == "jpg" || x == "jpeg"
-                })
+                p.file_name()
+                    .is_some_and(|n| is_image(&n.to_string_lossy()))
             })
             .collect();
         files.sort();
@@ -435,28 +484,27 @@ pub fn load(kind: Kind, dir: &Path, limit: Option<usize>) -> Result<DataSet, Dat
     let mut ds = match kind {
         Kind::FashionMnist | Kind::Mnist => DataSet {
             train: read_idx(
-                &find(dir, "train-images-idx3-ubyte", kind)?,
-                &find(dir, "train-labels-idx1-ubyte", kind)?,
+                &find(dir, IDX_FILES[0].0, kind)?,
+                &find(dir, IDX_FILES[0].1, kind)?,
             )?,
             test: read_idx(
-                &find(dir, "t10k-images-idx3-ubyte", kind)?,
-                &find(dir, "t10k-labels-idx1-ubyte", kind)?,
+                &find(dir, IDX_FILES[1].0, kind)?,
+                &find(dir, IDX_FILES[1].1, kind)?,
             )?,
             classes: 10,
         },
         Kind::Cifar10 => {
-            let train: Result<Vec<PathBuf>, DataError> = (1..=5)
-                .map(|i| find(dir, &format!("data_batch_{i}.bin"), kind))
-                .collect();
+            let train: Result<Vec<PathBuf>, DataError> =
+                cifar_train_files().map(|f| find(dir, &f, kind)).collect();
             DataSet {
                 train: read_cifar(&train?)?,
-                test: read_cifar(&[find(dir, "test_batch.bin", kind)?])?,
+                test: read_cifar(&[find(dir, CIFAR_TEST_FILE, kind)?])?,
                 classes: 10,
             }
         }
         Kind::ImageFolder => {
-            let (train, classes) = read_folder(&split_dir(dir, &["train"])?)?;
-            let test_dir = split_dir(dir, &["test", "val"])?;
+            let (train, classes) = read_folder(&split_dir(dir, TRAIN_SPLIT)?)?;
+            let test_dir = split_dir(dir, TEST_SPLIT)?;
             let (test, test_classes) = read_folder(&test_dir)?;
             if test_classes != classes {
                 return Err(DataError::ClassMismatch {

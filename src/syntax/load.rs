@@ -47,6 +47,25 @@ pub trait Loader {
     fn cuda_devices(&self) -> Option<usize> {
         None
     }
+
+    /// The entries of a folder (data sets are folders). Loaders that are
+    /// not the file system answer `Unsupported`: they have nothing to say
+    /// about data, which lives outside recipes.
+    fn list(&self, _dir: &Path) -> io::Result<Vec<Entry>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this loader does not list folders",
+        ))
+    }
+}
+
+/// One entry of a folder.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    /// Its name (lossy UTF-8).
+    pub name: String,
+    /// A folder (symbolic links followed).
+    pub dir: bool,
 }
 
 /// Reads from the file system.
@@ -113,6 +132,19 @@ impl Loader for FsLoader {
                 .count()
         });
         Some(visible.map_or(nodes, |v| v.min(nodes)))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            out.push(Entry {
+                name: e.file_name().to_string_lossy().into_owned(),
+                dir: std::fs::metadata(e.path()).is_ok_and(|m| m.is_dir()),
+            });
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn writable(&self, dir: &Path) -> io::Result<()> {

@@ -15,6 +15,6 @@ pub mod parser;
 pub mod span;
 
 pub use diag::{LoadError, SyntaxError};
-pub use load::{load, FsLoader, Loader, MemLoader, Problem, UnresolvedRecipe};
+pub use load::{load, Entry, FsLoader, Loader, MemLoader, Problem, UnresolvedRecipe};
 pub use parser::{parse, Parsed};
 pub use span::{FileId, SourceFile, SourceMap, Span, Spanned};
