@@ -12,12 +12,24 @@
 use std::env;
 use std::path::PathBuf;
 
+/// ONNX's protobuf messages as Rust types (`$OUT_DIR/onnx.rs`), from
+/// `proto/onnx.proto` as the `onnx` wheel ships it; `protox` parses it, so
+/// no `protoc` is needed.
+fn onnx_types() {
+    println!("cargo:rerun-if-changed=proto/onnx.proto");
+    let files = protox::compile(["onnx.proto"], ["proto"]).expect("proto/onnx.proto parses");
+    prost_build::Config::new()
+        .compile_fds(files)
+        .expect("prost generates the ONNX types");
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=grammar/prune.pest");
     for dir in ["tests", "benches", "examples"] {
         println!("cargo:rerun-if-changed={dir}");
     }
+    onnx_types();
     if env::var_os("CARGO_FEATURE_TORCH").is_none() {
         return;
     }

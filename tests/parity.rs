@@ -9,6 +9,8 @@
 //! the project's Python environment (`scripts/setup --reference`) and kept
 //! under `target/tmp/parity-references` for later runs.
 
+mod common;
+
 #[path = "../src/exec/convert.rs"]
 mod convert;
 
@@ -130,49 +132,10 @@ fn spec() -> String {
     serde_json::to_string(&cases).unwrap()
 }
 
-/// Generates the references once and keeps them under `target/tmp`, keyed
-/// by a hash of the cases and the reference scripts, so that later runs reuse
-/// them and a changed script or case regenerates them. Older generations are
-/// removed; nothing is left in the system's temporary folder.
+/// The references, generated once (see `common::generated`).
 fn references() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity-references");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/reference.py");
-        let mut h = blake3::Hasher::new();
-        h.update(spec().as_bytes());
-        h.update(&std::fs::read(&script).unwrap());
-        let key = h.finalize().to_hex()[..16].to_string();
-        let dir = root.join(&key);
-        if dir.is_dir() {
-            return dir;
-        }
-        std::fs::create_dir_all(&root).unwrap();
-        for old in std::fs::read_dir(&root).unwrap().flatten() {
-            // Another generation, or one a killed run left half-written.
-            let _ = std::fs::remove_dir_all(old.path());
-        }
-        let tmp = tempfile::tempdir_in(&root).unwrap();
-        std::fs::write(tmp.path().join("cases.json"), spec()).unwrap();
-        let out = Command::new(python())
-            .arg(&script)
-            .arg("make")
-            .arg(tmp.path())
-            .arg(tmp.path().join("cases.json"))
-            .output()
-            .expect("the project's Python environment exists: run scripts/setup --reference");
-        assert!(
-            out.status.success(),
-            "reference.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tmp = tmp.keep();
-        if std::fs::rename(&tmp, &dir).is_err() {
-            // A concurrent test process finished first; use its copy.
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
+    DIR.get_or_init(|| common::generated("parity-references", "reference.py", &spec()))
 }
 
 fn graph(c: &Case) -> prunex::graph::Graph {

@@ -49,7 +49,18 @@ pub fn resolve(recipe: &Recipe, teacher: Option<Teacher>) -> Option<Settings> {
         pad: d.pad.unwrap_or(0),
         limit: d.limit,
     };
-    let weights = model.weights.as_ref().map(|w| w.node.clone());
+    // An ONNX model carries its weights (its initializers).
+    let weights =
+        model
+            .weights
+            .as_ref()
+            .map(|w| w.node.clone())
+            .or_else(|| match &model.source.node {
+                crate::syntax::ast::ModelSource::File(p) if crate::models::onnx::is_onnx(p) => {
+                    Some(PathBuf::from(p))
+                }
+                _ => None,
+            });
     let pretrain = recipe
         .pretrain
         .as_ref()

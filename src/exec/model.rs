@@ -284,6 +284,7 @@ impl TorchModel {
                 (Op::Silu, _) => arg(0)?.f_silu()?,
                 (Op::Sigmoid, _) => arg(0)?.f_sigmoid()?,
                 (Op::Hardswish, _) => arg(0)?.f_hardswish()?,
+                (Op::Hardsigmoid, _) => arg(0)?.f_hardsigmoid()?,
                 (
                     Op::MaxPool2d {
                         kernel,

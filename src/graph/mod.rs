@@ -111,6 +111,8 @@ pub enum Op {
     Sigmoid,
     /// Hardswish.
     Hardswish,
+    /// Hardsigmoid (MobileNetV3's squeeze-excitation gate).
+    Hardsigmoid,
     /// `nn.MaxPool2d`.
     #[serde(rename = "maxpool2d")]
     MaxPool2d {
@@ -230,6 +232,7 @@ impl Op {
             Op::Silu => "silu",
             Op::Sigmoid => "sigmoid",
             Op::Hardswish => "hardswish",
+            Op::Hardsigmoid => "hardsigmoid",
             Op::MaxPool2d { .. } => "maxpool2d",
             Op::AvgPool2d { .. } => "avgpool2d",
             Op::AdaptiveAvgPool2d { .. } => "adaptive_avgpool2d",

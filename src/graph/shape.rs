@@ -419,6 +419,7 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                     | Op::Silu
                     | Op::Sigmoid
                     | Op::Hardswish
+                    | Op::Hardsigmoid
                     | Op::Dropout { .. }
                     | Op::Identity => s,
                     Op::MaxPool2d {

@@ -1,6 +1,7 @@
 //! Models: the built-in zoo, user descriptions in YAML, and weights
 //! (safetensors and `.pt`) — all plain Rust, no libtorch.
 
+pub mod onnx;
 mod pickle;
 pub mod weights;
 pub mod yaml;
@@ -40,6 +41,10 @@ pub enum ModelError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Graph(#[from] GraphError),
+    /// An ONNX file that does not import.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Onnx(#[from] onnx::OnnxError),
 }
 
 /// Builds a zoo model or reads a description file: a name with a `/` or
@@ -61,6 +66,14 @@ pub fn load_with(
     classes: Option<usize>,
     loader: &dyn crate::syntax::Loader,
 ) -> Result<Graph, ModelError> {
+    if onnx::is_onnx(source) {
+        let mut g = onnx::import(std::path::Path::new(source), loader)?.graph;
+        if let Some(i) = input {
+            g.input = i;
+        }
+        crate::graph::analyze(&g, g.input)?;
+        return Ok(g);
+    }
     let is_file = source.contains('/') || source.ends_with(".yaml") || source.ends_with(".yml");
     if is_file {
         let (_, text) =

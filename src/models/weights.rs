@@ -191,6 +191,12 @@ pub fn read_shapes_with(
 ) -> Result<(Shapes, Vec<String>), WeightsError> {
     use std::io::Read;
     let shown = path.display().to_string();
+    if super::onnx::is_onnx(&shown) {
+        // An ONNX model's initializers: their shapes are the graph's.
+        let imported = super::onnx::import(path, loader).map_err(|e| onnx_unreadable(path, e))?;
+        let shapes = imported.graph.state_keys().into_iter().collect::<Shapes>();
+        return Ok((shapes, imported.notes));
+    }
     let unreadable = |reason: String| WeightsError::Unreadable {
         path: shown.clone(),
         reason,
@@ -334,6 +340,11 @@ pub fn read_shapes_with(
 /// (prefixes stripped, checkpoint keys used).
 pub fn read(path: &Path) -> Result<(StateDict, Vec<String>), WeightsError> {
     let shown = path.display().to_string();
+    if super::onnx::is_onnx(&shown) {
+        let (imported, sd) = super::onnx::import_weights(path, &crate::syntax::FsLoader)
+            .map_err(|e| onnx_unreadable(path, e))?;
+        return Ok((sd, imported.notes));
+    }
     let bytes = std::fs::read(path).map_err(|e| WeightsError::Unreadable {
         path: shown.clone(),
         reason: e.to_string(),
@@ -352,6 +363,17 @@ pub fn read(path: &Path) -> Result<(StateDict, Vec<String>), WeightsError> {
             "prunex reads safetensors and `.pt` files from `torch.save(model.state_dict(), path)`"
                 .into(),
     })
+}
+
+/// An ONNX file's problem, as a weights diagnostic.
+fn onnx_unreadable(path: &Path, e: super::onnx::OnnxError) -> WeightsError {
+    WeightsError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+        help: miette::Diagnostic::help(&e)
+            .map(|h| h.to_string())
+            .unwrap_or_default(),
+    }
 }
 
 /// Strips the `module.` prefix of DataParallel/DistributedDataParallel and

@@ -25,3 +25,42 @@ pub fn python(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
 pub fn python_reference(script: &str) -> serde_json::Value {
     serde_json::from_slice(&python(script, &[])).unwrap()
 }
+
+/// References generated once by `tests/parity/SCRIPT make DIR DIR/cases.json`
+/// and kept under `target/tmp/NAME/<hash of the cases and the script>`, so
+/// that later runs reuse them and a changed script or case regenerates them.
+/// Older generations are removed; nothing is left in the system's
+/// temporary folder.
+#[allow(dead_code)]
+pub fn generated(name: &str, script: &str, cases: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/parity")
+        .join(script);
+    let mut h = blake3::Hasher::new();
+    h.update(cases.as_bytes());
+    h.update(&std::fs::read(&path).unwrap());
+    let key = h.finalize().to_hex()[..16].to_string();
+    let dir = root.join(&key);
+    if dir.is_dir() {
+        return dir;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    for old in std::fs::read_dir(&root).unwrap().flatten() {
+        // Another generation, or one a killed run left half-written.
+        let _ = std::fs::remove_dir_all(old.path());
+    }
+    let tmp = tempfile::tempdir_in(&root).unwrap();
+    let spec = tmp.path().join("cases.json");
+    std::fs::write(&spec, cases).unwrap();
+    python(
+        script,
+        &["make".as_ref(), tmp.path().as_os_str(), spec.as_os_str()],
+    );
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // A concurrent test process finished first; use its copy.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}

@@ -1,0 +1,1178 @@
+//! ONNX nodes to graph operations, named by PyTorch module path.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::proto::{attribute_proto::AttributeType, AttributeProto, NodeProto};
+use super::read::Model;
+use super::{Imported, OnnxError, ParamSource};
+use crate::graph::{Graph, Node, NodeId, Op};
+use crate::syntax::Loader;
+use crate::tensor::{StateDict, Tensor, TensorData};
+
+/// What an ONNX value is while lowering.
+#[derive(Clone, Debug)]
+enum Val {
+    /// A graph node's output.
+    Node(NodeId),
+    /// An initializer, by index (its data is read only when needed).
+    Init(usize),
+    /// A constant computed from constants.
+    Const(Tensor),
+    /// The output of a node prunex does not import.
+    Unknown,
+}
+
+/// One operator prunex does not import: uses, first node, its module.
+type Unsupported = BTreeMap<String, (usize, String, String)>;
+
+struct Lowering<'a> {
+    model: &'a Model,
+    loader: &'a dyn Loader,
+    vals: HashMap<String, Val>,
+    inits: HashMap<&'a str, usize>,
+    nodes: Vec<Node>,
+    names: HashSet<String>,
+    /// Parametric modules already named, with their first weight source.
+    modules: HashMap<String, String>,
+    sources: Vec<(String, ParamSource)>,
+    notes: Vec<String>,
+    anonymous: Vec<String>,
+    folded: Vec<String>,
+    unsupported: Unsupported,
+}
+
+/// Lowers `model` to a graph. Constants the graph's shape arithmetic needs
+/// are read through `loader`; weights are not.
+pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> {
+    let graph = model.proto.graph.as_ref().expect("checked when opened");
+    let inits: HashMap<&str, usize> = graph
+        .initializer
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name(), i))
+        .collect();
+    let mut lw = Lowering {
+        model,
+        loader,
+        vals: HashMap::new(),
+        inits,
+        nodes: Vec::new(),
+        names: HashSet::new(),
+        modules: HashMap::new(),
+        sources: Vec::new(),
+        notes: Vec::new(),
+        anonymous: Vec::new(),
+        folded: Vec::new(),
+        unsupported: BTreeMap::new(),
+    };
+    for (name, &i) in &lw.inits {
+        lw.vals.insert((*name).to_owned(), Val::Init(i));
+    }
+    // The model input: the one graph input that is not an initializer.
+    let inputs: Vec<_> = graph
+        .input
+        .iter()
+        .filter(|v| !lw.inits.contains_key(v.name()))
+        .collect();
+    let [input] = inputs[..] else {
+        return Err(lw.malformed_graph(format!(
+            "it has {} inputs; prunex imports models with one image input",
+            inputs.len()
+        )));
+    };
+    let dims = input_dims(input);
+    let chw = match dims.as_slice() {
+        [_, Some(c), Some(h), Some(w)] => [*c, *h, *w],
+        _ => {
+            return Err(lw.malformed_graph(format!(
+                "its input `{}` is not a fixed [N, C, H, W] image batch ({dims:?})",
+                input.name()
+            )))
+        }
+    };
+    lw.nodes.push(Node {
+        name: "input".into(),
+        op: Op::Input,
+        inputs: Vec::new(),
+        functional: true,
+    });
+    lw.names.insert("input".into());
+    lw.vals.insert(input.name().to_owned(), Val::Node(0));
+    for node in &graph.node {
+        let outs = match lw.node(node) {
+            Ok(v) => v,
+            Err(Skip::Unsupported(what)) => {
+                let (module, _) = scope(node);
+                let e = lw
+                    .unsupported
+                    .entry(what)
+                    .or_insert((0, node.name().to_owned(), module));
+                e.0 += 1;
+                vec![Val::Unknown; node.output.len()]
+            }
+            Err(Skip::Error(e)) => return Err(e),
+        };
+        for (name, v) in node.output.iter().zip(outs) {
+            if !name.is_empty() {
+                lw.vals.insert(name.clone(), v);
+            }
+        }
+    }
+    if !lw.unsupported.is_empty() {
+        let ops: Vec<String> = lw
+            .unsupported
+            .iter()
+            .map(|(op, (n, node, module))| {
+                let at = if module.is_empty() {
+                    format!("node `{node}`")
+                } else {
+                    format!("node `{node}`, module `{module}`")
+                };
+                format!("{op} ×{n} (first: {at})")
+            })
+            .collect();
+        return Err(OnnxError::Unsupported {
+            path: model.path.display().to_string(),
+            ops: ops.join("; "),
+            help: "prunex imports the operators of torchvision's classifiers (docs/models.md lists them); export the model's convolutional part, or open an issue with the operator and the model".into(),
+        });
+    }
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name()).collect();
+    let output = match outputs.as_slice() {
+        [one] => match lw.vals.get(*one) {
+            Some(Val::Node(id)) => *id,
+            _ => {
+                return Err(lw
+                    .malformed_graph(format!("its output `{one}` is not computed from the input")))
+            }
+        },
+        _ => {
+            return Err(lw.malformed_graph(format!(
+                "it has {} outputs; prunex imports models with one output (the logits)",
+                outputs.len()
+            )))
+        }
+    };
+    if !lw.anonymous.is_empty() {
+        lw.notes.push(format!(
+            "{} initializers had no PyTorch name ({}…): named after their node's module path",
+            lw.anonymous.len(),
+            lw.anonymous[0]
+        ));
+    }
+    if !lw.folded.is_empty() {
+        lw.notes.push(format!(
+            "the exporter folded BatchNorm into {} convolutions ({}): the model has no BatchNorm there; export with `optimize=False` (dynamo) or `do_constant_folding=False` (TorchScript) to keep it",
+            lw.folded.len(),
+            lw.folded.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let name = model
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "onnx".into());
+    let graph = reachable(Graph {
+        name,
+        input: chw,
+        nodes: lw.nodes,
+        output,
+    });
+    let keys: HashSet<String> = graph.state_keys().into_iter().map(|(k, _)| k).collect();
+    let sources = lw
+        .sources
+        .into_iter()
+        .filter(|(k, _)| keys.contains(k))
+        .collect();
+    crate::graph::analyze(&graph, graph.input).map_err(|e| OnnxError::Malformed {
+        path: model.path.display().to_string(),
+        node: graph.name.clone(),
+        op: "graph".into(),
+        module: String::new(),
+        reason: format!("the imported graph does not compute: {e}"),
+    })?;
+    Ok(Imported {
+        graph,
+        notes: lw.notes,
+        sources,
+    })
+}
+
+/// The model's weights by `state_dict` key, read from the initializers.
+pub fn weights(
+    model: &Model,
+    imported: &Imported,
+    loader: &dyn Loader,
+) -> Result<StateDict, OnnxError> {
+    let graph = model.proto.graph.as_ref().expect("checked when opened");
+    let by_name: HashMap<&str, usize> = graph
+        .initializer
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name(), i))
+        .collect();
+    let mut out = StateDict::new();
+    for (key, source) in &imported.sources {
+        let t = match source {
+            ParamSource::Init(name) => {
+                model.tensor(&graph.initializer[by_name[name.as_str()]], loader)?
+            }
+            ParamSource::Const(t) => t.clone(),
+        };
+        out.insert(key.clone(), t);
+    }
+    Ok(out)
+}
+
+/// Why a node was not lowered.
+enum Skip {
+    /// An operator (or a use of one) prunex does not import.
+    Unsupported(String),
+    /// A file that is wrong.
+    Error(OnnxError),
+}
+
+impl From<OnnxError> for Skip {
+    fn from(e: OnnxError) -> Self {
+        Skip::Error(e)
+    }
+}
+
+type Lowered = Result<Vec<Val>, Skip>;
+
+/// The module path of a node and its module's class, from the dynamo
+/// exporter's metadata or the TorchScript exporter's node name
+/// (`/layer1/layer1.0/conv1/Conv` → `layer1.0.conv1`).
+fn scope(node: &NodeProto) -> (String, Option<String>) {
+    let meta = |k: &str| {
+        node.metadata_props
+            .iter()
+            .find(|p| p.key() == k)
+            .map(|p| py_list(p.value()))
+    };
+    if let Some(scopes) = meta("pkg.torch.onnx.name_scopes") {
+        let class = meta("pkg.torch.onnx.class_hierarchy")
+            .and_then(|c| c.len().checked_sub(2).map(|i| c[i].clone()));
+        let module = match scopes.len() {
+            n if n >= 3 => scopes[n - 2].clone(),
+            _ => String::new(),
+        };
+        return (module, class);
+    }
+    let name = node.name();
+    if name.starts_with('/') {
+        let segs: Vec<&str> = name.split('/').filter(|s| !s.is_empty()).collect();
+        let mut path: Vec<&str> = Vec::new();
+        for seg in &segs[..segs.len().saturating_sub(1)] {
+            match path.last() {
+                Some(last) if seg.starts_with(&format!("{last}.")) => {
+                    *path.last_mut().expect("non-empty") = seg;
+                }
+                _ => path.push(seg),
+            }
+        }
+        return (path.join("."), None);
+    }
+    (String::new(), None)
+}
+
+/// `['', 'layer1', 'layer1.0']` → its strings.
+fn py_list(s: &str) -> Vec<String> {
+    s.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(", ")
+        .map(|x| x.trim().trim_matches('\'').trim_matches('"').to_owned())
+        .collect()
+}
+
+fn input_dims(v: &super::proto::ValueInfoProto) -> Vec<Option<usize>> {
+    use super::proto::{tensor_shape_proto::dimension::Value, type_proto};
+    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Vec::new();
+    };
+    t.shape
+        .as_ref()
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Value::DimValue(x)) if x > 0 => Some(x as usize),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
+    node.attribute.iter().find(|a| a.name() == name)
+}
+
+fn attr_i(node: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(node, name).and_then(|a| a.i).unwrap_or(default)
+}
+
+fn attr_f(node: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(node, name).and_then(|a| a.f).unwrap_or(default)
+}
+
+fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(node, name).map(|a| a.ints.clone())
+}
+
+fn pair(v: &[i64]) -> Option<[usize; 2]> {
+    match v {
+        [a, b] if *a >= 0 && *b >= 0 => Some([*a as usize, *b as usize]),
+        _ => None,
+    }
+}
+
+impl<'a> Lowering<'a> {
+    fn malformed_graph(&self, reason: String) -> OnnxError {
+        OnnxError::Malformed {
+            path: self.model.path.display().to_string(),
+            node: "(graph)".into(),
+            op: "graph".into(),
+            module: String::new(),
+            reason,
+        }
+    }
+
+    fn malformed(&self, node: &NodeProto, reason: impl Into<String>) -> Skip {
+        Skip::Error(OnnxError::Malformed {
+            path: self.model.path.display().to_string(),
+            node: node.name().to_owned(),
+            op: node.op_type().to_owned(),
+            module: scope(node).0,
+            reason: reason.into(),
+        })
+    }
+
+    fn val(&self, node: &NodeProto, i: usize) -> Result<Val, Skip> {
+        match node.input.get(i).filter(|n| !n.is_empty()) {
+            None => Ok(Val::Unknown),
+            Some(name) => match self.vals.get(name) {
+                Some(Val::Unknown) => Err(Skip::Unsupported(format!(
+                    "{} (on an unimported value)",
+                    node.op_type()
+                ))),
+                Some(v) => Ok(v.clone()),
+                None => Err(self.malformed(node, format!("its input `{name}` is never computed"))),
+            },
+        }
+    }
+
+    /// A constant's value (reading an initializer's data).
+    fn constant(&self, v: &Val) -> Result<Option<Tensor>, OnnxError> {
+        match v {
+            Val::Const(t) => Ok(Some(t.clone())),
+            Val::Init(i) => {
+                let g = self.model.proto.graph.as_ref().expect("checked");
+                self.model.tensor(&g.initializer[*i], self.loader).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The shape of a constant, without reading its data.
+    fn const_shape(&self, v: &Val) -> Option<Vec<usize>> {
+        match v {
+            Val::Const(t) => Some(t.shape.clone()),
+            Val::Init(i) => {
+                let g = self.model.proto.graph.as_ref().expect("checked");
+                Some(
+                    g.initializer[*i]
+                        .dims
+                        .iter()
+                        .map(|&d| d.max(0) as usize)
+                        .collect(),
+                )
+            }
+            _ => None,
+        }
+    }
+
+    fn init_name(&self, v: &Val) -> Option<String> {
+        match v {
+            Val::Init(i) => {
+                let g = self.model.proto.graph.as_ref().expect("checked");
+                Some(g.initializer[*i].name().to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    fn source(&self, v: &Val) -> Result<ParamSource, OnnxError> {
+        Ok(match v {
+            Val::Init(_) => ParamSource::Init(self.init_name(v).expect("an initializer")),
+            other => ParamSource::Const(self.constant(other)?.expect("a constant")),
+        })
+    }
+
+    fn unique(&mut self, base: &str) -> String {
+        let base = if base.is_empty() { "op" } else { base };
+        let mut name = base.to_owned();
+        let mut k = 1;
+        while self.names.contains(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    fn push(&mut self, name: String, op: Op, inputs: Vec<NodeId>, functional: bool) -> Val {
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            functional,
+        });
+        Val::Node(self.nodes.len() - 1)
+    }
+
+    /// A non-parametric node, named after its scope.
+    fn functional(&mut self, node: &NodeProto, op: Op, inputs: Vec<NodeId>) -> Lowered {
+        let (module, _) = scope(node);
+        let base = if module.is_empty() {
+            op.kind().to_owned()
+        } else {
+            module
+        };
+        let name = self.unique(&base);
+        Ok(vec![self.push(name, op, inputs, true)])
+    }
+
+    /// The module path of a parametric node: its weight's name (`x.weight`)
+    /// when the exporter kept it, else its scope.
+    fn module_name(&mut self, node: &NodeProto, weight: &Val) -> String {
+        let (scope_path, class) = scope(node);
+        let from_weight = self.init_name(weight).and_then(|n| {
+            n.strip_suffix(".weight")
+                .filter(|p| !p.starts_with("onnx::") && !p.is_empty())
+                .map(str::to_owned)
+        });
+        let name = match from_weight {
+            Some(n) => n,
+            None => {
+                if let Some(n) = self.init_name(weight) {
+                    self.anonymous.push(n);
+                }
+                if scope_path.is_empty() {
+                    format!(
+                        "{}_{}",
+                        node.op_type().to_ascii_lowercase(),
+                        self.nodes.len()
+                    )
+                } else {
+                    scope_path.clone()
+                }
+            }
+        };
+        if node.op_type() == "Conv" && class.as_deref().is_some_and(|c| c.contains("BatchNorm")) {
+            self.folded.push(format!("`{scope_path}` into `{name}`"));
+        }
+        name
+    }
+
+    /// Registers a parametric module's parameters; a module met again
+    /// (shared) must use the same weight.
+    fn params(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        params: &[(&str, &Val)],
+    ) -> Result<bool, Skip> {
+        let first = params
+            .first()
+            .map(|(_, v)| self.init_name(v).unwrap_or_default())
+            .unwrap_or_default();
+        if let Some(prev) = self.modules.get(name) {
+            if *prev == first && !first.is_empty() {
+                return Ok(true);
+            }
+            return Err(self.malformed(
+                node,
+                format!("a second module is named `{name}`, with other weights"),
+            ));
+        }
+        self.modules.insert(name.to_owned(), first);
+        self.names.insert(name.to_owned());
+        for (suffix, v) in params {
+            let s = self.source(v)?;
+            self.sources.push((format!("{name}.{suffix}"), s));
+        }
+        Ok(false)
+    }
+
+    fn node_input(&self, node: &NodeProto, i: usize) -> Result<NodeId, Skip> {
+        match self.val(node, i)? {
+            Val::Node(id) => Ok(id),
+            _ => Err(Skip::Unsupported(format!(
+                "{} (on a constant input)",
+                node.op_type()
+            ))),
+        }
+    }
+
+    fn node(&mut self, node: &NodeProto) -> Lowered {
+        if !matches!(node.domain(), "" | "ai.onnx") {
+            return Err(Skip::Unsupported(format!(
+                "{}::{}",
+                node.domain(),
+                node.op_type()
+            )));
+        }
+        let op = node.op_type();
+        // Constant arithmetic first: exporters compute shapes and zero
+        // biases with these.
+        if let Some(v) = self.fold(node)? {
+            return Ok(vec![v]);
+        }
+        match op {
+            "Identity" | "Dropout" => Ok(vec![self.val(node, 0)?, Val::Unknown]),
+            "Conv" => self.conv(node),
+            "BatchNormalization" => self.batchnorm(node),
+            "Gemm" => self.gemm(node),
+            "Relu" => {
+                let x = self.node_input(node, 0)?;
+                self.functional(node, Op::Relu, vec![x])
+            }
+            "Sigmoid" => {
+                let x = self.node_input(node, 0)?;
+                self.functional(node, Op::Sigmoid, vec![x])
+            }
+            "HardSwish" => {
+                let x = self.node_input(node, 0)?;
+                self.functional(node, Op::Hardswish, vec![x])
+            }
+            "HardSigmoid" => {
+                let (alpha, beta) = (attr_f(node, "alpha", 0.2), attr_f(node, "beta", 0.5));
+                if (alpha - 1.0 / 6.0).abs() > 1e-6 || (beta - 0.5).abs() > 1e-6 {
+                    return Err(Skip::Unsupported(format!(
+                        "HardSigmoid (alpha {alpha}, beta {beta}; PyTorch's is 1/6, 0.5)"
+                    )));
+                }
+                let x = self.node_input(node, 0)?;
+                self.functional(node, Op::Hardsigmoid, vec![x])
+            }
+            "Gelu" => {
+                if !matches!(
+                    attr(node, "approximate").and_then(|a| a.s.as_deref()),
+                    None | Some(b"none")
+                ) {
+                    return Err(Skip::Unsupported("Gelu (tanh approximation)".into()));
+                }
+                let x = self.node_input(node, 0)?;
+                self.functional(node, Op::Gelu, vec![x])
+            }
+            "Clip" => self.clip(node),
+            "Add" | "Mul" => self.binary(node),
+            "Concat" => {
+                let axis = attr_i(node, "axis", 0);
+                if axis != 1 && axis != -3 {
+                    return Err(Skip::Unsupported(format!("Concat (axis {axis})")));
+                }
+                let ins = (0..node.input.len())
+                    .map(|i| self.node_input(node, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.functional(node, Op::Concat, ins)
+            }
+            "MaxPool" | "AveragePool" => self.pool(node),
+            "GlobalAveragePool" => {
+                let x = self.node_input(node, 0)?;
+                self.functional(node, Op::AdaptiveAvgPool2d { output: [1, 1] }, vec![x])
+            }
+            "ReduceMean" => self.reduce_mean(node),
+            "Flatten" => {
+                if attr_i(node, "axis", 1) != 1 {
+                    return Err(Skip::Unsupported("Flatten (axis other than 1)".into()));
+                }
+                let x = self.node_input(node, 0)?;
+                self.functional(node, Op::Flatten, vec![x])
+            }
+            "Reshape" => {
+                let x = self.node_input(node, 0)?;
+                let shape = self.constant(&self.val(node, 1)?)?;
+                match shape.as_ref().map(|t| &t.data) {
+                    Some(TensorData::I64(s)) if s.len() == 2 => {
+                        self.functional(node, Op::Flatten, vec![x])
+                    }
+                    _ => Err(Skip::Unsupported(
+                        "Reshape (other than flattening to [N, features])".into(),
+                    )),
+                }
+            }
+            other => Err(Skip::Unsupported(other.to_owned())),
+        }
+    }
+
+    fn conv(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let w = self.val(node, 1)?;
+        let Some(ws) = self.const_shape(&w) else {
+            return Err(Skip::Unsupported("Conv (with computed weights)".into()));
+        };
+        if ws.len() != 4 {
+            return Err(Skip::Unsupported(format!(
+                "Conv ({}-D)",
+                ws.len().saturating_sub(2)
+            )));
+        }
+        if !matches!(
+            attr(node, "auto_pad").and_then(|a| a.s.as_deref()),
+            None | Some(b"NOTSET")
+        ) {
+            return Err(self.malformed(node, "auto_pad is set; prunex reads explicit pads"));
+        }
+        let groups = attr_i(node, "group", 1).max(1) as usize;
+        let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+        let padding = match pads.as_slice() {
+            [t, l, b, r] if t == b && l == r && *t >= 0 && *l >= 0 => [*t as usize, *l as usize],
+            _ => return Err(self.malformed(node, format!("asymmetric pads {pads:?}"))),
+        };
+        let stride = pair(&attr_ints(node, "strides").unwrap_or(vec![1, 1]))
+            .ok_or_else(|| self.malformed(node, "strides are not 2-D"))?;
+        let dilation = pair(&attr_ints(node, "dilations").unwrap_or(vec![1, 1]))
+            .ok_or_else(|| self.malformed(node, "dilations are not 2-D"))?;
+        let b = self.val(node, 2)?;
+        // A bias the exporter made of zeros (a convolution without one).
+        let bias = match &b {
+            Val::Unknown => None,
+            Val::Const(t) if t.as_f32().is_some_and(|v| v.iter().all(|&x| x == 0.0)) => None,
+            other => Some(other.clone()),
+        };
+        let name = self.module_name(node, &w);
+        let mut params = vec![("weight", &w)];
+        if let Some(b) = &bias {
+            params.push(("bias", b));
+        }
+        self.params(node, &name, &params)?;
+        let op = Op::Conv2d {
+            in_channels: ws[1] * groups,
+            out_channels: ws[0],
+            kernel: [ws[2], ws[3]],
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias: bias.is_some(),
+        };
+        Ok(vec![self.push(name, op, vec![x], false)])
+    }
+
+    fn batchnorm(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let vals = (1..5)
+            .map(|i| self.val(node, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(features) = self.const_shape(&vals[0]).and_then(|s| s.first().copied()) else {
+            return Err(Skip::Unsupported(
+                "BatchNormalization (computed parameters)".into(),
+            ));
+        };
+        // The module: the scale's name (`bn1.weight`), else the scope.
+        let name = self.module_name(node, &vals[0]);
+        let tracked = Val::Const(Tensor {
+            shape: Vec::new(),
+            data: TensorData::I64(vec![0]),
+        });
+        self.params(
+            node,
+            &name,
+            &[
+                ("weight", &vals[0]),
+                ("bias", &vals[1]),
+                ("running_mean", &vals[2]),
+                ("running_var", &vals[3]),
+                ("num_batches_tracked", &tracked),
+            ],
+        )?;
+        let op = Op::BatchNorm2d {
+            features,
+            eps: f64::from(attr_f(node, "epsilon", 1e-5)),
+            // ONNX's momentum weighs the running value; PyTorch's the batch.
+            momentum: attr(node, "momentum")
+                .and_then(|a| a.f)
+                .map_or(0.1, |m| f64::from(1.0 - m)),
+        };
+        Ok(vec![self.push(name, op, vec![x], false)])
+    }
+
+    fn gemm(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let w = self.val(node, 1)?;
+        let Some(ws) = self.const_shape(&w) else {
+            return Err(Skip::Unsupported("Gemm (with computed weights)".into()));
+        };
+        if attr_i(node, "transA", 0) != 0
+            || attr_i(node, "transB", 0) != 1
+            || attr_f(node, "alpha", 1.0) != 1.0
+            || attr_f(node, "beta", 1.0) != 1.0
+            || ws.len() != 2
+        {
+            return Err(Skip::Unsupported(
+                "Gemm (other than nn.Linear's x·Wᵀ + b)".into(),
+            ));
+        }
+        let b = self.val(node, 2)?;
+        let bias = !matches!(b, Val::Unknown);
+        let name = self.module_name(node, &w);
+        let mut params = vec![("weight", &w)];
+        if bias {
+            params.push(("bias", &b));
+        }
+        self.params(node, &name, &params)?;
+        let op = Op::Linear {
+            in_features: ws[1],
+            out_features: ws[0],
+            bias,
+        };
+        Ok(vec![self.push(name, op, vec![x], false)])
+    }
+
+    fn clip(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let bound = |i: usize, default: f32| -> Result<f32, Skip> {
+            let v = self.val(node, i)?;
+            if matches!(v, Val::Unknown) {
+                return Ok(default);
+            }
+            match self.constant(&v)?.map(|t| t.data) {
+                Some(TensorData::F32(v)) if v.len() == 1 => Ok(v[0]),
+                Some(TensorData::I64(v)) if v.len() == 1 => Ok(v[0] as f32),
+                _ => Err(Skip::Unsupported("Clip (with computed bounds)".into())),
+            }
+        };
+        let (lo, hi) = (bound(1, f32::MIN)?, bound(2, f32::MAX)?);
+        match (lo, hi) {
+            (0.0, 6.0) => self.functional(node, Op::Relu6, vec![x]),
+            (0.0, f32::MAX) => self.functional(node, Op::Relu, vec![x]),
+            _ => Err(Skip::Unsupported(format!("Clip (to [{lo}, {hi}])"))),
+        }
+    }
+
+    fn binary(&mut self, node: &NodeProto) -> Lowered {
+        let (a, b) = (self.node_input(node, 0)?, self.node_input(node, 1)?);
+        if node.op_type() == "Add" {
+            return self.functional(node, Op::Add, vec![a, b]);
+        }
+        // x · sigmoid(x) is SiLU.
+        for (x, s) in [(a, b), (b, a)] {
+            let n = &self.nodes[s];
+            if n.op == Op::Sigmoid && n.inputs == [x] {
+                return self.functional(node, Op::Silu, vec![x]);
+            }
+        }
+        self.functional(node, Op::Mul, vec![a, b])
+    }
+
+    fn pool(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let kernel = pair(&attr_ints(node, "kernel_shape").unwrap_or_default())
+            .ok_or_else(|| self.malformed(node, "kernel_shape is not 2-D"))?;
+        let stride = pair(&attr_ints(node, "strides").unwrap_or(vec![1, 1]))
+            .ok_or_else(|| self.malformed(node, "strides are not 2-D"))?;
+        let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+        let padding = match pads.as_slice() {
+            [t, l, b, r] if t == b && l == r && *t >= 0 && *l >= 0 => [*t as usize, *l as usize],
+            _ => return Err(self.malformed(node, format!("asymmetric pads {pads:?}"))),
+        };
+        if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&x| x != 1)) {
+            return Err(Skip::Unsupported(format!("{} (dilated)", node.op_type())));
+        }
+        let ceil_mode = attr_i(node, "ceil_mode", 0) != 0;
+        let op = if node.op_type() == "MaxPool" {
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+            }
+        } else {
+            if ceil_mode || (padding != [0, 0] && attr_i(node, "count_include_pad", 0) == 0) {
+                return Err(Skip::Unsupported(
+                    "AveragePool (ceil_mode, or padding not counted)".into(),
+                ));
+            }
+            Op::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+            }
+        };
+        self.functional(node, op, vec![x])
+    }
+
+    fn reduce_mean(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let axes = match attr_ints(node, "axes") {
+            Some(a) => a,
+            None => match self.constant(&self.val(node, 1)?)?.map(|t| t.data) {
+                Some(TensorData::I64(a)) => a,
+                _ => return Err(Skip::Unsupported("ReduceMean (computed axes)".into())),
+            },
+        };
+        let mut axes: Vec<i64> = axes
+            .iter()
+            .map(|&a| if a < 0 { a + 4 } else { a })
+            .collect();
+        axes.sort_unstable();
+        if axes != [2, 3] {
+            return Err(Skip::Unsupported(format!(
+                "ReduceMean (over axes {axes:?})"
+            )));
+        }
+        let pooled = self.functional(node, Op::AdaptiveAvgPool2d { output: [1, 1] }, vec![x])?;
+        if attr_i(node, "keepdims", 1) != 0 {
+            return Ok(pooled);
+        }
+        let Val::Node(p) = pooled[0] else {
+            unreachable!("functional pushes a node")
+        };
+        self.functional(node, Op::Flatten, vec![p])
+    }
+
+    /// Evaluates a node whose inputs are all constants (the shape and
+    /// zero-bias arithmetic exporters leave in); `None` when it is not one.
+    fn fold(&mut self, node: &NodeProto) -> Result<Option<Val>, Skip> {
+        let op = node.op_type();
+        if op == "Constant" {
+            return self.constant_node(node).map(Some);
+        }
+        if !matches!(
+            op,
+            "Shape"
+                | "Expand"
+                | "CastLike"
+                | "Cast"
+                | "Reshape"
+                | "Concat"
+                | "Unsqueeze"
+                | "Squeeze"
+                | "Identity"
+                | "Add"
+                | "Sub"
+                | "Mul"
+                | "Div"
+                | "ConstantOfShape"
+                | "Gather"
+        ) {
+            return Ok(None);
+        }
+        let vals = (0..node.input.len())
+            .map(|i| self.val(node, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        if op == "Shape" {
+            return Ok(vals.first().and_then(|v| self.const_shape(v)).map(|s| {
+                Val::Const(Tensor {
+                    shape: vec![s.len()],
+                    data: TensorData::I64(s.iter().map(|&d| d as i64).collect()),
+                })
+            }));
+        }
+        if vals
+            .iter()
+            .any(|v| matches!(v, Val::Node(_) | Val::Unknown))
+            && op != "CastLike"
+        {
+            return Ok(None);
+        }
+        if op == "CastLike" && matches!(vals.first(), Some(Val::Node(_) | Val::Unknown)) {
+            return Ok(None);
+        }
+        let mut ts = Vec::new();
+        for v in &vals {
+            ts.push(match v {
+                Val::Node(_) | Val::Unknown => None,
+                other => self.constant(other)?,
+            });
+        }
+        let bad = |why: &str| self.malformed(node, why.to_owned());
+        let t0 = ts[0].clone().ok_or_else(|| bad("no input"))?;
+        let ints = |t: &Option<Tensor>| -> Option<Vec<i64>> {
+            match t.as_ref().map(|t| &t.data) {
+                Some(TensorData::I64(v)) => Some(v.clone()),
+                _ => None,
+            }
+        };
+        let out = match op {
+            "Identity" => t0,
+            "Cast" => {
+                let to = attr_i(node, "to", 1);
+                cast(&t0, to == 1 || to == 10 || to == 11)
+            }
+            "CastLike" => {
+                let float = match &vals[1] {
+                    Val::Node(_) | Val::Unknown => true,
+                    _ => ts[1].as_ref().is_some_and(|t| t.as_f32().is_some()),
+                };
+                cast(&t0, float)
+            }
+            "Expand" => {
+                let shape = ints(&ts[1]).ok_or_else(|| bad("a computed shape"))?;
+                expand(&t0, &shape).ok_or_else(|| bad("a shape it cannot expand to"))?
+            }
+            "ConstantOfShape" => {
+                let shape: Vec<usize> = t0_as_shape(&t0).ok_or_else(|| bad("a bad shape"))?;
+                let n = shape.iter().product();
+                let value = attr(node, "value").and_then(|a| a.t.as_ref());
+                let data = match value {
+                    Some(v) => match self.model.tensor(v, self.loader)?.data {
+                        TensorData::F32(x) => {
+                            TensorData::F32(vec![x.first().copied().unwrap_or(0.0); n])
+                        }
+                        TensorData::I64(x) => {
+                            TensorData::I64(vec![x.first().copied().unwrap_or(0); n])
+                        }
+                    },
+                    None => TensorData::F32(vec![0.0; n]),
+                };
+                Tensor { shape, data }
+            }
+            "Reshape" => {
+                let shape = ints(&ts[1]).ok_or_else(|| bad("a computed shape"))?;
+                let n = t0.data.len();
+                let mut dims: Vec<i64> = shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| {
+                        if d == 0 {
+                            t0.shape.get(i).map_or(0, |&x| x as i64)
+                        } else {
+                            d
+                        }
+                    })
+                    .collect();
+                let known: i64 = dims.iter().filter(|&&d| d > 0).product();
+                for d in dims.iter_mut().filter(|d| **d == -1) {
+                    *d = if known > 0 { n as i64 / known } else { 0 };
+                }
+                Tensor {
+                    shape: dims.iter().map(|&d| d.max(0) as usize).collect(),
+                    data: t0.data,
+                }
+            }
+            "Concat" => {
+                let mut data = Vec::new();
+                for t in &ts {
+                    data.extend(ints(t).ok_or_else(|| bad("non-integer constants"))?);
+                }
+                Tensor {
+                    shape: vec![data.len()],
+                    data: TensorData::I64(data),
+                }
+            }
+            "Unsqueeze" | "Squeeze" => {
+                // Only rank changes of scalars and vectors (shape math).
+                let n = t0.data.len();
+                Tensor {
+                    shape: if op == "Unsqueeze" {
+                        vec![n]
+                    } else if n == 1 {
+                        Vec::new()
+                    } else {
+                        vec![n]
+                    },
+                    data: t0.data,
+                }
+            }
+            "Gather" => {
+                let idx = ints(&ts[1]).ok_or_else(|| bad("computed indices"))?;
+                let src = ints(&ts[0]).ok_or_else(|| bad("non-integer data"))?;
+                let picked: Option<Vec<i64>> = idx
+                    .iter()
+                    .map(|&i| {
+                        let i = if i < 0 { i + src.len() as i64 } else { i };
+                        src.get(i as usize).copied()
+                    })
+                    .collect();
+                let picked = picked.ok_or_else(|| bad("an index out of range"))?;
+                Tensor {
+                    shape: ts[1].as_ref().map(|t| t.shape.clone()).unwrap_or_default(),
+                    data: TensorData::I64(picked),
+                }
+            }
+            _ => {
+                let t1 = ts[1].clone().ok_or_else(|| bad("a missing operand"))?;
+                arith(op, &t0, &t1).ok_or_else(|| bad("operands of different shapes"))?
+            }
+        };
+        Ok(Some(Val::Const(out)))
+    }
+
+    fn constant_node(&self, node: &NodeProto) -> Result<Val, Skip> {
+        let a = node
+            .attribute
+            .first()
+            .ok_or_else(|| self.malformed(node, "a Constant without a value"))?;
+        let t = match (
+            a.name(),
+            AttributeType::try_from(a.r#type.unwrap_or(0)).ok(),
+        ) {
+            ("value", _) => self.model.tensor(
+                a.t.as_ref()
+                    .ok_or_else(|| self.malformed(node, "no tensor"))?,
+                self.loader,
+            )?,
+            ("value_float", _) => Tensor::f32(Vec::new(), vec![a.f.unwrap_or(0.0)]),
+            ("value_floats", _) => Tensor::f32(vec![a.floats.len()], a.floats.clone()),
+            ("value_int", _) => Tensor {
+                shape: Vec::new(),
+                data: TensorData::I64(vec![a.i.unwrap_or(0)]),
+            },
+            ("value_ints", _) => Tensor {
+                shape: vec![a.ints.len()],
+                data: TensorData::I64(a.ints.clone()),
+            },
+            (other, _) => {
+                return Err(Skip::Unsupported(format!("Constant ({other})")));
+            }
+        };
+        Ok(Val::Const(t))
+    }
+}
+
+fn t0_as_shape(t: &Tensor) -> Option<Vec<usize>> {
+    match &t.data {
+        TensorData::I64(v) => v.iter().map(|&d| usize::try_from(d).ok()).collect(),
+        TensorData::F32(_) => None,
+    }
+}
+
+fn cast(t: &Tensor, float: bool) -> Tensor {
+    let data = match (&t.data, float) {
+        (TensorData::I64(v), true) => TensorData::F32(v.iter().map(|&x| x as f32).collect()),
+        (TensorData::F32(v), false) => TensorData::I64(v.iter().map(|&x| x as i64).collect()),
+        (d, _) => d.clone(),
+    };
+    Tensor {
+        shape: t.shape.clone(),
+        data,
+    }
+}
+
+/// Broadcasts `t` to `shape` (numpy rules).
+fn expand(t: &Tensor, shape: &[i64]) -> Option<Tensor> {
+    let rank = shape.len().max(t.shape.len());
+    let pad = |s: &[usize]| -> Vec<usize> {
+        let mut v = vec![1; rank - s.len()];
+        v.extend_from_slice(s);
+        v
+    };
+    let src = pad(&t.shape);
+    let want: Vec<usize> = pad(&shape.iter().map(|&d| d.max(0) as usize).collect::<Vec<_>>());
+    let out: Vec<usize> = src
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| {
+            if a == 1 {
+                Some(b)
+            } else if b == 1 || a == b {
+                Some(a)
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()?;
+    let n: usize = out.iter().product();
+    if n > 1 << 26 {
+        return None;
+    }
+    let index = |mut i: usize| -> usize {
+        let mut at = 0;
+        let mut stride = 1;
+        for d in (0..rank).rev() {
+            let coord = i % out[d];
+            i /= out[d];
+            if src[d] != 1 {
+                at += coord * stride;
+            }
+            stride *= src[d];
+        }
+        at
+    };
+    let data = match &t.data {
+        TensorData::F32(v) => TensorData::F32((0..n).map(|i| v[index(i)]).collect()),
+        TensorData::I64(v) => TensorData::I64((0..n).map(|i| v[index(i)]).collect()),
+    };
+    Some(Tensor { shape: out, data })
+}
+
+/// Element-wise arithmetic of two constants of one shape (or a scalar).
+fn arith(op: &str, a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    let (n, shape) = if a.data.len() >= b.data.len() {
+        (a.data.len(), a.shape.clone())
+    } else {
+        (b.data.len(), b.shape.clone())
+    };
+    let at = |len: usize, i: usize| if len == 1 { 0 } else { i };
+    if a.data.len() != n && a.data.len() != 1 || b.data.len() != n && b.data.len() != 1 {
+        return None;
+    }
+    let data = match (&a.data, &b.data) {
+        (TensorData::I64(x), TensorData::I64(y)) => TensorData::I64(
+            (0..n)
+                .map(|i| {
+                    let (p, q) = (x[at(x.len(), i)], y[at(y.len(), i)]);
+                    match op {
+                        "Add" => p.wrapping_add(q),
+                        "Sub" => p.wrapping_sub(q),
+                        "Mul" => p.wrapping_mul(q),
+                        _ => p.checked_div(q).unwrap_or(0),
+                    }
+                })
+                .collect(),
+        ),
+        _ => {
+            let (x, y) = (cast(a, true), cast(b, true));
+            let (x, y) = (x.as_f32()?.to_vec(), y.as_f32()?.to_vec());
+            TensorData::F32(
+                (0..n)
+                    .map(|i| {
+                        let (p, q) = (x[at(x.len(), i)], y[at(y.len(), i)]);
+                        match op {
+                            "Add" => p + q,
+                            "Sub" => p - q,
+                            "Mul" => p * q,
+                            _ => p / q,
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    };
+    Some(Tensor { shape, data })
+}
+
+/// Keeps the nodes the output depends on (a pattern such as SiLU leaves
+/// its `Sigmoid` unused), renumbered in order.
+fn reachable(g: Graph) -> Graph {
+    let mut keep = vec![false; g.nodes.len()];
+    keep[0] = true;
+    let mut stack = vec![g.output];
+    while let Some(id) = stack.pop() {
+        if !keep[id] || id == 0 {
+            keep[id] = true;
+            stack.extend(g.nodes[id].inputs.iter().copied().filter(|&i| !keep[i]));
+        }
+    }
+    let mut map = vec![usize::MAX; g.nodes.len()];
+    let mut nodes = Vec::new();
+    for (id, node) in g.nodes.into_iter().enumerate() {
+        if keep[id] {
+            map[id] = nodes.len();
+            nodes.push(Node {
+                inputs: node.inputs.iter().map(|&i| map[i]).collect(),
+                ..node
+            });
+        }
+    }
+    Graph {
+        output: map[g.output],
+        nodes,
+        ..g
+    }
+}

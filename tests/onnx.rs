@@ -1,0 +1,138 @@
+//! ONNX import against torchvision: small torchvision classifiers exported
+//! by torch 2.13's dynamo exporter and by the TorchScript one import with
+//! torchvision's parameter count and `state_dict` names and shapes, and give
+//! torchvision's eval-mode outputs (1e-4) on the imported weights. An export
+//! that folded BatchNorm still imports and computes the same function, and
+//! says what was folded.
+//!
+//! References are generated at test time by `tests/parity/onnx_reference.py`
+//! (`scripts/setup --reference` installs onnx and onnxscript) and kept under
+//! `target/tmp/onnx-references`.
+
+mod common;
+
+#[path = "../src/exec/convert.rs"]
+mod convert;
+
+#[path = "../src/exec/model.rs"]
+#[allow(dead_code)]
+mod model;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use prunex::graph::analyze;
+use prunex::models::onnx;
+use prunex::models::weights;
+use prunex::syntax::FsLoader;
+use serde_json::json;
+
+/// (id, torchvision model, input, classes): one of each family of
+/// operators (residual; depthwise and ReLU6; squeeze-excitation with
+/// Hardswish and Hardsigmoid; SiLU and stochastic depth).
+const CASES: &[(&str, &str, [usize; 3], usize)] = &[
+    ("resnet18", "resnet18", [3, 64, 64], 10),
+    ("mobilenet_v2", "mobilenet_v2", [3, 64, 64], 10),
+    ("mobilenet_v3_small", "mobilenet_v3_small", [3, 64, 64], 10),
+    ("efficientnet_b0", "efficientnet_b0", [3, 64, 64], 10),
+];
+
+const EXPORTS: &[&str] = &["dynamo", "torchscript"];
+
+fn references() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cases: Vec<_> = CASES
+            .iter()
+            .map(|(id, m, input, classes)| {
+                json!({"id": id, "model": m, "input": input, "classes": classes})
+            })
+            .collect();
+        common::generated(
+            "onnx-references",
+            "onnx_reference.py",
+            &serde_json::to_string(&cases).unwrap(),
+        )
+    })
+}
+
+fn info(id: &str) -> serde_json::Value {
+    let p = references().join(format!("{id}.json"));
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn io(id: &str) -> (tch::Tensor, tch::Tensor) {
+    let io = weights::read_safetensors(
+        &std::fs::read(references().join(format!("{id}.io.safetensors"))).unwrap(),
+    )
+    .unwrap();
+    let t = |k: &str| {
+        let w = &io[k];
+        let shape: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
+        tch::Tensor::from_slice(w.as_f32().unwrap()).reshape(&shape)
+    };
+    (t("x"), t("y"))
+}
+
+/// The largest difference between the imported model's output and
+/// torchvision's.
+fn forward_diff(g: &prunex::graph::Graph, sd: &weights::StateDict, id: &str) -> f64 {
+    let mut m = model::TorchModel::new(g, tch::Device::Cpu);
+    m.load(sd).unwrap();
+    let (x, y) = io(id);
+    let out = tch::no_grad(|| m.forward(&x, false)).unwrap();
+    (&out - &y).abs().max().double_value(&[])
+}
+
+#[test]
+fn torchvision_exports_import_with_torchvisions_names_counts_and_outputs() {
+    for (id, _, input, _) in CASES {
+        let expected = info(id);
+        let keys: BTreeMap<String, Vec<usize>> =
+            serde_json::from_value(expected["keys"].clone()).unwrap();
+        for export in EXPORTS {
+            let path = references().join(format!("{id}.{export}.onnx"));
+            let (imported, sd) = onnx::import_weights(&path, &FsLoader)
+                .unwrap_or_else(|e| panic!("{id} ({export}): {e}"));
+            let g = &imported.graph;
+            assert_eq!(g.input, *input, "{id} ({export})");
+            let got: BTreeMap<String, Vec<usize>> = g.state_keys().into_iter().collect();
+            assert_eq!(got, keys, "{id} ({export}): state_dict keys and shapes");
+            let a = analyze(g, g.input).unwrap();
+            assert_eq!(
+                a.total_params,
+                expected["params"].as_u64().unwrap(),
+                "{id} ({export}): parameters"
+            );
+            weights::check(&sd, g, &path.display().to_string()).unwrap();
+            let diff = forward_diff(g, &sd, id);
+            assert!(diff < 1e-4, "{id} ({export}): output differs by {diff}");
+        }
+    }
+}
+
+/// The TorchScript exporter's defaults fold BatchNorm into the convolutions
+/// and leave their initializers anonymous: the model still imports, names
+/// its layers by module path, computes the same function, and says so.
+#[test]
+fn a_folded_export_imports_and_says_what_was_lost() {
+    let id = "resnet18";
+    let path = references().join(format!("{id}.folded.onnx"));
+    let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
+    let g = &imported.graph;
+    assert!(
+        g.nodes
+            .iter()
+            .all(|n| !matches!(n.op, prunex::graph::Op::BatchNorm2d { .. })),
+        "folded"
+    );
+    assert!(g.nodes.iter().any(|n| n.name == "layer1.0.conv1"));
+    assert!(
+        imported.notes.iter().any(|n| n.contains("no PyTorch name")),
+        "{:?}",
+        imported.notes
+    );
+    let diff = forward_diff(g, &sd, id);
+    assert!(diff < 1e-4, "output differs by {diff}");
+}

@@ -1,0 +1,74 @@
+"""References for tests/onnx.rs: torchvision models exported to ONNX.
+
+    onnx_reference.py make OUT CASES.json
+
+For each case (a torchvision classifier, an input size), with seeded weights
+and randomised BatchNorm statistics (so that no two initializers are equal
+and the exporters cannot merge them), writes:
+
+- ID.dynamo.onnx (+ .onnx.data): torch.onnx.export(optimize=False), the
+  dynamo exporter with external data;
+- ID.torchscript.onnx: dynamo=False, do_constant_folding=False;
+- ID.folded.onnx: dynamo=False with its defaults (BatchNorm folded into the
+  convolutions, anonymous initializers);
+- ID.json: the state_dict's keys and shapes, the parameter count;
+- ID.io.safetensors: an input `x` and the eval-mode output `y`.
+"""
+
+import json
+import sys
+import warnings
+
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+warnings.filterwarnings("ignore")
+
+
+def build(case):
+    torch.manual_seed(0)
+    m = getattr(torchvision.models, case["model"])(num_classes=case["classes"])
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.bias is not None:
+                mod.bias.uniform_(-0.1, 0.1)
+    return m.eval()
+
+
+def make(out, cases):
+    for case in cases:
+        m = build(case)
+        c, h, w = case["input"]
+        torch.manual_seed(1)
+        x = torch.randn(2, c, h, w)
+        with torch.no_grad():
+            y = m(x)
+        one = x[:1]
+        base = f"{out}/{case['id']}"
+        torch.onnx.export(m, (one,), f"{base}.dynamo.onnx", dynamo=True,
+                          optimize=False, external_data=True)
+        torch.onnx.export(m, (one,), f"{base}.torchscript.onnx", dynamo=False,
+                          do_constant_folding=False)
+        torch.onnx.export(m, (one,), f"{base}.folded.onnx", dynamo=False)
+        sd = m.state_dict()
+        info = {
+            "keys": {k: list(v.shape) for k, v in sd.items()},
+            "params": sum(p.numel() for p in m.parameters()),
+        }
+        with open(f"{base}.json", "w") as f:
+            json.dump(info, f)
+        save_file({"x": x.contiguous(), "y": y.contiguous()}, f"{base}.io.safetensors")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "make":
+        with open(sys.argv[3]) as f:
+            make(sys.argv[2], json.load(f))
+    else:
+        sys.exit(f"unknown command {sys.argv[1]}")
