@@ -216,3 +216,163 @@ fn exercise_weights(data: &[u8]) {
         assert_eq!(read, shapes, "the check and the run read different shapes");
     }
 }
+
+/// A small valid ONNX model (Conv → BatchNorm → Relu → GlobalAveragePool →
+/// Flatten → Gemm on a `[1, 3, 8, 8]` input, weights inline), as
+/// `torch.onnx.export` names things: the seed the ONNX fuzz target damages,
+/// and a fixture for tests of bad files.
+pub fn tiny_onnx() -> Vec<u8> {
+    use crate::models::onnx::proto::{
+        tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim,
+        tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto,
+        NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    };
+    use prost::Message;
+    let init = |name: &str, dims: &[i64]| {
+        let n: i64 = dims.iter().product();
+        TensorProto {
+            name: Some(name.into()),
+            dims: dims.to_vec(),
+            data_type: Some(DataType::Float as i32),
+            float_data: (0..n).map(|i| (i % 7) as f32 * 0.1 + 0.5).collect(),
+            ..Default::default()
+        }
+    };
+    let ints = |name: &str, v: &[i64]| AttributeProto {
+        name: Some(name.into()),
+        ints: v.to_vec(),
+        r#type: Some(7),
+        ..Default::default()
+    };
+    let node = |op: &str, name: &str, i: &[&str], o: &str, attrs: Vec<AttributeProto>| NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: i.iter().map(|s| (*s).to_owned()).collect(),
+        output: vec![o.into()],
+        attribute: attrs,
+        ..Default::default()
+    };
+    let value = |name: &str, dims: &[i64]| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Dim::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        name: Some("tiny".into()),
+        node: vec![
+            node(
+                "Conv",
+                "/conv/Conv",
+                &["x", "conv.weight"],
+                "c",
+                vec![ints("pads", &[1, 1, 1, 1]), ints("kernel_shape", &[3, 3])],
+            ),
+            node(
+                "BatchNormalization",
+                "/bn/BatchNormalization",
+                &[
+                    "c",
+                    "bn.weight",
+                    "bn.bias",
+                    "bn.running_mean",
+                    "bn.running_var",
+                ],
+                "b",
+                vec![],
+            ),
+            node("Relu", "/relu/Relu", &["b"], "r", vec![]),
+            node(
+                "GlobalAveragePool",
+                "/pool/GlobalAveragePool",
+                &["r"],
+                "p",
+                vec![],
+            ),
+            node("Flatten", "/Flatten", &["p"], "f", vec![]),
+            node(
+                "Gemm",
+                "/fc/Gemm",
+                &["f", "fc.weight", "fc.bias"],
+                "y",
+                vec![AttributeProto {
+                    name: Some("transB".into()),
+                    i: Some(1),
+                    r#type: Some(2),
+                    ..Default::default()
+                }],
+            ),
+        ],
+        initializer: vec![
+            init("conv.weight", &[4, 3, 3, 3]),
+            init("bn.weight", &[4]),
+            init("bn.bias", &[4]),
+            init("bn.running_mean", &[4]),
+            init("bn.running_var", &[4]),
+            init("fc.weight", &[5, 4]),
+            init("fc.bias", &[5]),
+        ],
+        input: vec![value("x", &[1, 3, 8, 8])],
+        output: vec![value("y", &[1, 5])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(9),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(18),
+        }],
+        producer_name: Some("pytorch".into()),
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The body of the `onnx` fuzz target: [`tiny_onnx`] truncated and with
+/// bytes edited as the fuzzer's bytes say (or the bytes themselves, when
+/// the first is odd). Importing never panics, and a file that imports has
+/// weights that fit its graph.
+pub fn exercise_onnx(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    let file = if kind % 2 == 1 {
+        rest.to_vec()
+    } else {
+        let mut b = Bytes(rest);
+        let mut file = tiny_onnx();
+        for _ in 0..(b.byte() % 8) {
+            let at = (b.byte() as usize * 256 + b.byte() as usize) % file.len().max(1);
+            match b.byte() % 3 {
+                0 => file.truncate(at),
+                1 => {
+                    if let Some(x) = file.get_mut(at) {
+                        *x = b.byte();
+                    }
+                }
+                _ => file.insert(at.min(file.len()), b.byte()),
+            }
+        }
+        file
+    };
+    let loader = OneFile(file);
+    let path = Path::new("fuzz.onnx");
+    if let Ok((imported, weights)) = crate::models::onnx::import_weights(path, &loader) {
+        crate::models::weights::check(&weights, &imported.graph, "fuzz.onnx")
+            .expect("an imported model's weights fit its graph");
+    }
+}

@@ -37,23 +37,21 @@ fn fixtures_and_recipes_replay_without_panics() {
     assert!(replay(Path::new("recipes")) > 0);
 }
 
-/// The structure-aware target (`fuzz/fuzz_targets/model_weights.rs`) on
-/// its corpus, where one was kept, and on inputs drawn from a fixed seed, so
-/// stable CI exercises it too.
-#[test]
-fn model_and_weights_inputs_replay_without_panics() {
-    let kept = Path::new("fuzz/corpus/model_weights");
+/// A structure-aware target on its kept corpus, where one was kept, and on
+/// inputs drawn from a fixed seed, so stable CI exercises it too
+/// (`PRUNEX_STRUCTURED_CASES=50000` for a longer search).
+fn replay_structured(corpus: &str, exercise: fn(&[u8])) {
+    let kept = Path::new(corpus);
     if kept.is_dir() {
         for entry in walkdir::WalkDir::new(kept)
             .into_iter()
             .filter_map(Result::ok)
         {
             if entry.file_type().is_file() {
-                prunex::fuzz::exercise_structured(&std::fs::read(entry.path()).unwrap());
+                exercise(&std::fs::read(entry.path()).unwrap());
             }
         }
     }
-    // `PRUNEX_STRUCTURED_CASES=50000` for a longer search.
     let cases: usize = std::env::var("PRUNEX_STRUCTURED_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -69,6 +67,22 @@ fn model_and_weights_inputs_replay_without_panics() {
                 (state >> 24) as u8
             })
             .collect();
-        prunex::fuzz::exercise_structured(&input);
+        exercise(&input);
     }
+}
+
+/// `fuzz/fuzz_targets/model_weights.rs`: model descriptions and weights
+/// headers.
+#[test]
+fn model_and_weights_inputs_replay_without_panics() {
+    replay_structured(
+        "fuzz/corpus/model_weights",
+        prunex::fuzz::exercise_structured,
+    );
+}
+
+/// `fuzz/fuzz_targets/onnx.rs`: damaged ONNX files.
+#[test]
+fn onnx_inputs_replay_without_panics() {
+    replay_structured("fuzz/corpus/onnx", prunex::fuzz::exercise_onnx);
 }

@@ -1,6 +1,6 @@
 //! `prunex inspect`: a model's layers, output shapes, parameters and MACs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use miette::Report;
 use tabled::settings::{object::Columns, Alignment, Style};
@@ -179,6 +179,19 @@ pub fn run(
     println!("{head}");
     println!("{}", table(&g, &a));
     println!("MACs per sample, counted as Torch-Pruning's counter does (see docs/models.md); names in parentheses are functional operations, not modules.");
+    if models::onnx::is_onnx(model) {
+        // What the import recovered or could not: folded BatchNorm,
+        // initializers named after their module.
+        if let Ok(imported) = models::onnx::import(Path::new(model), &crate::syntax::FsLoader) {
+            for n in &imported.notes {
+                println!("note: {n}");
+            }
+            println!(
+                "weights: the model's {} initializers, as state_dict keys",
+                imported.sources.len()
+            );
+        }
+    }
     if let Some(path) = weights {
         match models::weights::load_for(&path, &g) {
             Ok((sd, notes)) => {

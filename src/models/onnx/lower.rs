@@ -22,6 +22,10 @@ enum Val {
     Unknown,
 }
 
+/// The most elements a folded constant may have (exporters fold shapes
+/// and biases, never anything near this).
+const MAX_FOLDED: usize = 1 << 24;
+
 /// One operator prunex does not import: uses, first node, its module.
 type Unsupported = BTreeMap<String, (usize, String, String)>;
 
@@ -155,7 +159,7 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
     };
     if !lw.anonymous.is_empty() {
         lw.notes.push(format!(
-            "{} initializers had no PyTorch name ({}…): named after their node's module path",
+            "{} initializers had no PyTorch name ({}…): named after their node's module path (the TorchScript exporter leaves the convolutions it folded BatchNorm into so; export with `do_constant_folding=False` to keep BatchNorm and the names)",
             lw.anonymous.len(),
             lw.anonymous[0]
         ));
@@ -651,7 +655,7 @@ impl<'a> Lowering<'a> {
         }
         self.params(node, &name, &params)?;
         let op = Op::Conv2d {
-            in_channels: ws[1] * groups,
+            in_channels: ws[1].saturating_mul(groups),
             out_channels: ws[0],
             kernel: [ws[2], ws[3]],
             stride,
@@ -917,7 +921,11 @@ impl<'a> Lowering<'a> {
             }
             "ConstantOfShape" => {
                 let shape: Vec<usize> = t0_as_shape(&t0).ok_or_else(|| bad("a bad shape"))?;
-                let n = shape.iter().product();
+                let n = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .filter(|&n| n <= MAX_FOLDED)
+                    .ok_or_else(|| bad("a constant too large to fold"))?;
                 let value = attr(node, "value").and_then(|a| a.t.as_ref());
                 let data = match value {
                     Some(v) => match self.model.tensor(v, self.loader)?.data {
@@ -946,12 +954,20 @@ impl<'a> Lowering<'a> {
                         }
                     })
                     .collect();
-                let known: i64 = dims.iter().filter(|&&d| d > 0).product();
+                let known = dims
+                    .iter()
+                    .filter(|&&d| d > 0)
+                    .try_fold(1i64, |a, &d| a.checked_mul(d))
+                    .unwrap_or(0);
                 for d in dims.iter_mut().filter(|d| **d == -1) {
                     *d = if known > 0 { n as i64 / known } else { 0 };
                 }
+                let shape: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
+                if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(n) {
+                    return Err(bad("a reshape that changes the number of elements"));
+                }
                 Tensor {
-                    shape: dims.iter().map(|&d| d.max(0) as usize).collect(),
+                    shape,
                     data: t0.data,
                 }
             }
@@ -1077,10 +1093,10 @@ fn expand(t: &Tensor, shape: &[i64]) -> Option<Tensor> {
             }
         })
         .collect::<Option<_>>()?;
-    let n: usize = out.iter().product();
-    if n > 1 << 26 {
-        return None;
-    }
+    let n = out
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_FOLDED)?;
     let index = |mut i: usize| -> usize {
         let mut at = 0;
         let mut stride = 1;

@@ -200,7 +200,10 @@ impl Model {
             .map(|&d| usize::try_from(d))
             .collect::<Result<_, _>>()
             .map_err(|_| self.bad_tensor(t, "a negative dimension"))?;
-        let n: usize = shape.iter().product();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| self.bad_tensor(t, "a shape too large to hold"))?;
         let dtype = DataType::try_from(t.data_type.unwrap_or(0)).unwrap_or(DataType::Undefined);
         let raw: Option<Vec<u8>> = match self.external(t)? {
             Some(ext) => {

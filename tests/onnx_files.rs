@@ -1,0 +1,187 @@
+//! ONNX files that are not what prunex needs get coded diagnostics naming
+//! the problem (and the recipe line, in `prunex check`); a good one imports
+//! with its weights. Built from `prunex::fuzz::tiny_onnx`, edited with the
+//! generated protobuf types.
+
+use std::path::Path;
+
+use prost::Message;
+use prunex::check::{check_path, Mode};
+use prunex::diagnostics::render_human;
+use prunex::fuzz::tiny_onnx;
+use prunex::models::onnx::{self, proto::ModelProto, OnnxError};
+use prunex::syntax::FsLoader;
+
+fn edited(f: impl FnOnce(&mut ModelProto)) -> Vec<u8> {
+    let mut m = ModelProto::decode(&tiny_onnx()[..]).unwrap();
+    f(&mut m);
+    m.encode_to_vec()
+}
+
+fn import(dir: &Path, bytes: &[u8]) -> Result<onnx::Imported, OnnxError> {
+    let path = dir.join("net.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    onnx::import_weights(&path, &FsLoader).map(|(i, _)| i)
+}
+
+fn code(e: &OnnxError) -> String {
+    miette::Diagnostic::code(e).unwrap().to_string()
+}
+
+/// Moves `conv.weight`'s values to `location` at `offset`.
+fn external(m: &mut ModelProto, location: &str, length: Option<u64>) {
+    use prunex::models::onnx::proto::{tensor_proto::DataLocation, StringStringEntryProto};
+    let g = m.graph.as_mut().unwrap();
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == "conv.weight")
+        .unwrap();
+    t.float_data.clear();
+    t.data_location = Some(DataLocation::External as i32);
+    t.external_data = vec![StringStringEntryProto {
+        key: Some("location".into()),
+        value: Some(location.into()),
+    }];
+    if let Some(l) = length {
+        t.external_data.push(StringStringEntryProto {
+            key: Some("length".into()),
+            value: Some(l.to_string()),
+        });
+    }
+}
+
+#[test]
+fn a_good_file_imports_with_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.onnx");
+    std::fs::write(&path, tiny_onnx()).unwrap();
+    let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
+    let names: Vec<&str> = imported
+        .graph
+        .modules()
+        .filter(|(_, n)| n.op.has_weights())
+        .map(|(_, n)| n.name.as_str())
+        .collect();
+    assert_eq!(names, ["conv", "bn", "fc"]);
+    assert_eq!(sd["conv.weight"].shape, [4, 3, 3, 3]);
+    assert!(sd.contains_key("bn.num_batches_tracked"));
+    // The same weights from a separate data file, as the dynamo exporter
+    // writes them.
+    let values: Vec<u8> = sd["conv.weight"]
+        .as_f32()
+        .unwrap()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("net.onnx.data"), &values).unwrap();
+    let bytes = edited(|m| external(m, "net.onnx.data", Some(values.len() as u64)));
+    std::fs::write(&path, bytes).unwrap();
+    let (_, again) = onnx::import_weights(&path, &FsLoader).unwrap();
+    assert_eq!(again, sd);
+}
+
+#[test]
+fn bad_files_get_coded_diagnostics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = tiny_onnx();
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "truncated",
+            good[..good.len() / 2].to_vec(),
+            "prunex::onnx::not_onnx",
+            "does not decode",
+        ),
+        (
+            "text",
+            b"name: not a model\n".to_vec(),
+            "prunex::onnx::not_onnx",
+            "",
+        ),
+        ("empty", Vec::new(), "prunex::onnx::not_onnx", "no graph"),
+        (
+            "opset 9",
+            edited(|m| m.opset_import[0].version = Some(9)),
+            "prunex::onnx::old_opset",
+            "opset 9",
+        ),
+        (
+            "an unknown operator",
+            edited(|m| m.graph.as_mut().unwrap().node[2].op_type = Some("Swoosh".into())),
+            "prunex::onnx::unsupported_op",
+            "Swoosh ×1 (first: node `/relu/Relu`, module `relu`)",
+        ),
+        (
+            "asymmetric padding",
+            edited(|m| m.graph.as_mut().unwrap().node[0].attribute[0].ints = vec![0, 0, 1, 1]),
+            "prunex::onnx::malformed",
+            "asymmetric pads",
+        ),
+        (
+            "missing external data",
+            edited(|m| external(m, "net.onnx.data", None)),
+            "prunex::onnx::external_data",
+            "net.onnx.data",
+        ),
+        (
+            "external data outside the folder",
+            edited(|m| external(m, "../secret.bin", None)),
+            "prunex::onnx::external_data",
+            "beside the model",
+        ),
+    ];
+    for (what, bytes, expected, says) in cases {
+        let e = import(d, &bytes).unwrap_err();
+        assert_eq!(code(&e), expected, "{what}: {e}");
+        assert!(e.to_string().contains(says), "{what}: {e}");
+    }
+    // External data shorter than the tensors it should hold.
+    std::fs::write(d.join("net.onnx.data"), [0u8; 10]).unwrap();
+    let e = import(d, &edited(|m| external(m, "net.onnx.data", None))).unwrap_err();
+    assert_eq!(code(&e), "prunex::onnx::external_data", "{e}");
+    assert!(e.to_string().contains("needs bytes 0..432"), "{e}");
+}
+
+/// A recipe names the ONNX file as its model: the check reads its graph
+/// and the plan takes its weights from it; a bad file is reported at the
+/// model line.
+#[test]
+fn recipes_prune_onnx_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("net.onnx"), tiny_onnx()).unwrap();
+    std::fs::write(
+        d.join("r.prune"),
+        "recipe \"onnx\"\nmodel \"net.onnx\" { classes 5 }\ndata mnist \"nowhere\"\nprune channels by l2 {\n    schedule oneshot\n    ignore \"fc\"\n    group \"*\" ratio 0.5\n}\n",
+    )
+    .unwrap();
+    let checked = check_path(&d.join("r.prune"), &FsLoader, &[], Mode::Single);
+    let shown: String = checked
+        .reports
+        .iter()
+        .map(|r| render_human(r, false))
+        .collect();
+    // The only error: the input shape ([3, 8, 8]) is not MNIST's.
+    assert!(shown.contains("prunex::check::input_mismatch"), "{shown}");
+    let plan = checked.plan.expect("a plan");
+    assert_eq!(plan.weights.as_deref(), Some(d.join("net.onnx").as_path()));
+    let group = plan.stages[0]
+        .groups
+        .iter()
+        .find(|g| g.layers.contains(&"conv".to_owned()))
+        .expect("conv's group");
+    assert_eq!(group.layers, ["conv"]);
+    assert_eq!((group.channels, group.keep), (4, Some(2)), "{group:?}");
+    std::fs::write(d.join("net.onnx"), b"not onnx").unwrap();
+    let checked = check_path(&d.join("r.prune"), &FsLoader, &[], Mode::Single);
+    let shown: String = checked
+        .reports
+        .iter()
+        .map(|r| render_human(r, false))
+        .collect();
+    assert!(
+        shown.contains("prunex::onnx::not_onnx") && shown.contains("model \"net.onnx\""),
+        "{shown}"
+    );
+}
