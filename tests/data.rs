@@ -102,29 +102,11 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     p
 }
 
-fn idx_images(n: u32, h: u32, w: u32, data: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    for x in [0x0803u32, n, h, w] {
-        v.extend(x.to_be_bytes());
-    }
-    v.extend(std::iter::repeat_n(7u8, data));
-    v
-}
-
-fn idx_labels(n: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    for x in [0x0801u32, n] {
-        v.extend(x.to_be_bytes());
-    }
-    v.extend(std::iter::repeat_n(1u8, n as usize));
-    v
-}
-
 #[test]
 fn broken_files_get_diagnostics_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let labels = write(dir.path(), "labels", &idx_labels(3));
-    let truncated = write(dir.path(), "truncated", &idx_images(3, 2, 2, 10));
+    let labels = write(dir.path(), "labels", &common::idx_labels(3));
+    let truncated = write(dir.path(), "truncated", &common::idx_images(3, 2, 2, 10));
     let e = read_idx(&truncated, &labels).unwrap_err();
     assert!(
         matches!(
@@ -137,14 +119,14 @@ fn broken_files_get_diagnostics_naming_the_file() {
         ),
         "{e:?}"
     );
-    let mut bad = idx_images(3, 2, 2, 12);
+    let mut bad = common::idx_images(3, 2, 2, 12);
     bad[3] = 0x99;
     let bad = write(dir.path(), "bad", &bad);
     assert!(matches!(
         read_idx(&bad, &labels).unwrap_err(),
         DataError::BadMagic { .. }
     ));
-    let four = write(dir.path(), "four", &idx_images(4, 2, 2, 16));
+    let four = write(dir.path(), "four", &common::idx_images(4, 2, 2, 16));
     let e = read_idx(&four, &labels).unwrap_err();
     assert!(matches!(
         e,
@@ -272,13 +254,17 @@ fn data_diagnostics_render_as_snapshotted() {
     let d = Path::new("target/data-diagnostics");
     let _ = std::fs::remove_dir_all(d);
     std::fs::create_dir_all(d).unwrap();
-    let labels = write(d, "labels", &idx_labels(3));
-    let mut bad = idx_images(3, 2, 2, 12);
+    let labels = write(d, "labels", &common::idx_labels(3));
+    let mut bad = common::idx_images(3, 2, 2, 12);
     bad[3] = 0x99;
     let mut errors = vec![
-        read_idx(&write(d, "truncated", &idx_images(3, 2, 2, 10)), &labels).unwrap_err(),
+        read_idx(
+            &write(d, "truncated", &common::idx_images(3, 2, 2, 10)),
+            &labels,
+        )
+        .unwrap_err(),
         read_idx(&write(d, "bad", &bad), &labels).unwrap_err(),
-        read_idx(&write(d, "four", &idx_images(4, 2, 2, 16)), &labels).unwrap_err(),
+        read_idx(&write(d, "four", &common::idx_images(4, 2, 2, 16)), &labels).unwrap_err(),
         load(Kind::FashionMnist, d, None).unwrap_err(),
     ];
     let f = d.join("folder");

@@ -143,6 +143,17 @@ fn bad_files_get_coded_diagnostics() {
     assert!(e.to_string().contains("needs bytes 0..432"), "{e}");
 }
 
+/// Checks `dir/r.prune`; the outcome and its rendered diagnostics.
+fn check(dir: &Path) -> (prunex::check::Checked, String) {
+    let checked = check_path(&dir.join("r.prune"), &FsLoader, &[], Mode::Single);
+    let shown = checked
+        .reports
+        .iter()
+        .map(|r| render_human(r, false))
+        .collect();
+    (checked, shown)
+}
+
 /// A recipe names the ONNX file as its model: the check reads its graph
 /// and the plan takes its weights from it; a bad file is reported at the
 /// model line.
@@ -156,12 +167,7 @@ fn recipes_prune_onnx_models() {
         "recipe \"onnx\"\nmodel \"net.onnx\" { classes 5 }\ndata mnist \"nowhere\"\nprune channels by l2 {\n    schedule oneshot\n    ignore \"fc\"\n    group \"*\" ratio 0.5\n}\n",
     )
     .unwrap();
-    let checked = check_path(&d.join("r.prune"), &FsLoader, &[], Mode::Single);
-    let shown: String = checked
-        .reports
-        .iter()
-        .map(|r| render_human(r, false))
-        .collect();
+    let (checked, shown) = check(d);
     // The only error: the input shape ([3, 8, 8]) is not MNIST's.
     assert!(shown.contains("prunex::check::input_mismatch"), "{shown}");
     let plan = checked.plan.expect("a plan");
@@ -174,12 +180,7 @@ fn recipes_prune_onnx_models() {
     assert_eq!(group.layers, ["conv"]);
     assert_eq!((group.channels, group.keep), (4, Some(2)), "{group:?}");
     std::fs::write(d.join("net.onnx"), b"not onnx").unwrap();
-    let checked = check_path(&d.join("r.prune"), &FsLoader, &[], Mode::Single);
-    let shown: String = checked
-        .reports
-        .iter()
-        .map(|r| render_human(r, false))
-        .collect();
+    let (_, shown) = check(d);
     assert!(
         shown.contains("prunex::onnx::not_onnx") && shown.contains("model \"net.onnx\""),
         "{shown}"

@@ -3,6 +3,8 @@
 //! shapes and counts, the same diagnostic for each damaged file), and the
 //! checker reports them at the recipe's data line before any training.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -36,31 +38,16 @@ fn gunzip(path: &Path) -> Vec<u8> {
     out
 }
 
-fn idx_images(n: u32, h: u32, w: u32, data: usize) -> Vec<u8> {
-    let mut v = Vec::new();
-    for x in [0x0803u32, n, h, w] {
-        v.extend(x.to_be_bytes());
-    }
-    v.extend(std::iter::repeat_n(7u8, data));
-    v
-}
-
-fn idx_labels(n: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    for x in [0x0801u32, n] {
-        v.extend(x.to_be_bytes());
-    }
-    v.extend(std::iter::repeat_n(1u8, n as usize));
-    v
-}
-
 /// A complete IDX data set of `n` training and `n` test images of 28×28.
 fn idx_set(dir: &Path, n: u32, zipped: bool) {
     for (images, labels) in [
         ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     ] {
-        let (i, l) = (idx_images(n, 28, 28, (n * 28 * 28) as usize), idx_labels(n));
+        let (i, l) = (
+            common::idx_images(n, 28, 28, (n * 28 * 28) as usize),
+            common::idx_labels(n),
+        );
         if zipped {
             write(dir, &format!("{images}.gz"), &gz(&i));
             write(dir, &format!("{labels}.gz"), &gz(&l));
@@ -153,7 +140,11 @@ fn damaged_data_gets_the_diagnostic_loading_would_give() {
         (
             "truncated images",
             |d| {
-                write(d, "train-images-idx3-ubyte", &idx_images(4, 28, 28, 100));
+                write(
+                    d,
+                    "train-images-idx3-ubyte",
+                    &common::idx_images(4, 28, 28, 100),
+                );
             },
             "prunex::data::truncated",
         ),
@@ -164,7 +155,7 @@ fn damaged_data_gets_the_diagnostic_loading_would_give() {
                 write(
                     d,
                     "train-images-idx3-ubyte.gz",
-                    &gz(&idx_images(4, 28, 28, 100)),
+                    &gz(&common::idx_images(4, 28, 28, 100)),
                 );
             },
             "prunex::data::truncated",
@@ -172,7 +163,7 @@ fn damaged_data_gets_the_diagnostic_loading_would_give() {
         (
             "truncated labels",
             |d| {
-                let mut l = idx_labels(4);
+                let mut l = common::idx_labels(4);
                 l.truncate(10);
                 write(d, "t10k-labels-idx1-ubyte", &l);
             },
@@ -181,14 +172,18 @@ fn damaged_data_gets_the_diagnostic_loading_would_give() {
         (
             "labels in place of images",
             |d| {
-                write(d, "train-images-idx3-ubyte", &idx_labels(40));
+                write(d, "train-images-idx3-ubyte", &common::idx_labels(40));
             },
             "prunex::data::bad_magic",
         ),
         (
             "more images than labels",
             |d| {
-                write(d, "t10k-images-idx3-ubyte", &idx_images(5, 28, 28, 5 * 784));
+                write(
+                    d,
+                    "t10k-images-idx3-ubyte",
+                    &common::idx_images(5, 28, 28, 5 * 784),
+                );
             },
             "prunex::data::count_mismatch",
         ),
@@ -294,7 +289,11 @@ fn check_reports_data_problems_at_the_data_line() {
     // A damaged file: an error naming the file, at the data line.
     let mnist = d.join("mnist");
     idx_set(&mnist, 4, true);
-    write(&mnist, "t10k-labels-idx1-ubyte.gz", &gz(&idx_labels(3)));
+    write(
+        &mnist,
+        "t10k-labels-idx1-ubyte.gz",
+        &gz(&common::idx_labels(3)),
+    );
     let (text, errors) = check(d, simple, &format!("data mnist \"{}\"", mnist.display()));
     assert!(errors, "{text}");
     assert!(
@@ -361,7 +360,7 @@ fn data_preflight_diagnostics_render_as_snapshotted() {
     write(
         &mnist,
         "train-images-idx3-ubyte",
-        &idx_images(4, 28, 28, 1000),
+        &common::idx_images(4, 28, 28, 1000),
     );
     let simple = "model simplecnn { input [1, 28, 28] classes 10 }";
     let shown = [

@@ -64,3 +64,26 @@ pub fn generated(name: &str, script: &str, cases: &str) -> PathBuf {
     }
     dir
 }
+
+/// An IDX images file: the header for `n` images of `h`×`w` and `data`
+/// bytes of pixels (fewer than the header promises makes a truncated file).
+#[allow(dead_code)]
+pub fn idx_images(n: u32, h: u32, w: u32, data: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [0x0803u32, n, h, w] {
+        v.extend(x.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(7u8, data));
+    v
+}
+
+/// An IDX labels file of `n` labels.
+#[allow(dead_code)]
+pub fn idx_labels(n: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for x in [0x0801u32, n] {
+        v.extend(x.to_be_bytes());
+    }
+    v.extend(std::iter::repeat_n(1u8, n as usize));
+    v
+}

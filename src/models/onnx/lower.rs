@@ -408,11 +408,20 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    fn source(&self, v: &Val) -> Result<ParamSource, OnnxError> {
-        Ok(match v {
-            Val::Init(_) => ParamSource::Init(self.init_name(v).expect("an initializer")),
-            other => ParamSource::Const(self.constant(other)?.expect("a constant")),
-        })
+    /// Where a parameter's values are: an initializer or a constant; a
+    /// computed or missing parameter is not imported.
+    fn source(&self, node: &NodeProto, v: &Val) -> Result<ParamSource, Skip> {
+        match v {
+            Val::Init(_) => Ok(ParamSource::Init(
+                self.init_name(v).expect("an initializer"),
+            )),
+            Val::Const(t) => Ok(ParamSource::Const(t.clone())),
+            Val::Node(_) => Err(Skip::Unsupported(format!(
+                "{} (with computed parameters)",
+                node.op_type()
+            ))),
+            Val::Unknown => Err(self.malformed(node, "a parameter input is missing")),
+        }
     }
 
     fn unique(&mut self, base: &str) -> String {
@@ -505,7 +514,7 @@ impl<'a> Lowering<'a> {
         self.modules.insert(name.to_owned(), first);
         self.names.insert(name.to_owned());
         for (suffix, v) in params {
-            let s = self.source(v)?;
+            let s = self.source(node, v)?;
             self.sources.push((format!("{name}.{suffix}"), s));
         }
         Ok(false)
