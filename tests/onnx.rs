@@ -11,6 +11,9 @@
 
 mod common;
 
+#[path = "common/io.rs"]
+mod reference_io;
+
 #[path = "../src/exec/convert.rs"]
 mod convert;
 
@@ -62,25 +65,12 @@ fn info(id: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
-fn io(id: &str) -> (tch::Tensor, tch::Tensor) {
-    let io = weights::read_safetensors(
-        &std::fs::read(references().join(format!("{id}.io.safetensors"))).unwrap(),
-    )
-    .unwrap();
-    let t = |k: &str| {
-        let w = &io[k];
-        let shape: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
-        tch::Tensor::from_slice(w.as_f32().unwrap()).reshape(&shape)
-    };
-    (t("x"), t("y"))
-}
-
 /// The largest difference between the imported model's output and
 /// torchvision's.
 fn forward_diff(g: &prunex::graph::Graph, sd: &weights::StateDict, id: &str) -> f64 {
     let mut m = model::TorchModel::new(g, tch::Device::Cpu);
     m.load(sd).unwrap();
-    let (x, y) = io(id);
+    let (x, y) = reference_io::io(references(), id);
     let out = tch::no_grad(|| m.forward(&x, false)).unwrap();
     (&out - &y).abs().max().double_value(&[])
 }

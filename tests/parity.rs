@@ -11,6 +11,10 @@
 
 mod common;
 
+#[path = "common/io.rs"]
+mod reference_io;
+use reference_io::io;
+
 #[path = "../src/exec/convert.rs"]
 mod convert;
 
@@ -217,19 +221,6 @@ fn every_weight_format_loads_to_the_same_state_dict() {
             }
         }
     }
-}
-
-fn io(dir: &Path, id: &str) -> (tch::Tensor, tch::Tensor) {
-    let io = weights::read_safetensors(
-        &std::fs::read(dir.join(format!("{id}.io.safetensors"))).unwrap(),
-    )
-    .unwrap();
-    let t = |k: &str| {
-        let w = &io[k];
-        let shape: Vec<i64> = w.shape.iter().map(|&d| d as i64).collect();
-        tch::Tensor::from_slice(w.as_f32().unwrap()).reshape(&shape)
-    };
-    (t("x"), t("y"))
 }
 
 #[test]
