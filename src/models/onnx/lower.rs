@@ -496,8 +496,23 @@ impl<'a> Lowering<'a> {
         &mut self,
         node: &NodeProto,
         name: &str,
+        op: &Op,
         params: &[(&str, &Val)],
     ) -> Result<bool, Skip> {
+        // Every parameter has the shape the module's state_dict needs.
+        let expected: HashMap<&str, Vec<usize>> = op.state().into_iter().collect();
+        for (suffix, v) in params {
+            let shape = self.const_shape(v);
+            if shape.as_ref() != expected.get(suffix) {
+                return Err(self.malformed(
+                    node,
+                    format!(
+                        "its `{suffix}` has shape {shape:?}, the layer needs {:?}",
+                        expected.get(suffix)
+                    ),
+                ));
+            }
+        }
         let first = params
             .first()
             .map(|(_, v)| self.init_name(v).unwrap_or_default())
@@ -662,7 +677,6 @@ impl<'a> Lowering<'a> {
         if let Some(b) = &bias {
             params.push(("bias", b));
         }
-        self.params(node, &name, &params)?;
         let op = Op::Conv2d {
             in_channels: ws[1].saturating_mul(groups),
             out_channels: ws[0],
@@ -673,6 +687,7 @@ impl<'a> Lowering<'a> {
             groups,
             bias: bias.is_some(),
         };
+        self.params(node, &name, &op, &params)?;
         Ok(vec![self.push(name, op, vec![x], false)])
     }
 
@@ -692,17 +707,6 @@ impl<'a> Lowering<'a> {
             shape: Vec::new(),
             data: TensorData::I64(vec![0]),
         });
-        self.params(
-            node,
-            &name,
-            &[
-                ("weight", &vals[0]),
-                ("bias", &vals[1]),
-                ("running_mean", &vals[2]),
-                ("running_var", &vals[3]),
-                ("num_batches_tracked", &tracked),
-            ],
-        )?;
         let op = Op::BatchNorm2d {
             features,
             eps: f64::from(attr_f(node, "epsilon", 1e-5)),
@@ -711,6 +715,18 @@ impl<'a> Lowering<'a> {
                 .and_then(|a| a.f)
                 .map_or(0.1, |m| f64::from(1.0 - m)),
         };
+        self.params(
+            node,
+            &name,
+            &op,
+            &[
+                ("weight", &vals[0]),
+                ("bias", &vals[1]),
+                ("running_mean", &vals[2]),
+                ("running_var", &vals[3]),
+                ("num_batches_tracked", &tracked),
+            ],
+        )?;
         Ok(vec![self.push(name, op, vec![x], false)])
     }
 
@@ -737,12 +753,12 @@ impl<'a> Lowering<'a> {
         if bias {
             params.push(("bias", &b));
         }
-        self.params(node, &name, &params)?;
         let op = Op::Linear {
             in_features: ws[1],
             out_features: ws[0],
             bias,
         };
+        self.params(node, &name, &op, &params)?;
         Ok(vec![self.push(name, op, vec![x], false)])
     }
 
