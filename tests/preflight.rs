@@ -312,6 +312,22 @@ fn check_reports_data_problems_at_the_data_line() {
         text.contains("prunex::check::input_mismatch") && text.contains("`pad 2`"),
         "{text}"
     );
+    // IDX files of another size: their header, not the kind's nominal
+    // size, decides.
+    let wide = d.join("wide");
+    for (images, labels) in [
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ] {
+        write(&wide, images, &common::idx_images(4, 32, 32, 4 * 32 * 32));
+        write(&wide, labels, &common::idx_labels(4));
+    }
+    let (text, errors) = check(
+        d,
+        "model simplecnn { input [1, 32, 32] classes 10 }",
+        &format!("data mnist \"{}\"", wide.display()),
+    );
+    assert!(!errors, "{text}");
     let (text, errors) = check(d, simple, "data cifar10 \"no/such/folder\"");
     assert!(errors && text.contains("[3, 32, 32]"), "{text}");
     // An image folder in colour for a grey model, and more classes than

@@ -10,7 +10,7 @@ use miette::Report;
 
 use super::diag::CheckError;
 use super::recipe::Recipe;
-use crate::data::{self, Kind};
+use crate::data;
 use crate::diagnostics::Located;
 use crate::graph::{Analysis, Graph, Shape};
 use crate::plan::{Device, Plan};
@@ -60,17 +60,9 @@ pub fn preflight(
     out
 }
 
-/// The shape of a kind's images, when the kind fixes it.
-fn fixed_shape(kind: Kind) -> Option<[usize; 3]> {
-    match kind {
-        Kind::FashionMnist | Kind::Mnist => Some([1, 28, 28]),
-        Kind::Cifar10 => Some([3, 32, 32]),
-        Kind::ImageFolder => None,
-    }
-}
-
-/// The data block: its images fit the model (known from the kind alone
-/// for IDX and CIFAR), and its folder holds what a run reads.
+/// The data block: its folder holds what a run reads, and its images fit
+/// the model (from the files' headers, or from the kind alone when the
+/// folder cannot be looked at).
 fn data(
     recipe: &Recipe,
     g: &Graph,
@@ -113,15 +105,41 @@ fn data(
             help,
         })
     };
+    /// What the folder turned out to be.
+    enum Found {
+        Probe(data::Probe),
+        Absent,
+        Damaged(data::DataError),
+        /// A loader that does not look at data folders.
+        Unknown,
+    }
+    let found = match loader.list(&d.path.node) {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => Found::Unknown,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Found::Absent,
+        _ => match data::probe(kind, &d.path.node, loader) {
+            Ok(p) => Found::Probe(p),
+            Err(e) => Found::Damaged(e),
+        },
+    };
+    let (shape, certain) = match &found {
+        Found::Probe(p) => (Some(p.shape), p.channels_certain),
+        _ => (kind.nominal_shape(), true),
+    };
     let mut out = Vec::new();
-    if let Some(shape) = fixed_shape(kind) {
-        if padded(shape) != g.input {
+    if let Some(shape) = shape {
+        let data = padded(shape);
+        // Grey images of an image folder become RGB when any image has
+        // colour.
+        let fits =
+            data[1..] == g.input[1..] && (data[0] == g.input[0] || (!certain && g.input[0] == 3));
+        if !fits {
             out.push(mismatch(shape));
         }
     }
-    let probed = match loader.list(&d.path.node) {
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => return out,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let probe = match found {
+        Found::Probe(p) => p,
+        Found::Unknown => return out,
+        Found::Absent => {
             out.push(Report::new(CheckError::NoData {
                 src: sources.named(span),
                 span: span.source_span(),
@@ -131,11 +149,7 @@ fn data(
             }));
             return out;
         }
-        _ => data::probe(kind, &d.path.node, loader),
-    };
-    let probe = match probed {
-        Ok(p) => p,
-        Err(e) => {
+        Found::Damaged(e) => {
             out.push(Report::new(Located::new(
                 e,
                 sources.named(span),
@@ -145,14 +159,6 @@ fn data(
             return out;
         }
     };
-    if fixed_shape(kind).is_none() {
-        let data = padded(probe.shape);
-        let fits = data[1..] == g.input[1..]
-            && (data[0] == g.input[0] || (!probe.channels_certain && g.input[0] == 3));
-        if !fits {
-            out.push(mismatch(probe.shape));
-        }
-    }
     if let Shape::Flat(outputs) = before.shapes[g.output] {
         if outputs < probe.classes {
             out.push(Report::new(CheckError::TooFewOutputs {

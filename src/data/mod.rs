@@ -51,6 +51,17 @@ impl Kind {
     pub fn parse(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == name)
     }
+
+    /// `[C, H, W]` of the published data set's images, when the kind has
+    /// one (an IDX file's header may still say otherwise; [`probe`] reads
+    /// it).
+    pub fn nominal_shape(self) -> Option<[usize; 3]> {
+        match self {
+            Kind::FashionMnist | Kind::Mnist => Some([1, 28, 28]),
+            Kind::Cifar10 => Some(CIFAR_SHAPE),
+            Kind::ImageFolder => None,
+        }
+    }
 }
 
 /// A data file that cannot be used, and why.
@@ -245,8 +256,11 @@ fn cifar_train_files() -> impl Iterator<Item = String> {
 /// CIFAR-10's test batch.
 const CIFAR_TEST_FILE: &str = "test_batch.bin";
 
-/// One CIFAR-10 record: a label byte and a 3×32×32 image.
-const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
+/// A CIFAR-10 image.
+const CIFAR_SHAPE: [usize; 3] = [3, 32, 32];
+
+/// One CIFAR-10 record: a label byte and an image.
+const CIFAR_RECORD: usize = 1 + CIFAR_SHAPE[0] * CIFAR_SHAPE[1] * CIFAR_SHAPE[2];
 
 /// An image folder's training split, and the names its test split may have.
 const TRAIN_SPLIT: &[&str] = &["train"];
@@ -375,7 +389,7 @@ fn read_cifar(files: &[PathBuf]) -> Result<Images, DataError> {
     let mut out = Images {
         pixels: Vec::new(),
         labels: Vec::new(),
-        shape: [3, 32, 32],
+        shape: CIFAR_SHAPE,
     };
     for f in files {
         let b = read_file(f)?;

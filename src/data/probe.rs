@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     cifar_train_files, is_image, missing, missing_split, no_classes, DataError, Kind, CIFAR_RECORD,
-    CIFAR_TEST_FILE, IDX_FILES, MAX_CLASSES, TEST_SPLIT, TRAIN_SPLIT,
+    CIFAR_SHAPE, CIFAR_TEST_FILE, IDX_FILES, MAX_CLASSES, TEST_SPLIT, TRAIN_SPLIT,
 };
 use crate::syntax::load::{Entry, ReadSeek};
 use crate::syntax::Loader;
@@ -68,7 +68,7 @@ pub fn probe(kind: Kind, dir: &Path, loader: &dyn Loader) -> Result<Probe, DataE
             }
             let test = cifar(loader, &find(dir, &entries, CIFAR_TEST_FILE, kind)?)?;
             Ok(Probe {
-                shape: [3, 32, 32],
+                shape: CIFAR_SHAPE,
                 channels_certain: true,
                 images: Some((train, test)),
                 classes: 10,
