@@ -81,10 +81,15 @@ fn a_good_file_imports_with_its_weights() {
     assert_eq!(again, sd);
 }
 
+/// Each bad file's diagnostic, snapshotted as users see it (the files live
+/// under a fixed relative path, so the rendering does not depend on where
+/// the checkout is).
 #[test]
 fn bad_files_get_coded_diagnostics() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let d = Path::new("target/onnx-diagnostics");
+    let _ = std::fs::remove_dir_all(d);
+    std::fs::create_dir_all(d).unwrap();
+    let mut shown = Vec::new();
     let good = tiny_onnx();
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         (
@@ -135,12 +140,16 @@ fn bad_files_get_coded_diagnostics() {
         let e = import(d, &bytes).unwrap_err();
         assert_eq!(code(&e), expected, "{what}: {e}");
         assert!(e.to_string().contains(says), "{what}: {e}");
+        shown.push(render_human(&miette::Report::new(e), false));
     }
     // External data shorter than the tensors it should hold.
     std::fs::write(d.join("net.onnx.data"), [0u8; 10]).unwrap();
     let e = import(d, &edited(|m| external(m, "net.onnx.data", None))).unwrap_err();
     assert_eq!(code(&e), "prunex::onnx::external_data", "{e}");
     assert!(e.to_string().contains("needs bytes 0..432"), "{e}");
+    shown.push(render_human(&miette::Report::new(e), false));
+    std::fs::remove_dir_all(d).unwrap();
+    insta::assert_snapshot!(shown.join("\n"));
 }
 
 /// Checks `dir/r.prune`; the outcome and its rendered diagnostics.

@@ -388,6 +388,20 @@ fn data_preflight_diagnostics_render_as_snapshotted() {
             "data mnist \"no/such/folder\"",
         )
         .0,
+        {
+            // More classes than outputs.
+            for split in ["train", "test"] {
+                for class in 0..12 {
+                    png(
+                        &d.join(format!("folder/{split}/c{class:02}/1.png")),
+                        28,
+                        28,
+                        false,
+                    );
+                }
+            }
+            check(d, simple, "data image_folder \"folder\"").0
+        },
     ];
     std::fs::remove_dir_all(d).unwrap();
     insta::assert_snapshot!(shown.join("\n"));

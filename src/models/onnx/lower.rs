@@ -114,6 +114,7 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
                 e.0 += 1;
                 vec![Val::Unknown; node.output.len()]
             }
+            Err(Skip::Downstream) => vec![Val::Unknown; node.output.len()],
             Err(Skip::Error(e)) => return Err(e),
         };
         for (name, v) in node.output.iter().zip(outs) {
@@ -232,6 +233,9 @@ pub fn weights(
 enum Skip {
     /// An operator (or a use of one) prunex does not import.
     Unsupported(String),
+    /// A node reading what an unsupported one computes: not counted, so
+    /// the report names the operators to fix, not everything after them.
+    Downstream,
     /// A file that is wrong.
     Error(OnnxError),
 }
@@ -358,10 +362,7 @@ impl<'a> Lowering<'a> {
         match node.input.get(i).filter(|n| !n.is_empty()) {
             None => Ok(Val::Unknown),
             Some(name) => match self.vals.get(name) {
-                Some(Val::Unknown) => Err(Skip::Unsupported(format!(
-                    "{} (on an unimported value)",
-                    node.op_type()
-                ))),
+                Some(Val::Unknown) => Err(Skip::Downstream),
                 Some(v) => Ok(v.clone()),
                 None => Err(self.malformed(node, format!("its input `{name}` is never computed"))),
             },
