@@ -675,3 +675,16 @@ fn adversarial_inputs_exit_with_documented_codes() {
         }
     }
 }
+
+/// `prunex inspect` on an ONNX file: its layers by module path, and what
+/// the import says of its weights.
+#[test]
+fn inspect_reads_onnx_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("net.onnx"), prunex::fuzz::tiny_onnx()).unwrap();
+    insta::assert_snapshot!(stdout_in(dir.path(), &["inspect", "net.onnx"]));
+    insta::assert_snapshot!(
+        "inspect_onnx_groups",
+        stdout_in(dir.path(), &["inspect", "net.onnx", "--groups"])
+    );
+}

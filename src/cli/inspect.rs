@@ -140,7 +140,21 @@ pub fn run(
     groups: bool,
 ) -> u8 {
     let color = color();
-    let g = match models::load(model, input, classes) {
+    // An ONNX file also says what its import recovered or could not.
+    let loaded = if models::onnx::is_onnx(model) {
+        models::onnx::import(Path::new(model), &crate::syntax::FsLoader)
+            .map_err(models::ModelError::from)
+            .map(|i| {
+                let mut g = i.graph;
+                if let Some(input) = input {
+                    g.input = input;
+                }
+                (g, Some((i.notes, i.sources.len())))
+            })
+    } else {
+        models::load(model, input, classes).map(|g| (g, None))
+    };
+    let (g, imported) = match loaded {
         Ok(g) => g,
         Err(e) => {
             eprint!("{}", render_human(&Report::new(e), color));
@@ -179,18 +193,11 @@ pub fn run(
     println!("{head}");
     println!("{}", table(&g, &a));
     println!("MACs per sample, counted as Torch-Pruning's counter does (see docs/models.md); names in parentheses are functional operations, not modules.");
-    if models::onnx::is_onnx(model) {
-        // What the import recovered or could not: folded BatchNorm,
-        // initializers named after their module.
-        if let Ok(imported) = models::onnx::import(Path::new(model), &crate::syntax::FsLoader) {
-            for n in &imported.notes {
-                println!("note: {n}");
-            }
-            println!(
-                "weights: the model's {} initializers, as state_dict keys",
-                imported.sources.len()
-            );
+    if let Some((notes, params)) = imported {
+        for n in &notes {
+            println!("note: {n}");
         }
+        println!("weights: {params} state_dict tensors from the file's initializers");
     }
     if let Some(path) = weights {
         match models::weights::load_for(&path, &g) {
