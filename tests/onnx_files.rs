@@ -3,6 +3,8 @@
 //! with its weights. Built from `prunex::fuzz::tiny_onnx`, edited with the
 //! generated protobuf types.
 
+mod common;
+
 use std::path::Path;
 
 use prost::Message;
@@ -26,29 +28,6 @@ fn import(dir: &Path, bytes: &[u8]) -> Result<onnx::Imported, OnnxError> {
 
 fn code(e: &OnnxError) -> String {
     miette::Diagnostic::code(e).unwrap().to_string()
-}
-
-/// Moves `conv.weight`'s values to `location` at `offset`.
-fn external(m: &mut ModelProto, location: &str, length: Option<u64>) {
-    use prunex::models::onnx::proto::{tensor_proto::DataLocation, StringStringEntryProto};
-    let g = m.graph.as_mut().unwrap();
-    let t = g
-        .initializer
-        .iter_mut()
-        .find(|t| t.name() == "conv.weight")
-        .unwrap();
-    t.float_data.clear();
-    t.data_location = Some(DataLocation::External as i32);
-    t.external_data = vec![StringStringEntryProto {
-        key: Some("location".into()),
-        value: Some(location.into()),
-    }];
-    if let Some(l) = length {
-        t.external_data.push(StringStringEntryProto {
-            key: Some("length".into()),
-            value: Some(l.to_string()),
-        });
-    }
 }
 
 #[test]
@@ -75,7 +54,7 @@ fn a_good_file_imports_with_its_weights() {
         .flat_map(|x| x.to_le_bytes())
         .collect();
     std::fs::write(dir.path().join("net.onnx.data"), &values).unwrap();
-    let bytes = edited(|m| external(m, "net.onnx.data", Some(values.len() as u64)));
+    let bytes = edited(|m| common::external(m, "net.onnx.data", Some(values.len() as u64)));
     std::fs::write(&path, bytes).unwrap();
     let (_, again) = onnx::import_weights(&path, &FsLoader).unwrap();
     assert_eq!(again, sd);
@@ -125,13 +104,13 @@ fn bad_files_get_coded_diagnostics() {
         ),
         (
             "missing external data",
-            edited(|m| external(m, "net.onnx.data", None)),
+            edited(|m| common::external(m, "net.onnx.data", None)),
             "prunex::onnx::external_data",
             "net.onnx.data",
         ),
         (
             "external data outside the folder",
-            edited(|m| external(m, "../secret.bin", None)),
+            edited(|m| common::external(m, "../secret.bin", None)),
             "prunex::onnx::external_data",
             "beside the model",
         ),
@@ -144,7 +123,7 @@ fn bad_files_get_coded_diagnostics() {
     }
     // External data shorter than the tensors it should hold.
     std::fs::write(d.join("net.onnx.data"), [0u8; 10]).unwrap();
-    let e = import(d, &edited(|m| external(m, "net.onnx.data", None))).unwrap_err();
+    let e = import(d, &edited(|m| common::external(m, "net.onnx.data", None))).unwrap_err();
     assert_eq!(code(&e), "prunex::onnx::external_data", "{e}");
     assert!(e.to_string().contains("needs bytes 0..432"), "{e}");
     shown.push(render_human(&miette::Report::new(e), false));

@@ -7,6 +7,8 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command as Std;
 
@@ -611,4 +613,59 @@ fn resume_after_an_interrupted_fresh_run_continues_it() {
         ) && err.contains("resuming finetune epoch 2 at step 3"),
         "{err}"
     );
+}
+
+/// A model from ONNX runs end to end: its initializers (here partly in an
+/// external data file, as the dynamo exporter writes them) are the starting
+/// weights, channels are cut, and the weights' content keys the cache, so
+/// a changed data file is not mistaken for the cached model.
+#[test]
+fn an_onnx_model_runs_and_its_external_weights_key_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (split, n) in [("train", 3u32), ("test", 1)] {
+        for class in 0..5u32 {
+            for i in 0..n {
+                let p = d.join(format!("data/{split}/c{class}/{i}.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                image::RgbImage::from_fn(8, 8, |x, y| {
+                    image::Rgb([(x * 30 + class * 40) as u8, (y * 20 + i * 9) as u8, 90])
+                })
+                .save(p)
+                .unwrap();
+            }
+        }
+    }
+    let write_model = |scale: f32| {
+        let values: Vec<f32> = (0..108).map(|i| (i % 11) as f32 * 0.05 * scale).collect();
+        let (model, data) = common::tiny_onnx_external(&values);
+        std::fs::write(d.join("net.onnx"), model).unwrap();
+        std::fs::write(d.join("net.onnx.data"), data).unwrap();
+    };
+    write_model(1.0);
+    std::fs::write(
+        d.join("r.prune"),
+        "recipe \"onnx\"\ndevice cpu\nmodel \"net.onnx\"\ndata image_folder \"data\" { batch 4 }\n\
+         prune channels by l2 {\n    schedule oneshot\n    ignore \"fc\"\n    group \"*\" ratio 0.5\n}\n\
+         finetune { epochs 1 optimizer sgd lr 0.01 }\nexport \"out\"\n",
+    )
+    .unwrap();
+    let run = |what: &str| {
+        let out = exec(d, "cache", &[], &[]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{what}: {err}");
+        err
+    };
+    let first = run("first run");
+    assert!(first.contains("from cache: nothing saved"), "{first}");
+    let sd = weights::read_safetensors(&std::fs::read(d.join("out/weights.safetensors")).unwrap())
+        .unwrap();
+    assert_eq!(sd["conv.weight"].shape, [2, 3, 3, 3]);
+    assert_eq!(sd["fc.weight"].shape, [5, 2]);
+    let again = run("second run");
+    assert!(!again.contains("from cache: nothing saved"), "{again}");
+    // Other values in the data file only: a different model.
+    write_model(2.0);
+    let changed = run("run on changed weights");
+    assert!(changed.contains("from cache: nothing saved"), "{changed}");
 }

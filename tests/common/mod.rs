@@ -87,3 +87,45 @@ pub fn idx_labels(n: u32) -> Vec<u8> {
     v.extend(std::iter::repeat_n(1u8, n as usize));
     v
 }
+
+/// Moves `conv.weight` of `prunex::fuzz::tiny_onnx` to the external data
+/// file `location` (offset 0, with `length` when given), as the dynamo
+/// exporter stores weights.
+#[allow(dead_code)]
+pub fn external(
+    m: &mut prunex::models::onnx::proto::ModelProto,
+    location: &str,
+    length: Option<u64>,
+) {
+    use prunex::models::onnx::proto::{tensor_proto::DataLocation, StringStringEntryProto};
+    let g = m.graph.as_mut().unwrap();
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == "conv.weight")
+        .unwrap();
+    t.float_data.clear();
+    t.data_location = Some(DataLocation::External as i32);
+    t.external_data = vec![StringStringEntryProto {
+        key: Some("location".into()),
+        value: Some(location.into()),
+    }];
+    if let Some(l) = length {
+        t.external_data.push(StringStringEntryProto {
+            key: Some("length".into()),
+            value: Some(l.to_string()),
+        });
+    }
+}
+
+/// `prunex::fuzz::tiny_onnx` with `conv.weight` in `net.onnx.data`: the
+/// model file and the data file, whose values are `values`.
+#[allow(dead_code)]
+pub fn tiny_onnx_external(values: &[f32]) -> (Vec<u8>, Vec<u8>) {
+    use prost::Message;
+    let mut m =
+        prunex::models::onnx::proto::ModelProto::decode(&prunex::fuzz::tiny_onnx()[..]).unwrap();
+    let data: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    external(&mut m, "net.onnx.data", Some(data.len() as u64));
+    (m.encode_to_vec(), data)
+}

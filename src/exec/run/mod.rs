@@ -304,7 +304,13 @@ fn execute(
         })
         .map(|(_, n)| n.op.state()[0].1.iter().product::<usize>() as u64)
         .sum();
+    // The weights' content: an ONNX model's initializers may live in
+    // external data files, so its weights are hashed as read.
     let weights_file = match &plan.weights {
+        Some(w) if prunex::models::onnx::is_onnx(&w.display().to_string()) => {
+            let (sd, _) = weights::read(w).map_err(show)?;
+            Some(weights::to_safetensors(&sd))
+        }
         Some(w) => Some(std::fs::read(w).map_err(|e| RunError::Write {
             path: w.display().to_string(),
             reason: format!("cannot read the weights: {e}"),
