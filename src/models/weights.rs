@@ -191,7 +191,7 @@ pub fn read_shapes_with(
 ) -> Result<(Shapes, Vec<String>), WeightsError> {
     use std::io::Read;
     let shown = path.display().to_string();
-    if super::onnx::is_onnx(&shown) {
+    if super::onnx::is_onnx(path) {
         // An ONNX model's initializers: their shapes are the graph's.
         let imported = super::onnx::import(path, loader).map_err(|e| onnx_unreadable(path, e))?;
         let shapes = imported.graph.state_keys().into_iter().collect::<Shapes>();
@@ -340,7 +340,7 @@ pub fn read_shapes_with(
 /// (prefixes stripped, checkpoint keys used).
 pub fn read(path: &Path) -> Result<(StateDict, Vec<String>), WeightsError> {
     let shown = path.display().to_string();
-    if super::onnx::is_onnx(&shown) {
+    if super::onnx::is_onnx(path) {
         let (imported, sd) = super::onnx::import_weights(path, &crate::syntax::FsLoader)
             .map_err(|e| onnx_unreadable(path, e))?;
         return Ok((sd, imported.notes));

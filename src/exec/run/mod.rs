@@ -307,7 +307,7 @@ fn execute(
     // The weights' content: an ONNX model's initializers may live in
     // external data files, so its weights are hashed as read.
     let weights_file = match &plan.weights {
-        Some(w) if prunex::models::onnx::is_onnx(&w.display().to_string()) => {
+        Some(w) if prunex::models::onnx::is_onnx(w) => {
             let (sd, _) = weights::read(w).map_err(show)?;
             Some(weights::to_safetensors(&sd))
         }

@@ -30,9 +30,12 @@ use crate::graph::Graph;
 use crate::syntax::Loader;
 use crate::tensor::StateDict;
 
-/// Whether a model source names an ONNX file.
-pub fn is_onnx(source: &str) -> bool {
-    source.to_ascii_lowercase().ends_with(".onnx")
+/// Whether a model source or weights path names an ONNX file (ONNX has
+/// no magic number: the extension says it).
+pub fn is_onnx(path: impl AsRef<Path>) -> bool {
+    path.as_ref()
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 /// An imported model.
