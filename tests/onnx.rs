@@ -126,3 +126,93 @@ fn a_folded_export_imports_and_says_what_was_lost() {
     let diff = forward_diff(g, &sd, id);
     assert!(diff < 1e-4, "output differs by {diff}");
 }
+
+/// `model` run by onnxruntime on the case's input `x`.
+fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, model).unwrap();
+    let out = dir.path().join("y.safetensors");
+    common::python(
+        "onnx_run.py",
+        &[
+            path.as_os_str(),
+            references()
+                .join(format!("{id}.io.safetensors"))
+                .as_os_str(),
+            out.as_os_str(),
+        ],
+    );
+    let y = weights::read_safetensors(&std::fs::read(out).unwrap()).unwrap();
+    let y = &y["y"];
+    let shape: Vec<i64> = y.shape.iter().map(|&d| d as i64).collect();
+    tch::Tensor::from_slice(y.as_f32().unwrap()).reshape(&shape)
+}
+
+/// What prunex exports as `model.onnx` gives, in onnxruntime, the outputs
+/// prunex computes (1e-4): every imported torchvision model, and each
+/// again with half of every prunable channel group removed (residual,
+/// depthwise and squeeze-excitation couplings cut physically).
+#[test]
+fn exported_onnx_gives_prunex_outputs_in_onnxruntime() {
+    use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
+    use prunex::prune::surgery::remove_channels;
+    for (id, _, _, _) in CASES {
+        let path = references().join(format!("{id}.dynamo.onnx"));
+        let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
+        let g = imported.graph;
+        let c = prunex::graph::coupling(&g).unwrap();
+        let ratios = c
+            .groups
+            .iter()
+            .filter(|gr| gr.frozen.is_none())
+            .map(|gr| (gr.id, 0.5))
+            .collect();
+        let removal = select_local(
+            &g,
+            &c,
+            &sd,
+            &ratios,
+            Selection {
+                criterion: Criterion::L2,
+                aggregate: Aggregate::Mean,
+                round_to: None,
+                seed: 0,
+            },
+            None,
+        );
+        let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
+        let psd = psd.unwrap();
+        assert!(
+            analyze(&pruned, pruned.input).unwrap().total_params
+                < analyze(&g, g.input).unwrap().total_params,
+            "{id}: pruning removed nothing"
+        );
+        for (what, graph, weights) in [("dense", &g, &sd), ("pruned", &pruned, &psd)] {
+            let bytes = onnx::to_onnx(graph, weights).unwrap();
+            let mut m = model::TorchModel::new(graph, tch::Device::Cpu);
+            m.load(weights).unwrap();
+            let (x, _) = reference_io::io(references(), id);
+            let ours = tch::no_grad(|| m.forward(&x, false)).unwrap();
+            let theirs = onnxruntime(&bytes, id);
+            let diff = (&ours - &theirs).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "{id} ({what}): onnxruntime differs by {diff}");
+            // And it reads back into the same graph and weights.
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("m.onnx");
+            std::fs::write(&file, &bytes).unwrap();
+            let (back, back_sd) = onnx::import_weights(&file, &FsLoader).unwrap();
+            assert_eq!(
+                back.graph.state_keys(),
+                graph.state_keys(),
+                "{id} ({what}): round trip"
+            );
+            for (k, v) in back_sd
+                .iter()
+                .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+            {
+                assert_eq!(Some(v), weights.get(k), "{id} ({what}): `{k}`");
+            }
+        }
+    }
+}

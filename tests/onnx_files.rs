@@ -174,3 +174,27 @@ fn recipes_prune_onnx_models() {
         "{shown}"
     );
 }
+
+/// A model without an ONNX form is refused with the reason a run prints
+/// (and the run writes everything else).
+#[test]
+fn a_model_without_an_onnx_form_says_why() {
+    let g = prunex::models::yaml::from_yaml(
+        "name: odd\ninput: [1, 8, 8]\nlayers:\n  - {name: conv, op: conv2d, in_channels: 1, out_channels: 2, kernel: 3, padding: 1}\n  - {name: pool, op: adaptive_avgpool2d, output: 3}\n  - {name: flat, op: flatten, functional: true}\n  - {name: fc, op: linear, in_features: 18, out_features: 4}\n",
+        "odd.yaml",
+    )
+    .unwrap();
+    let sd = g
+        .state_keys()
+        .into_iter()
+        .map(|(k, shape)| {
+            let n = shape.iter().product();
+            (k, prunex::tensor::Tensor::f32(shape, vec![0.1; n]))
+        })
+        .collect();
+    let e = onnx::to_onnx(&g, &sd).unwrap_err();
+    assert!(
+        e.contains("from 8×8 to 3×3") && e.contains("do not divide"),
+        "{e}"
+    );
+}

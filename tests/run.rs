@@ -63,7 +63,7 @@ fn pytorch_accuracy(dir: &Path, pad: usize) -> f64 {
         .unwrap();
     assert!(
         out.status.success(),
-        "PyTorch could not load prunex's export:\n{}",
+        "PyTorch (or onnxruntime, for model.onnx) could not load prunex's export:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)
@@ -662,6 +662,12 @@ fn an_onnx_model_runs_and_its_external_weights_key_the_cache() {
         .unwrap();
     assert_eq!(sd["conv.weight"].shape, [2, 3, 3, 3]);
     assert_eq!(sd["fc.weight"].shape, [5, 2]);
+    // The pruned model goes back out as ONNX, with the pruned shapes.
+    let (back, back_sd) =
+        prunex::models::onnx::import_weights(&d.join("out/model.onnx"), &prunex::syntax::FsLoader)
+            .unwrap();
+    assert_eq!(back.graph.name, "model");
+    assert_eq!(back_sd["conv.weight"], sd["conv.weight"]);
     let again = run("second run");
     assert!(!again.contains("from cache: nothing saved"), "{again}");
     // Other values in the data file only: a different model.

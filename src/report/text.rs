@@ -46,8 +46,9 @@ struct Row {
 }
 
 /// Prints the end-of-run summary: the per-layer table, accuracies, counts,
-/// measured latency and where the outputs went.
-pub fn print_summary(r: &RunReport, dir: &Path) {
+/// measured latency and where the outputs went (and why there is no
+/// `model.onnx`, when there is none).
+pub fn print_summary(r: &RunReport, dir: &Path, onnx_skipped: Option<&str>) {
     let dims = |s: &[usize]| {
         s.iter()
             .map(|d| d.to_string())
@@ -111,8 +112,17 @@ pub fn print_summary(r: &RunReport, dir: &Path) {
     if r.macs.0 == r.macs.1 && r.sparsity > 0.0 {
         println!("note: the pruning is unstructured: zeros do not speed up dense kernels. For a faster model, prune `channels` (or `2:4` on hardware with sparse tensor cores).");
     }
-    println!(
-        "wrote {}/weights.safetensors, model.yaml, report.yaml, report.json, timings.yaml",
-        dir.display()
-    );
+    match onnx_skipped {
+        None => println!(
+            "wrote {}/weights.safetensors, model.onnx, model.yaml, report.yaml, report.json, timings.yaml",
+            dir.display()
+        ),
+        Some(why) => {
+            println!(
+                "wrote {}/weights.safetensors, model.yaml, report.yaml, report.json, timings.yaml",
+                dir.display()
+            );
+            println!("note: no model.onnx: {why}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ prints the test accuracy on the IDX test split.
 """
 import gzip
 import struct
+import os
 import sys
 
 import torch
@@ -114,5 +115,15 @@ if __name__ == "__main__":
     x = (F.pad(x, (pad, pad, pad, pad)) - float(mean)) / float(std) if pad else (x - float(mean)) / float(std)
     y = idx(data + "/t10k-labels-idx1-ubyte.gz")
     with torch.no_grad():
-        acc = (m(x).argmax(-1) == y).float().mean().item()
+        logits = m(x)
+    acc = (logits.argmax(-1) == y).float().mean().item()
+    # The model.onnx written beside: onnxruntime must compute the same.
+    onnx_path = os.path.join(os.path.dirname(model_yaml), "model.onnx")
+    if os.path.exists(onnx_path):
+        import onnxruntime as ort
+        session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        (theirs,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        diff = (torch.from_numpy(theirs) - logits).abs().max().item()
+        if diff > 1e-4:
+            sys.exit(f"model.onnx differs from the PyTorch model by {diff}")
     print(f"{acc:.6f}")

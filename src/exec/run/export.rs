@@ -9,7 +9,13 @@ use prunex::report::RunReport;
 use super::RunError;
 use crate::exec::model::TorchModel;
 
-pub(super) fn export(dir: &Path, m: &TorchModel, report: &RunReport) -> Result<(), RunError> {
+/// Writes the results; returns why `model.onnx` could not be written, when
+/// it could not (the other files are written regardless).
+pub(super) fn export(
+    dir: &Path,
+    m: &TorchModel,
+    report: &RunReport,
+) -> Result<Option<String>, RunError> {
     let fail = |p: &Path, e: std::io::Error| RunError::Write {
         path: p.display().to_string(),
         reason: e.to_string(),
@@ -18,6 +24,16 @@ pub(super) fn export(dir: &Path, m: &TorchModel, report: &RunReport) -> Result<(
     let sd = m.state_dict()?;
     let w = dir.join("weights.safetensors");
     write_atomically(&w, weights::to_safetensors(&sd)).map_err(|e| fail(&w, e))?;
+    // The model for runtimes: ONNX, with the weights inline.
+    let onnx = prunex::models::onnx::to_onnx(&m.graph, &sd);
+    let skipped = match onnx {
+        Ok(bytes) => {
+            let o = dir.join("model.onnx");
+            write_atomically(&o, bytes).map_err(|e| fail(&o, e))?;
+            None
+        }
+        Err(why) => Some(why),
+    };
     let y = dir.join("model.yaml");
     write_atomically(&y, prunex::models::yaml::to_yaml(&m.graph)).map_err(|e| fail(&y, e))?;
     let r = dir.join("report.yaml");
@@ -30,5 +46,5 @@ pub(super) fn export(dir: &Path, m: &TorchModel, report: &RunReport) -> Result<(
     .map_err(|e| fail(&j, e))?;
     let t = dir.join("timings.yaml");
     write_atomically(&t, prunex::yaml::to_string(&report.timings)).map_err(|e| fail(&t, e))?;
-    Ok(())
+    Ok(skipped)
 }

@@ -664,7 +664,7 @@ fn execute(
         timings: s.timings.clone(),
     };
     let out_dir = report.plan.export.clone();
-    export::export(&out_dir, &s.model, &report)?;
-    prunex::report::text::print_summary(&report, &out_dir);
+    let onnx_skipped = export::export(&out_dir, &s.model, &report)?;
+    prunex::report::text::print_summary(&report, &out_dir, onnx_skipped.as_deref());
     Ok(report)
 }

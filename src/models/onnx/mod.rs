@@ -1,4 +1,4 @@
-//! ONNX models in: a file written by `torch.onnx.export` (the dynamo
+//! ONNX models in and out: a file written by `torch.onnx.export` (the dynamo
 //! exporter of torch 2.x or the TorchScript one) becomes a model graph whose
 //! layers carry PyTorch's module paths, and its initializers the weights,
 //! keyed as the module's `state_dict` would be.
@@ -11,10 +11,12 @@
 //!   evaluated; module paths come from initializer names, the dynamo
 //!   exporter's `name_scopes` metadata or the TorchScript exporter's node
 //!   names.
+//! - [`write`]: a graph and its weights back out as ONNX (`model.onnx`).
 
 mod error;
 pub mod lower;
 pub mod read;
+pub mod write;
 
 /// ONNX's protobuf messages.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -23,6 +25,7 @@ pub mod proto {
 }
 
 pub use error::OnnxError;
+pub use write::to_onnx;
 
 use std::path::Path;
 

@@ -1,0 +1,347 @@
+//! A graph and its weights as an ONNX model (opset 20, inline weights): what
+//! a run exports as `model.onnx`, for onnxruntime and every runtime that
+//! reads ONNX. Names are the graph's: initializers are `state_dict` keys.
+
+use std::collections::HashSet;
+
+use prost::Message;
+
+use super::proto::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value,
+    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use crate::graph::{analyze, Graph, Op, Shape};
+use crate::tensor::{StateDict, Tensor, TensorData};
+
+/// The opset written (the first with `Gelu`).
+pub const OPSET: i64 = 20;
+
+/// Protobuf cannot hold more (larger models need external data, which
+/// prunex does not write yet).
+const MAX_BYTES: usize = 2_000_000_000;
+
+/// Serialises `graph` with the weights `sd` (its `state_dict`). The batch
+/// dimension is dynamic; `[C, H, W]` are the graph's input.
+pub fn to_onnx(graph: &Graph, sd: &StateDict) -> Result<Vec<u8>, String> {
+    let a = analyze(graph, graph.input).map_err(|e| e.to_string())?;
+    let mut w = Writer {
+        nodes: Vec::new(),
+        inits: Vec::new(),
+        seen: HashSet::new(),
+        sd,
+        bytes: 0,
+    };
+    let value = |id: usize| -> String {
+        if id == 0 {
+            "input".to_owned()
+        } else if id == graph.output {
+            "logits".to_owned()
+        } else {
+            format!("{}#{id}", graph.nodes[id].name)
+        }
+    };
+    for (id, node) in graph.nodes.iter().enumerate().skip(1) {
+        let ins: Vec<String> = node.inputs.iter().map(|&i| value(i)).collect();
+        let out = value(id);
+        let name = node.name.as_str();
+        let p = |suffix: &str| format!("{name}.{suffix}");
+        match &node.op {
+            Op::Input => return Err(format!("`{name}`: a second input")),
+            Op::Conv2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+                bias,
+                ..
+            } => {
+                let mut inputs = vec![ins[0].clone(), w.param(&p("weight"))?];
+                if *bias {
+                    inputs.push(w.param(&p("bias"))?);
+                }
+                w.node(
+                    "Conv",
+                    name,
+                    inputs,
+                    &out,
+                    vec![
+                        ints("kernel_shape", kernel),
+                        ints("strides", stride),
+                        ints("dilations", dilation),
+                        ints("pads", &[padding[0], padding[1], padding[0], padding[1]]),
+                        int("group", *groups as i64),
+                    ],
+                );
+            }
+            Op::Linear { bias, .. } => {
+                let mut inputs = vec![ins[0].clone(), w.param(&p("weight"))?];
+                if *bias {
+                    inputs.push(w.param(&p("bias"))?);
+                }
+                w.node("Gemm", name, inputs, &out, vec![int("transB", 1)]);
+            }
+            Op::BatchNorm2d { eps, momentum, .. } => {
+                let mut inputs = vec![ins[0].clone()];
+                for s in ["weight", "bias", "running_mean", "running_var"] {
+                    inputs.push(w.param(&p(s))?);
+                }
+                w.node(
+                    "BatchNormalization",
+                    name,
+                    inputs,
+                    &out,
+                    vec![
+                        float("epsilon", *eps as f32),
+                        // ONNX weighs the running value; PyTorch the batch.
+                        float("momentum", (1.0 - momentum) as f32),
+                    ],
+                );
+            }
+            Op::Relu => w.node("Relu", name, ins, &out, vec![]),
+            Op::Relu6 => {
+                let lo = w.constant(&format!("{out}.min"), 0.0);
+                let hi = w.constant(&format!("{out}.max"), 6.0);
+                w.node("Clip", name, vec![ins[0].clone(), lo, hi], &out, vec![]);
+            }
+            Op::Gelu => w.node("Gelu", name, ins, &out, vec![]),
+            Op::Silu => {
+                let s = format!("{out}.sigmoid");
+                w.node("Sigmoid", &s, ins.clone(), &s, vec![]);
+                w.node("Mul", name, vec![ins[0].clone(), s], &out, vec![]);
+            }
+            Op::Sigmoid => w.node("Sigmoid", name, ins, &out, vec![]),
+            Op::Hardswish => w.node("HardSwish", name, ins, &out, vec![]),
+            Op::Hardsigmoid => w.node(
+                "HardSigmoid",
+                name,
+                ins,
+                &out,
+                vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+            ),
+            Op::MaxPool2d {
+                kernel,
+                stride,
+                padding,
+                ceil_mode,
+            } => w.node(
+                "MaxPool",
+                name,
+                ins,
+                &out,
+                vec![
+                    ints("kernel_shape", kernel),
+                    ints("strides", stride),
+                    ints("pads", &[padding[0], padding[1], padding[0], padding[1]]),
+                    int("ceil_mode", i64::from(*ceil_mode)),
+                ],
+            ),
+            Op::AvgPool2d {
+                kernel,
+                stride,
+                padding,
+            } => w.node(
+                "AveragePool",
+                name,
+                ins,
+                &out,
+                vec![
+                    ints("kernel_shape", kernel),
+                    ints("strides", stride),
+                    ints("pads", &[padding[0], padding[1], padding[0], padding[1]]),
+                    // PyTorch's default: padding counts in the average.
+                    int("count_include_pad", 1),
+                ],
+            ),
+            Op::AdaptiveAvgPool2d { output } => {
+                if *output == [1, 1] {
+                    w.node("GlobalAveragePool", name, ins, &out, vec![]);
+                } else {
+                    let Shape::Map { h, w: width, .. } = a.shapes[node.inputs[0]] else {
+                        return Err(format!("`{name}`: adaptive pooling of a vector"));
+                    };
+                    if h % output[0] != 0 || width % output[1] != 0 {
+                        return Err(format!(
+                            "`{name}`: adaptive pooling from {h}×{width} to {}×{} has no ONNX operator (the sizes do not divide)",
+                            output[0], output[1]
+                        ));
+                    }
+                    let k = [h / output[0], width / output[1]];
+                    w.node(
+                        "AveragePool",
+                        name,
+                        ins,
+                        &out,
+                        vec![ints("kernel_shape", &k), ints("strides", &k)],
+                    );
+                }
+            }
+            Op::Flatten => w.node("Flatten", name, ins, &out, vec![int("axis", 1)]),
+            Op::Add if ins.len() == 2 => w.node("Add", name, ins, &out, vec![]),
+            Op::Add => w.node("Sum", name, ins, &out, vec![]),
+            Op::Mul => {
+                let mut acc = ins[0].clone();
+                for (k, other) in ins.iter().enumerate().skip(1) {
+                    let to = if k + 1 == ins.len() {
+                        out.clone()
+                    } else {
+                        format!("{out}.{k}")
+                    };
+                    w.node("Mul", name, vec![acc, other.clone()], &to, vec![]);
+                    acc = to;
+                }
+            }
+            Op::Concat => w.node("Concat", name, ins, &out, vec![int("axis", 1)]),
+            Op::Dropout { .. } | Op::Identity => w.node("Identity", name, ins, &out, vec![]),
+        }
+    }
+    let [c, h, width] = graph.input;
+    let classes = a.shapes[graph.output].channels();
+    let model = ModelProto {
+        ir_version: Some(9),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }],
+        producer_name: Some("prunex".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(GraphProto {
+            name: Some(graph.name.clone()),
+            node: w.nodes,
+            initializer: w.inits,
+            input: vec![value_info("input", &[None, Some(c), Some(h), Some(width)])],
+            output: vec![value_info("logits", &[None, Some(classes)])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if w.bytes > MAX_BYTES {
+        return Err(format!(
+            "the weights take {} bytes, more than an ONNX file without external data holds",
+            w.bytes
+        ));
+    }
+    Ok(model.encode_to_vec())
+}
+
+struct Writer<'a> {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    seen: HashSet<String>,
+    sd: &'a StateDict,
+    bytes: usize,
+}
+
+impl Writer<'_> {
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: Vec<String>,
+        out: &str,
+        attribute: Vec<AttributeProto>,
+    ) {
+        self.nodes.push(NodeProto {
+            op_type: Some(op.into()),
+            name: Some(format!("{name}#{}", self.nodes.len())),
+            input: inputs,
+            output: vec![out.to_owned()],
+            attribute,
+            ..Default::default()
+        });
+    }
+
+    /// The initializer of `state_dict` key `key` (once, for a shared
+    /// module); its name.
+    fn param(&mut self, key: &str) -> Result<String, String> {
+        if self.seen.insert(key.to_owned()) {
+            let t = self
+                .sd
+                .get(key)
+                .ok_or_else(|| format!("the weights have no `{key}`"))?;
+            self.inits.push(tensor(key, t));
+            self.bytes += t.data.len() * 4;
+        }
+        Ok(key.to_owned())
+    }
+
+    /// A scalar float initializer.
+    fn constant(&mut self, name: &str, v: f32) -> String {
+        self.inits
+            .push(tensor(name, &Tensor::f32(Vec::new(), vec![v])));
+        name.to_owned()
+    }
+}
+
+fn tensor(name: &str, t: &Tensor) -> TensorProto {
+    let (data_type, raw) = match &t.data {
+        TensorData::F32(v) => (
+            DataType::Float,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+        TensorData::I64(v) => (
+            DataType::Int64,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+    };
+    TensorProto {
+        name: Some(name.into()),
+        dims: t.shape.iter().map(|&d| d as i64).collect(),
+        data_type: Some(data_type as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(DataType::Float as i32),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(match d {
+                                Some(n) => Value::DimValue(*n as i64),
+                                None => Value::DimParam("batch".into()),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[usize]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.iter().map(|&x| x as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(v),
+        ..Default::default()
+    }
+}
