@@ -127,6 +127,42 @@ fn a_folded_export_imports_and_says_what_was_lost() {
     assert!(diff < 1e-4, "output differs by {diff}");
 }
 
+/// torchvision's `name` with prunex's `weights` loaded by
+/// `python/prunex_load`, run on the case's input `x`.
+fn python_helper(
+    name: &str,
+    classes: usize,
+    weights: &weights::StateDict,
+    id: &str,
+) -> tch::Tensor {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("weights.safetensors");
+    std::fs::write(&w, weights::to_safetensors(weights)).unwrap();
+    let out = dir.path().join("y.safetensors");
+    let classes = classes.to_string();
+    common::python(
+        "helper_check.py",
+        &[
+            name.as_ref(),
+            classes.as_ref(),
+            w.as_os_str(),
+            references()
+                .join(format!("{id}.io.safetensors"))
+                .as_os_str(),
+            out.as_os_str(),
+        ],
+    );
+    output_y(&out)
+}
+
+/// The tensor `y` of a safetensors file.
+fn output_y(path: &Path) -> tch::Tensor {
+    let y = weights::read_safetensors(&std::fs::read(path).unwrap()).unwrap();
+    let y = &y["y"];
+    let shape: Vec<i64> = y.shape.iter().map(|&d| d as i64).collect();
+    tch::Tensor::from_slice(y.as_f32().unwrap()).reshape(&shape)
+}
+
 /// `model` run by onnxruntime on the case's input `x`.
 fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
     let dir = tempfile::tempdir().unwrap();
@@ -143,10 +179,7 @@ fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
             out.as_os_str(),
         ],
     );
-    let y = weights::read_safetensors(&std::fs::read(out).unwrap()).unwrap();
-    let y = &y["y"];
-    let shape: Vec<i64> = y.shape.iter().map(|&d| d as i64).collect();
-    tch::Tensor::from_slice(y.as_f32().unwrap()).reshape(&shape)
+    output_y(&out)
 }
 
 /// What prunex exports as `model.onnx` gives, in onnxruntime, the outputs
@@ -157,7 +190,7 @@ fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
 fn exported_onnx_gives_prunex_outputs_in_onnxruntime() {
     use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
     use prunex::prune::surgery::remove_channels;
-    for (id, _, _, _) in CASES {
+    for (id, tv_name, _, classes) in CASES {
         let path = references().join(format!("{id}.dynamo.onnx"));
         let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
         let g = imported.graph;
@@ -197,6 +230,14 @@ fn exported_onnx_gives_prunex_outputs_in_onnxruntime() {
             let theirs = onnxruntime(&bytes, id);
             let diff = (&ours - &theirs).abs().max().double_value(&[]);
             assert!(diff < 1e-4, "{id} ({what}): onnxruntime differs by {diff}");
+            // The Python helper loads the weights into torchvision's own
+            // class (resized, strict) and computes the same.
+            let helper = python_helper(tv_name, *classes, weights, id);
+            let diff = (&ours - &helper).abs().max().double_value(&[]);
+            assert!(
+                diff < 1e-4,
+                "{id} ({what}): the helper's module differs by {diff}"
+            );
             // And it reads back into the same graph and weights.
             let dir = tempfile::tempdir().unwrap();
             let file = dir.path().join("m.onnx");

@@ -1,0 +1,106 @@
+"""Load what prunex exports into your own PyTorch module.
+
+A channel-pruned model has fewer channels than the class that defines it.
+``load_pruned`` resizes every Conv2d, Linear and BatchNorm2d of ``model`` to
+the shapes in prunex's ``weights.safetensors`` (keyed as the module's
+``state_dict``), then loads the weights with ``strict=True``::
+
+    import torchvision
+    from prunex_load import load_pruned
+
+    model = torchvision.models.resnet18(num_classes=10)
+    load_pruned(model, "runs/my-recipe/weights.safetensors")
+
+Import it from the repository (``sys.path.insert(0, "python")``) or install
+it: ``pip install ./python``. It needs torch and safetensors.
+
+Layers are resized in place; nothing else of the module changes, so its
+``forward`` runs as written. A model whose blocks prunex removed (``prune
+blocks``) has a different structure: ``load_state_dict`` then names the
+missing keys; use ``model.onnx`` or ``model.yaml`` for such a model.
+"""
+
+import os
+
+from safetensors.torch import load_file
+from torch import nn
+
+__all__ = ["load_pruned", "resize"]
+
+
+def _conv(old, weight, bias):
+    out_channels, per_group = weight.shape[0], weight.shape[1]
+    if old.groups > 1 and old.groups == old.in_channels == old.out_channels:
+        # Depthwise: one group per channel, however many are left.
+        groups = out_channels
+    else:
+        groups = old.groups
+    new = nn.Conv2d(
+        per_group * groups,
+        out_channels,
+        old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        dilation=old.dilation,
+        groups=groups,
+        bias=bias is not None,
+        padding_mode=old.padding_mode,
+    )
+    return new
+
+
+def _replacement(old, state, name):
+    def get(key):
+        return state.get(f"{name}.{key}" if name else key)
+
+    weight = get("weight")
+    if weight is None:
+        return None
+    if isinstance(old, nn.Conv2d):
+        if weight.shape == old.weight.shape:
+            return None
+        return _conv(old, weight, get("bias"))
+    if isinstance(old, nn.Linear):
+        if weight.shape == old.weight.shape:
+            return None
+        return nn.Linear(weight.shape[1], weight.shape[0], bias=get("bias") is not None)
+    if isinstance(old, nn.BatchNorm2d):
+        if weight.shape == old.weight.shape:
+            return None
+        return nn.BatchNorm2d(
+            weight.shape[0],
+            eps=old.eps,
+            momentum=old.momentum,
+            affine=old.affine,
+            track_running_stats=old.track_running_stats,
+        )
+    return None
+
+
+def resize(model, state):
+    """Replaces each layer of ``model`` whose shape differs from ``state``
+    (a state_dict) by one of the state's shape. Returns the names resized."""
+    resized = []
+    for name, module in list(model.named_modules()):
+        new = _replacement(module, state, name)
+        if new is None:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        device = next(module.parameters()).device
+        setattr(parent, attr, new.to(device))
+        resized.append(name)
+    return resized
+
+
+def load_pruned(model, weights, strict=True):
+    """Resizes ``model``'s layers to prunex's exported weights (a path to
+    ``weights.safetensors``, or a state_dict) and loads them. Returns the
+    model."""
+    if isinstance(weights, (str, os.PathLike)):
+        state = load_file(os.fspath(weights))
+    else:
+        state = weights
+    resize(model, state)
+    model.load_state_dict(state, strict=strict)
+    return model
