@@ -344,8 +344,9 @@ pub fn tiny_onnx() -> Vec<u8> {
 
 /// The body of the `onnx` fuzz target: [`tiny_onnx`] truncated and with
 /// bytes edited as the fuzzer's bytes say (or the bytes themselves, when
-/// the first is odd). Importing never panics, and a file that imports has
-/// weights that fit its graph.
+/// the first is odd). Importing never panics, a file that imports has
+/// weights that fit its graph, and it exports and imports back to the same
+/// layers.
 pub fn exercise_onnx(data: &[u8]) {
     let Some((&kind, rest)) = data.split_first() else {
         return;
@@ -374,5 +375,11 @@ pub fn exercise_onnx(data: &[u8]) {
     if let Ok((imported, weights)) = crate::models::onnx::import_weights(path, &loader) {
         crate::models::weights::check(&weights, &imported.graph, "fuzz.onnx")
             .expect("an imported model's weights fit its graph");
+        // What imports, exports; and the export imports as the same graph.
+        let bytes = crate::models::onnx::to_onnx(&imported.graph, &weights)
+            .expect("an imported model exports");
+        let (back, _) = crate::models::onnx::import_weights(path, &OneFile(bytes))
+            .expect("an exported model imports");
+        assert_eq!(back.graph.state_keys(), imported.graph.state_keys());
     }
 }
