@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 PRUNEX = os.path.join(ROOT, "target/release/prunex")
 SURGERY = os.path.join(ROOT, "target/release/examples/surgery")
+ZOO = os.path.join(ROOT, "target/release/examples/zoo")
 DATA = "/usr/share/datasets/fashion-mnist"
 MEAN, STD = 0.2860, 0.3530
 sys.path.insert(0, os.path.join(ROOT, "tests/parity"))
@@ -625,7 +626,151 @@ def diagnostics(md, quick):
               f"{per[hi][1] / per[lo][1]:.2f}× as JSON (1× is linear; quadratic would be {hi / lo:.0f}×).\n")
 
 
-SECTIONS = ["throughput", "planning", "speedup", "quality", "resnet", "diagnostics"]
+def zoo_input(name):
+    return 299 if name == "inception_v3" else 224
+
+
+def cmd_zoo_export(name, out):
+    """torchvision NAME (seeded, eval) exported by torch.onnx.export(optimize=False)
+    to OUT/NAME.onnx, with its input and output in OUT/NAME.io.safetensors."""
+    import warnings
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    m = torchvision.models.get_model(name).eval()
+    params = sum(p.numel() for p in m.parameters())
+    size = zoo_input(name)
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        y = m(x)
+    start = time.perf_counter()
+    try:
+        torch.onnx.export(m, (x,), os.path.join(out, name + ".onnx"), optimize=False, external_data=True)
+    except Exception as e:  # the exporter's own failures are part of the table
+        print(json.dumps({"params": params, "error": f"torch.onnx.export: {type(e).__name__}: {str(e).splitlines()[0][:160]}"}))
+        return
+    save_file({"x": x.contiguous(), "y": y.contiguous()}, os.path.join(out, name + ".io.safetensors"))
+    print(json.dumps({"params": params, "export_s": time.perf_counter() - start}))
+
+
+def cmd_zoo_tp(name, ratio):
+    """Torch-Pruning 1.6.1 on torchvision NAME: L2 magnitude, RATIO of every
+    coupled group, the last layer (the classifier) ignored; timed."""
+    import warnings
+    import torch
+    import torchvision
+    import torch_pruning as tp
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    m = torchvision.models.get_model(name).eval()
+    size = zoo_input(name)
+    x = torch.randn(1, 3, size, size)
+    last = [mod for mod in m.modules() if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+    start = time.perf_counter()
+    try:
+        pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                      pruning_ratio=float(ratio), ignored_layers=[last], global_pruning=False)
+        pruner.step()
+        secs = time.perf_counter() - start
+        with torch.no_grad():
+            m(x)
+    except Exception as e:
+        print(json.dumps({"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}))
+        return
+    print(json.dumps({"seconds": secs, "params_after": sum(p.numel() for p in m.parameters())}))
+
+
+def attempt(args, timeout):
+    """A subcommand (of this script, or a program) in a fresh process; its
+    JSON line, or the reason it gave none."""
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"took over {timeout} s"}
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {r.returncode}: {tail[:160]}"}
+    return json.loads(lines[-1])
+
+
+def zoo(md, quick):
+    import torchvision
+    names = torchvision.models.list_models(module=torchvision.models)
+    if quick:
+        names = ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5"]
+    ratio = 0.3
+    md.append("## 7. Every torchvision classifier, imported from ONNX and pruned beside Torch-Pruning\n")
+    md.append(f"Each of the {len(names)} names `torchvision.models.list_models(module=torchvision.models)` returns, "
+              "built with random weights in eval mode and exported by `torch.onnx.export(model, (x,), path, "
+              "optimize=False)` (torch's default dynamo exporter, external data) at 224×224 (299 for "
+              "inception_v3). prunex (`examples/zoo.rs`, the release build) imports the file, runs it with its "
+              "executor on the same input and compares with torchvision's output, then removes "
+              f"{ratio:.0%} of every coupled channel group the output does not freeze (local L2 magnitude) and "
+              "runs the pruned model. Torch-Pruning 1.6.1 prunes torchvision's module at the same setting "
+              "(`MetaPruner`, `MagnitudeImportance(p=2)`, the last layer ignored) and runs it. Both in fresh "
+              "processes on 2 threads, 20 minutes at most per step. \"equal\" compares the parameter counts "
+              "after pruning.\n")
+    md.append("| model | params | imports | output max diff | prunex params after | Torch-Pruning params after "
+              "| equal | prunex prune s | TP prune s | why not |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|")
+    work = tempfile.mkdtemp(prefix="prunex-zoo-")
+    tally = {"models": 0, "imported": 0, "forward": 0, "prunex": 0, "tp": 0, "equal": 0, "both": 0}
+    failures = []
+    for name in names:
+        tally["models"] += 1
+        ex = attempt([PY, os.path.abspath(__file__), "zoo-export", name, work], 1200)
+        ours = ex if "error" in ex else attempt(
+            [ZOO, os.path.join(work, name + ".onnx"), os.path.join(work, name + ".io.safetensors"), str(ratio)], 1200)
+        tp_ = attempt([PY, os.path.abspath(__file__), "zoo-tp", name, str(ratio)], 1200)
+        for f in os.listdir(work):
+            os.remove(os.path.join(work, f))
+        imported = "params" in ours and "error" not in ex
+        diff = ours.get("forward_diff")
+        forward_ok = diff is not None and diff < 1e-3
+        pruned = "pruned_output" in ours
+        tp_ok = "params_after" in tp_
+        equal = pruned and tp_ok and ours["params_after"] == tp_["params_after"]
+        tally["imported"] += imported
+        tally["forward"] += forward_ok
+        tally["prunex"] += pruned
+        tally["tp"] += tp_ok
+        tally["both"] += pruned and tp_ok
+        tally["equal"] += equal
+        why = "; ".join(x for x in (
+            ("prunex: " + ours["error"]) if "error" in ours else "",
+            ("Torch-Pruning: " + tp_["error"]) if "error" in tp_ else "") if x)
+        if why:
+            failures.append((name, why))
+        def fmt(v, spec=","):
+            return "—" if v is None else format(v, spec)
+        cells = [
+            name,
+            fmt(ex.get("params")),
+            "yes" if imported else "no",
+            fmt(diff, ".1e"),
+            fmt(ours.get("params_after")),
+            fmt(tp_.get("params_after")),
+            "yes" if equal else ("no" if pruned and tp_ok else "—"),
+            fmt(ours.get("prune_s"), ".2f"),
+            fmt(tp_.get("seconds"), ".2f"),
+            why.replace("|", "\\|"),
+        ]
+        md.append("| " + " | ".join(cells) + " |")
+        print(f"zoo {name}: prunex {ours} · TP {tp_}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    md.append("")
+    md.append(f"Of {tally['models']} models: prunex imports {tally['imported']} (outputs within 1e-3 of "
+              f"torchvision's: {tally['forward']}) and prunes {tally['prunex']}; Torch-Pruning prunes "
+              f"{tally['tp']}. Both prune {tally['both']}, with equal parameter counts for {tally['equal']}. "
+              "The last column gives each failure's reason as the tool reported it.\n")
+
+
+SECTIONS = ["throughput", "planning", "speedup", "quality", "resnet", "diagnostics", "zoo"]
 RESULTS = os.path.join(ROOT, "benches/results")
 
 
@@ -678,6 +823,8 @@ def main():
             resnet(md, a.quick)
         elif name == "diagnostics":
             diagnostics(md, a.quick)
+        elif name == "zoo":
+            zoo(md, a.quick)
         md.insert(1, provenance.format(name))
         with open(os.path.join(results, name + ".md.tmp"), "w") as f:
             f.write("\n".join(md) + "\n")
