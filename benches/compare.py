@@ -741,6 +741,10 @@ def zoo(md, quick):
         tally["tp"] += tp_ok
         tally["both"] += pruned and tp_ok
         tally["equal"] += equal
+        # Reasons name files by their name alone, not the temporary folder.
+        for r in (ex, ours, tp_):
+            if "error" in r:
+                r["error"] = r["error"].replace(work + "/", "")
         why = "; ".join(x for x in (
             ("prunex: " + ours["error"]) if "error" in ours else "",
             ("Torch-Pruning: " + tp_["error"]) if "error" in tp_ else "") if x)
