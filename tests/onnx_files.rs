@@ -103,6 +103,19 @@ fn bad_files_get_coded_diagnostics() {
             "asymmetric pads",
         ),
         (
+            "no layers",
+            edited(|m| {
+                let g = m.graph.as_mut().unwrap();
+                g.node.truncate(1);
+                g.node[0].op_type = Some("Identity".into());
+                g.node[0].input.truncate(1);
+                g.node[0].attribute.clear();
+                g.node[0].output = vec!["y".into()];
+            }),
+            "prunex::onnx::bad_graph",
+            "no layers",
+        ),
+        (
             "missing external data",
             edited(|m| common::external(m, "net.onnx.data", None)),
             "prunex::onnx::external_data",

@@ -69,6 +69,15 @@ pub enum OnnxError {
         /// What to do.
         help: String,
     },
+    /// A graph prunex cannot use as a whole (its inputs, outputs, layers).
+    #[error("`{path}`: {reason}")]
+    #[diagnostic(code(prunex::onnx::bad_graph), help("prunex imports classifiers: one image input `[N, C, H, W]` of a fixed size, one output (the logits), layers between; {EXPORT_HELP}"))]
+    BadGraph {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A node prunex understands, used in a way it does not.
     #[error("`{path}`: node `{node}` ({op}, module `{module}`): {reason}")]
     #[diagnostic(code(prunex::onnx::malformed), help("{EXPORT_HELP}"))]

@@ -145,6 +145,11 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
     let outputs: Vec<&str> = graph.output.iter().map(|o| o.name()).collect();
     let output = match outputs.as_slice() {
         [one] => match lw.vals.get(*one) {
+            Some(Val::Node(0)) => {
+                return Err(
+                    lw.malformed_graph("its output is its input: the model has no layers".into())
+                )
+            }
             Some(Val::Node(id)) => *id,
             _ => {
                 return Err(lw
@@ -189,11 +194,8 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
         .into_iter()
         .filter(|(k, _)| keys.contains(k))
         .collect();
-    crate::graph::analyze(&graph, graph.input).map_err(|e| OnnxError::Malformed {
+    crate::graph::analyze(&graph, graph.input).map_err(|e| OnnxError::BadGraph {
         path: model.path.display().to_string(),
-        node: graph.name.clone(),
-        op: "graph".into(),
-        module: String::new(),
         reason: format!("the imported graph does not compute: {e}"),
     })?;
     Ok(Imported {
@@ -339,11 +341,8 @@ fn pair(v: &[i64]) -> Option<[usize; 2]> {
 
 impl<'a> Lowering<'a> {
     fn malformed_graph(&self, reason: String) -> OnnxError {
-        OnnxError::Malformed {
+        OnnxError::BadGraph {
             path: self.model.path.display().to_string(),
-            node: "(graph)".into(),
-            op: "graph".into(),
-            module: String::new(),
             reason,
         }
     }
