@@ -17,7 +17,7 @@ use std::time::Instant;
 use prunex::graph::{analyze, coupling};
 use prunex::models::weights;
 use prunex::models::zoo::{self, ZooOptions};
-use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
+use prunex::prune::importance::{select_local, Selection};
 use prunex::prune::surgery::remove_channels;
 
 fn main() {
@@ -48,19 +48,7 @@ fn main() {
             .filter(|gr| gr.frozen.is_none() && fc.is_none_or(|fc| !gr.producers.contains(&fc)))
             .map(|gr| (gr.id, ratio))
             .collect();
-        let removal = select_local(
-            &g,
-            &c,
-            &sd,
-            &ratios,
-            Selection {
-                criterion: Criterion::L2,
-                aggregate: Aggregate::Mean,
-                round_to: None,
-                seed: 0,
-            },
-            None,
-        );
+        let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
         let out = remove_channels(&g, &c, &removal, Some(&sd));
         times.push(t.elapsed().as_secs_f64());
         result = Some(out);

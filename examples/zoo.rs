@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use prunex::graph::{analyze, coupling};
 use prunex::models::{onnx, weights};
-use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
+use prunex::prune::importance::{select_local, Selection};
 use prunex::prune::surgery::remove_channels;
 use prunex::syntax::FsLoader;
 use serde_json::{json, Value};
@@ -82,19 +82,7 @@ fn measure(args: &[String], out: &mut BTreeMap<&'static str, Value>) -> Result<(
         .filter(|gr| gr.frozen.is_none())
         .map(|gr| (gr.id, ratio))
         .collect();
-    let removal = select_local(
-        &g,
-        &c,
-        &sd,
-        &ratios,
-        Selection {
-            criterion: Criterion::L2,
-            aggregate: Aggregate::Mean,
-            round_to: None,
-            seed: 0,
-        },
-        None,
-    );
+    let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
     let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
     out.insert("prune_s", json!(t.elapsed().as_secs_f64()));
     let after = analyze(&pruned, pruned.input).map_err(|e| format!("pruned graph: {e}"))?;

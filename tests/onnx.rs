@@ -188,7 +188,7 @@ fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
 /// depthwise and squeeze-excitation couplings cut physically).
 #[test]
 fn exported_onnx_gives_prunex_outputs_in_onnxruntime() {
-    use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
+    use prunex::prune::importance::{select_local, Selection};
     use prunex::prune::surgery::remove_channels;
     for (id, tv_name, _, classes) in CASES {
         let path = references().join(format!("{id}.dynamo.onnx"));
@@ -201,19 +201,7 @@ fn exported_onnx_gives_prunex_outputs_in_onnxruntime() {
             .filter(|gr| gr.frozen.is_none())
             .map(|gr| (gr.id, 0.5))
             .collect();
-        let removal = select_local(
-            &g,
-            &c,
-            &sd,
-            &ratios,
-            Selection {
-                criterion: Criterion::L2,
-                aggregate: Aggregate::Mean,
-                round_to: None,
-                seed: 0,
-            },
-            None,
-        );
+        let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
         let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
         let psd = psd.unwrap();
         assert!(

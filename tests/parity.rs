@@ -298,7 +298,7 @@ fn training_mode_runs_backward_and_updates_batchnorm() {
 /// kept channels, shown by identical pruned weights.
 #[test]
 fn channel_pruning_keeps_the_channels_torch_pruning_keeps() {
-    use prunex::prune::importance::{select_local, Aggregate, Criterion, Selection};
+    use prunex::prune::importance::{select_local, Selection};
     use prunex::prune::surgery::remove_channels;
     let dir = tempfile::tempdir().unwrap();
     for (name, params, gmacs) in [
@@ -326,19 +326,7 @@ fn channel_pruning_keeps_the_channels_torch_pruning_keeps() {
             .filter(|gr| gr.frozen.is_none() && !gr.producers.contains(&fc))
             .map(|gr| (gr.id, 0.5))
             .collect();
-        let removal = select_local(
-            &g,
-            &c,
-            &sd,
-            &ratios,
-            Selection {
-                criterion: Criterion::L2,
-                aggregate: Aggregate::Mean,
-                round_to: None,
-                seed: 0,
-            },
-            None,
-        );
+        let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
         let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
         let a = analyze(&pruned, pruned.input).unwrap();
         let tp: serde_json::Value = serde_json::from_str(

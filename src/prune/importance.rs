@@ -197,6 +197,20 @@ pub struct Selection {
     pub seed: u64,
 }
 
+impl Selection {
+    /// Torch-Pruning's `MagnitudeImportance(p=2)`: L2 magnitude, the mean
+    /// over a coupled channel's places, counts not rounded (what the parity
+    /// tests and benchmarks compare with).
+    pub fn l2_magnitude() -> Self {
+        Selection {
+            criterion: Criterion::L2,
+            aggregate: Aggregate::Mean,
+            round_to: None,
+            seed: 0,
+        }
+    }
+}
+
 /// Local pruning: each listed group loses `ratio` of its channels, chosen by
 /// the selection's criterion. Returns the removal per group.
 pub fn select_local(
