@@ -223,9 +223,8 @@ fn exercise_weights(data: &[u8]) {
 /// and a fixture for tests of bad files.
 pub fn tiny_onnx() -> Vec<u8> {
     use crate::models::onnx::proto::{
-        tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim,
-        tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto,
-        NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+        tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto,
+        OperatorSetIdProto, TensorProto,
     };
     use prost::Message;
     let init = |name: &str, dims: &[i64]| {
@@ -252,24 +251,9 @@ pub fn tiny_onnx() -> Vec<u8> {
         attribute: attrs,
         ..Default::default()
     };
-    let value = |name: &str, dims: &[i64]| ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Dim::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let value = |name: &str, dims: &[usize]| {
+        let dims: Vec<Option<usize>> = dims.iter().map(|&d| Some(d)).collect();
+        crate::models::onnx::write::value_info(name, &dims)
     };
     let graph = GraphProto {
         name: Some("tiny".into()),

@@ -294,7 +294,8 @@ fn tensor(name: &str, t: &Tensor) -> TensorProto {
     }
 }
 
-fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+/// A float tensor's name and shape (`None`: the dynamic batch).
+pub(crate) fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
