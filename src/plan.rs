@@ -432,6 +432,10 @@ pub struct GroupPlan {
     pub coupled_by: Vec<String>,
     /// Coupled channels.
     pub channels: usize,
+    /// Channels pruned together (one per convolution group where grouped
+    /// convolutions split the channels, else 1): counts move in steps of it.
+    #[serde(skip_serializing_if = "is_one")]
+    pub unit: usize,
     /// The target.
     pub target: Target,
     /// Channels kept after the last step (for local scope; global ranking
@@ -554,4 +558,8 @@ impl Plan {
     pub fn to_yaml(&self) -> String {
         crate::yaml::to_string(self)
     }
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }

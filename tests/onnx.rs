@@ -33,12 +33,14 @@ use serde_json::json;
 
 /// (id, torchvision model, input, classes): one of each family of
 /// operators (residual; depthwise and ReLU6; squeeze-excitation with
-/// Hardswish and Hardsigmoid; SiLU and stochastic depth).
+/// Hardswish and Hardsigmoid; SiLU and stochastic depth; grouped
+/// convolutions with squeeze-excitation).
 const CASES: &[(&str, &str, [usize; 3], usize)] = &[
     ("resnet18", "resnet18", [3, 64, 64], 10),
     ("mobilenet_v2", "mobilenet_v2", [3, 64, 64], 10),
     ("mobilenet_v3_small", "mobilenet_v3_small", [3, 64, 64], 10),
     ("efficientnet_b0", "efficientnet_b0", [3, 64, 64], 10),
+    ("regnet_y_400mf", "regnet_y_400mf", [3, 64, 64], 10),
 ];
 
 const EXPORTS: &[&str] = &["dynamo", "torchscript"];
@@ -180,6 +182,49 @@ fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
         ],
     );
     output_y(&out)
+}
+
+/// Half of every coupled group of an imported torchvision model removed by
+/// prunex keeps the channels Torch-Pruning 1.6.1 keeps on torchvision's own
+/// module (the same weights, L2 magnitude, local): the same tensors, value
+/// for value — through residual, depthwise, squeeze-excitation and grouped
+/// couplings (grouped convolutions lose the same positions in every
+/// convolution group, by the importance averaged over the groups).
+#[test]
+fn pruning_an_imported_model_keeps_what_torch_pruning_keeps() {
+    use prunex::prune::importance::{select_local, Selection};
+    use prunex::prune::surgery::remove_channels;
+    for (id, _, _, _) in CASES {
+        let path = references().join(format!("{id}.dynamo.onnx"));
+        let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
+        let g = imported.graph;
+        let c = prunex::graph::coupling(&g).unwrap();
+        let ratios = c
+            .groups
+            .iter()
+            .filter(|gr| gr.frozen.is_none())
+            .map(|gr| (gr.id, 0.5))
+            .collect();
+        let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
+        let (_, psd) = remove_channels(&g, &c, &removal, Some(&sd));
+        let psd = psd.unwrap();
+        let (tp, _) = weights::read(&references().join(format!("{id}.tp.safetensors"))).unwrap();
+        let counted = |k: &&String| !k.ends_with("num_batches_tracked");
+        let ours: Vec<&String> = psd.keys().filter(counted).collect();
+        let theirs: Vec<&String> = tp.keys().filter(counted).collect();
+        assert_eq!(ours, theirs, "{id}: keys");
+        for (k, v) in psd.iter().filter(|(k, _)| counted(k)) {
+            assert_eq!(
+                v.shape, tp[k].shape,
+                "{id}: `{k}` has another shape than Torch-Pruning's"
+            );
+            assert_eq!(
+                Some(v),
+                tp.get(k),
+                "{id}: `{k}`: prunex kept other channels than Torch-Pruning"
+            );
+        }
+    }
 }
 
 /// What prunex exports as `model.onnx` gives, in onnxruntime, the outputs

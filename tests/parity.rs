@@ -380,6 +380,9 @@ fn pruned_models_equal_their_masked_originals() {
     })
     .collect();
     graphs.push(prunex::models::load("examples/models/se-concat-net.yaml", None, None).unwrap());
+    graphs.push(
+        prunex::models::load("tests/fixtures/ok/models/grouped-cnn.yaml", None, None).unwrap(),
+    );
     for g in graphs {
         let c = prunex::graph::coupling(&g).unwrap();
         let mut m = model::TorchModel::new(&g, tch::Device::Cpu);

@@ -333,3 +333,83 @@ fn round_to_stays_inside_the_cap() {
     // int(32 · 0.7) = 22 → 16; int(64 · 0.7) = 44 → 40.
     assert_eq!(&keeps[..2], &[Some(16), Some(40)]);
 }
+
+/// A grouped convolution's channels are pruned in units, one channel at the
+/// same position of each of its convolution groups: its input group and its
+/// output group count 8 units of 4, every unit loses or keeps all four,
+/// and the pruned convolution keeps its 4 groups, each with 5 channels.
+#[test]
+fn grouped_convolutions_lose_the_same_positions_in_every_group() {
+    let g = prunex::models::load("tests/fixtures/ok/models/grouped-cnn.yaml", None, None).unwrap();
+    let c = coupling(&g).unwrap();
+    let id = |name: &str| g.nodes.iter().position(|n| n.name == name).unwrap();
+    let grouped = id("grouped");
+    for producer in ["reduce", "grouped"] {
+        let grp = &c.groups[c.group_of[&id(producer)]];
+        assert!(grp.frozen.is_none(), "{producer}: {:?}", grp.frozen);
+        assert_eq!((grp.unit(), grp.units.len()), (4, 8), "{producer}");
+        for (p, unit) in grp.units.iter().enumerate() {
+            // Channel i of the group is channel i of the convolution here.
+            let at: Vec<usize> = unit
+                .iter()
+                .map(|&i| {
+                    grp.channels[i]
+                        .iter()
+                        .find(|s| s.node == grouped)
+                        .unwrap()
+                        .index
+                })
+                .collect();
+            assert_eq!(at, vec![p, p + 8, p + 16, p + 24], "{producer}");
+        }
+    }
+    // The residual stream touches no grouped convolution: units of one.
+    assert_eq!(c.groups[c.group_of[&id("stem")]].unit(), 1);
+
+    let sd = weights(&g);
+    let ratios: BTreeMap<usize, f64> = c
+        .groups
+        .iter()
+        .filter(|gr| gr.frozen.is_none())
+        .map(|gr| (gr.id, 0.3))
+        .collect();
+    let removal = prunex::prune::importance::select_local(&g, &c, &sd, &ratios, SEL, None);
+    for producer in ["reduce", "grouped"] {
+        let gid = c.group_of[&id(producer)];
+        let removed = &removal[&gid];
+        // int(8 · 0.7) = 5 units kept: 3 units of 4 channels removed.
+        assert_eq!(removed.len(), 12, "{producer}");
+        let positions: std::collections::BTreeSet<usize> = removed.iter().map(|i| i % 8).collect();
+        assert_eq!(positions.len(), 3, "{producer}: {removed:?}");
+    }
+    let (pg, psd) = surgery::remove_channels(&g, &c, &removal, Some(&sd));
+    let psd = psd.unwrap();
+    analyze(&pg, pg.input).unwrap();
+    match pg.nodes[grouped].op {
+        prunex::graph::Op::Conv2d {
+            in_channels,
+            out_channels,
+            groups,
+            ..
+        } => assert_eq!((in_channels, out_channels, groups), (20, 20, 4)),
+        ref op => panic!("{op:?}"),
+    }
+    assert_eq!(psd["grouped.weight"].shape, vec![20, 5, 3, 3]);
+    // The kept columns are the kept positions of the input runs.
+    let kept_in: Vec<usize> = (0..8)
+        .filter(|p| !removal[&c.group_of[&id("reduce")]].contains(p))
+        .collect();
+    let w = sd["grouped.weight"].as_f32().unwrap();
+    let pw = psd["grouped.weight"].as_f32().unwrap();
+    let kept_out: Vec<usize> = (0..32)
+        .filter(|o| !removal[&c.group_of[&grouped]].contains(o))
+        .collect();
+    for (r, &o) in kept_out.iter().enumerate() {
+        for (k, &p) in kept_in.iter().enumerate() {
+            assert_eq!(
+                &pw[(r * 5 + k) * 9..(r * 5 + k + 1) * 9],
+                &w[(o * 8 + p) * 9..(o * 8 + p + 1) * 9]
+            );
+        }
+    }
+}

@@ -675,3 +675,45 @@ fn an_onnx_model_runs_and_its_external_weights_key_the_cache() {
     let changed = run("run on changed weights");
     assert!(changed.contains("from cache: nothing saved"), "{changed}");
 }
+
+/// A model with a grouped convolution, pruned by channels and fine-tuned:
+/// the convolution keeps its 4 groups with fewer channels each, and the
+/// exported model.yaml, weights and model.onnx give prunex's accuracy in
+/// PyTorch and onnxruntime.
+#[test]
+fn a_grouped_convolution_is_pruned_group_by_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ok/models/grouped-cnn.yaml"
+    ))
+    .unwrap()
+    .replace("input: [3, 32, 32]", "input: [1, 28, 28]")
+    .replace("in_channels: 3,", "in_channels: 1,");
+    std::fs::write(dir.path().join("grouped.yaml"), yaml).unwrap();
+    let report = run(
+        dir.path(),
+        r#"recipe "grouped"
+seed 1
+device cpu
+model "grouped.yaml"
+data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
+pretrain { epochs 1 optimizer adam lr 0.003 }
+prune channels by l2 {
+    schedule oneshot
+    ratio 0.5
+    ignore "fc"
+}
+finetune { epochs 1 optimizer adam lr 0.001 }
+export "out"
+"#,
+    );
+    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    // 8 positions of 4 groups; int(8 · 0.5) = 4 kept on each side.
+    assert_eq!(sd["grouped.weight"].shape, vec![16, 4, 3, 3]);
+    assert_eq!(sd["reduce.weight"].shape, vec![16, 16, 1, 1]);
+    // model.yaml builds the pruned module (groups kept at 4) that loads
+    // these weights strictly in PyTorch.
+    let final_acc = report["final_accuracy"].as_f64().unwrap();
+    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+}

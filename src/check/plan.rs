@@ -607,7 +607,7 @@ fn channels(
                     help: if why.contains("output") {
                         format!("its output channels are the model's outputs (the classes); leave it out of channel pruning: `ignore \"{}\"`", names[0])
                     } else {
-                        "grouped convolutions keep their channels; leave them out of channel pruning".to_owned()
+                        format!("leave the group out of channel pruning: `ignore \"{}\"`", names[0])
                     },
                 });
             }
@@ -659,19 +659,20 @@ fn channels(
             }
         };
         let n = grp.channels.len();
+        let units = grp.units.len();
         if let (Some(r), false) = (
             explicit.last(),
             matches!(target, Target::Ignored | Target::Frozen(_)),
         ) {
             let fraction = target.fraction(end);
-            let raw = ((n as f64) * (1.0 - fraction) + 1e-9).floor() as usize;
+            let raw = ((units as f64) * (1.0 - fraction) + 1e-9).floor() as usize;
             if raw == 0 && fraction > 0.0 {
                 cx.push(CheckError::RemovesAll {
                     src: cx.src(r.span),
                     span: r.span.source_span(),
                     layers: names.join(", "),
                     channels: n,
-                    max: (n as f64 - 1.0) / n as f64,
+                    max: (units as f64 - 1.0) / units as f64,
                 });
             }
         }
@@ -680,6 +681,7 @@ fn channels(
             layers: names,
             coupled_by,
             channels: n,
+            unit: grp.unit(),
             target,
             keep: None,
             rounded: None,

@@ -73,7 +73,7 @@ struct GroupRow {
     #[tabled(rename = "group")]
     id: usize,
     #[tabled(rename = "channels")]
-    channels: usize,
+    channels: String,
     #[tabled(rename = "layers that lose output channels")]
     producers: String,
     #[tabled(rename = "coupled by")]
@@ -104,7 +104,7 @@ pub fn groups_table(g: &Graph, c: &crate::graph::Coupling) -> String {
         .iter()
         .map(|grp| GroupRow {
             id: grp.id,
-            channels: grp.channels.len(),
+            channels: super::plan::channel_count(grp.channels.len(), grp.unit()),
             producers: names(g, &grp.producers, 4),
             couplers: names(g, &grp.couplers, 3),
             frozen: match &grp.frozen {

@@ -32,6 +32,16 @@ fn shorten(names: &[String]) -> String {
     }
 }
 
+/// A group's channel count, with the step its counts move in when grouped
+/// convolutions tie its channels into units.
+pub fn channel_count(channels: usize, unit: usize) -> String {
+    if unit > 1 {
+        format!("{channels} (steps of {unit})")
+    } else {
+        channels.to_string()
+    }
+}
+
 fn stage_table(s: &Stage) -> String {
     let rows: Vec<GroupRow> = if s.groups.is_empty() {
         s.layers
@@ -51,7 +61,7 @@ fn stage_table(s: &Stage) -> String {
             .map(|g| GroupRow {
                 group: g.group.to_string(),
                 layers: shorten(&g.layers),
-                channels: g.channels.to_string(),
+                channels: channel_count(g.channels, g.unit),
                 target: g.target.describe(),
                 keep: match (g.keep, g.rounded) {
                     (Some(k), Some(r)) => format!("{k} ({})", r.describe()),

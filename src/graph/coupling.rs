@@ -12,8 +12,19 @@
 //! consumer. A *group* is a connected set of producers with their coupled
 //! channels; a recipe gives each group one ratio.
 //!
-//! Channels that must never change are *frozen*: the model input's, the graph
-//! output's (the classes), and those of grouped (non-depthwise) convolutions.
+//! A grouped (not depthwise) convolution with G groups splits its input and
+//! its output channels into G equal runs; it stays a grouped convolution only
+//! if every run loses the same positions. Its channels are therefore pruned
+//! in *units*: unit p holds channel p of every run (Torch-Pruning's channel
+//! groups). Units tie coupled channels together without making them one
+//! channel, so a group's count moves in steps of G. A unit is a union of
+//! whole ties, and each tie holds one position of every run of its
+//! convolution, so removing a unit leaves every grouped convolution's runs
+//! equal. Counts assume the units of a group have one size; a group whose
+//! units differ in size is frozen rather than miscounted.
+//!
+//! Channels that must never change are *frozen*: the model input's and the
+//! graph output's (the classes).
 
 use std::collections::BTreeMap;
 
@@ -63,6 +74,11 @@ pub struct Group {
     pub couplers: Vec<NodeId>,
     /// The coupled channels: for each, every slot it occupies.
     pub channels: Vec<Vec<Slot>>,
+    /// The units pruning removes whole, as indices into `channels`: one
+    /// channel each, unless grouped convolutions tie a channel at the same
+    /// position of each of their convolution groups; every unit of a group
+    /// has the same size.
+    pub units: Vec<Vec<usize>>,
     /// Why the group cannot be pruned, when it cannot.
     pub frozen: Option<String>,
 }
@@ -78,6 +94,30 @@ pub struct Coupling {
 
 struct Uf {
     parent: Vec<usize>,
+}
+
+impl Group {
+    /// Channels per unit (the convolution groups the channels are split
+    /// into; 1 when no grouped convolution touches the group).
+    pub fn unit(&self) -> usize {
+        self.units.first().map_or(1, Vec::len)
+    }
+
+    /// The channels of the units `units` (indices into `units`), sorted.
+    pub fn channels_of(&self, units: &[usize]) -> Vec<usize> {
+        let mut v: Vec<usize> = units
+            .iter()
+            .flat_map(|&u| self.units[u].iter().copied())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// A grouped convolution's channels on one side: `elems` in `groups` runs.
+struct Split {
+    elems: Vec<usize>,
+    groups: usize,
 }
 
 impl Uf {
@@ -118,6 +158,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
     let mut slots: Vec<Vec<Slot>> = Vec::new();
     let mut frozen: BTreeMap<usize, String> = BTreeMap::new();
     let mut couplers: Vec<(NodeId, usize)> = Vec::new();
+    let mut splits: Vec<Split> = Vec::new();
     // Records that every element of `elems` occupies `role` at its position
     // in `node`.
     let occupy =
@@ -169,23 +210,8 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 occupy(&mut slots, &elems, id, Role::Out, 1);
                 if let Op::Conv2d { groups: g, .. } = node.op {
                     if g > 1 {
-                        for &e in &x.elems {
-                            frozen.insert(
-                                e,
-                                format!(
-                                    "the input channels of the grouped convolution `{}`",
-                                    node.name
-                                ),
-                            );
-                        }
-                        for &e in &elems {
-                            frozen.insert(
-                                e,
-                                format!(
-                                    "the output channels of the grouped convolution `{}`",
-                                    node.name
-                                ),
-                            );
+                        for elems in [x.elems.clone(), elems.clone()] {
+                            splits.push(Split { elems, groups: g });
                         }
                     }
                 }
@@ -273,6 +299,21 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             }
         }
     }
+    // Units: classes at the same position of a grouped convolution's runs
+    // are pruned together, so their groups are one group too.
+    let mut tie = Uf { parent: Vec::new() };
+    tie.fresh(classes.len());
+    for sp in &splits {
+        let run = sp.elems.len() / sp.groups;
+        for p in 0..run {
+            let first = index_of[&uf.find(sp.elems[p])];
+            for k in 1..sp.groups {
+                let other = index_of[&uf.find(sp.elems[p + k * run])];
+                tie.union(first, other);
+                gf.union(first, other);
+            }
+        }
+    }
     let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, &c) in classes.iter().enumerate() {
         by_root.entry(gf.find(i)).or_default().push(c);
@@ -311,7 +352,19 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             .collect();
         cs.sort();
         cs.dedup();
-        let frozen = members.iter().find_map(|c| class_frozen.get(c).cloned());
+        let mut by_unit: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, c) in members.iter().enumerate() {
+            by_unit.entry(tie.find(index_of[c])).or_default().push(i);
+        }
+        let units: Vec<Vec<usize>> = by_unit.into_values().collect();
+        let frozen = members
+            .iter()
+            .find_map(|c| class_frozen.get(c).cloned())
+            .or_else(|| {
+                units.iter().any(|u| u.len() != units[0].len()).then(|| {
+                    "grouped convolutions tie its channels into units of different sizes".to_owned()
+                })
+            });
         groups.push(Group {
             id: 0,
             producers,
@@ -319,6 +372,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             consumers,
             couplers: cs,
             channels,
+            units,
             frozen,
         });
     }

@@ -156,9 +156,23 @@ fn keep_within(n: usize, w: &Want, round_to: Option<usize>) -> (usize, Option<Ro
 /// The channels a planned group keeps at a step (of the channels it had
 /// when the stage was planned), and what rounding moved; `None` for
 /// ignored and frozen groups.
+/// In a group pruned by units, counts are of units and come back in
+/// channels.
 pub fn group_keep(stage: &Stage, gp: &GroupPlan, at: &Step) -> Option<(usize, Option<Rounding>)> {
     let w = want(stage, &gp.target, at)?;
-    Some(keep_within(gp.channels, &w, stage.round_to))
+    let u = gp.unit.max(1);
+    let (keep, rounded) = keep_within(
+        gp.channels / u,
+        &w,
+        importance::unit_round(stage.round_to, u),
+    );
+    Some((
+        keep * u,
+        rounded.map(|r| Rounding {
+            from: r.from * u,
+            ..r
+        }),
+    ))
 }
 
 /// Plan groups matched to the groups of `c` by their layers' names (a block
@@ -189,7 +203,8 @@ fn channels(
 ) -> Result<Outcome, GraphError> {
     let c = coupling(g)?;
     let groups = current(stage, g, &c);
-    let now = |gid: usize| c.groups[gid].channels.len();
+    // Counts are of units (channels, unless grouped convolutions tie them).
+    let now = |gid: usize| c.groups[gid].units.len();
     let sel = Selection {
         criterion: stage.importance,
         aggregate: stage.aggregate,
@@ -205,11 +220,14 @@ fn channels(
                 let Some(w) = want(stage, &gp.target, at) else {
                     continue;
                 };
+                let u = gp.unit.max(1);
+                let units = gp.channels / u;
                 let r = if matches!(gp.target, Target::Exact(_)) {
-                    let k = keep_within(gp.channels, &w, stage.round_to).0;
+                    let round_to = importance::unit_round(stage.round_to, u);
+                    let k = keep_within(units, &w, round_to).0;
                     KeepRange { lo: k, hi: k }
                 } else {
-                    range(gp.channels, &w)
+                    range(units, &w)
                 };
                 let n = now(gid);
                 ranges.insert(
@@ -219,7 +237,7 @@ fn channels(
                         hi: r.hi.min(n),
                     },
                 );
-                planned += gp.channels;
+                planned += units;
             }
             // The stage's fraction is of the channels it was planned on.
             let keep = ((planned as f64) * (1.0 - at.fraction)).round() as usize;
@@ -231,7 +249,7 @@ fn channels(
                 .iter()
                 .filter_map(|&(gp, gid)| {
                     let (keep, _) = group_keep(stage, gp, at)?;
-                    Some((gid, now(gid).saturating_sub(keep)))
+                    Some((gid, now(gid).saturating_sub(keep / gp.unit.max(1))))
                 })
                 .filter(|&(_, r)| r > 0)
                 .collect();
@@ -239,7 +257,10 @@ fn channels(
                 Some(sd) => importance::select_counts(g, &c, sd, &counts, sel, inputs.grads),
                 None => counts
                     .into_iter()
-                    .map(|(gid, r)| (gid, (0..r).collect()))
+                    .map(|(gid, r)| {
+                        let units: Vec<usize> = (0..r).collect();
+                        (gid, c.groups[gid].channels_of(&units))
+                    })
                     .collect(),
             }
         }

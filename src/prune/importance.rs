@@ -4,10 +4,17 @@
 //! `GroupMagnitudeImportance`: for a coupled channel, every place it occupies
 //! contributes Σ|w|ᵖ — the producer's output row, the BatchNorm γ, and each
 //! consumer's input column (all H·W features of it after a flatten) — and the
-//! contributions are aggregated (`sum`, `mean` or `max`). With `mean`,
+//! contributions are aggregated (`sum`, `mean` or `max`). Depthwise
+//! filters are left out, as Torch-Pruning leaves them out. With `mean`,
 //! prunex's ranking is Torch-Pruning's default. `bn_scale` uses only |γ|
 //! (Network Slimming); `taylor` uses |w·∂L/∂w| from gradients the executor
 //! gathers; `random` is a seeded baseline.
+//!
+//! A group whose channels grouped convolutions split into units (see
+//! [`crate::graph::coupling`]) is ranked by unit: a unit scores the mean of
+//! its channels' scores (Torch-Pruning averages importance across channel
+//! groups), counts are counts of units, and the removal lists every channel
+//! of the units removed.
 
 use std::collections::BTreeMap;
 
@@ -122,12 +129,9 @@ pub fn scores(
                 let v = sums.entry((s.node, s.role, s.repeat)).or_insert_with(|| {
                     let key = format!("{}.weight", g.nodes[s.node].name);
                     let t = &sd[&key];
-                    // A depthwise convolution's filter is counted with its output.
-                    if s.role == Role::In
-                        && t.shape.len() == 4
-                        && t.shape[1] == 1
-                        && group.producers.contains(&s.node)
-                    {
+                    // Torch-Pruning leaves depthwise filters out of the
+                    // importance (they follow the channel they filter).
+                    if is_depthwise(&g.nodes[s.node].op) {
                         return None;
                     }
                     let gr = match (criterion, grads) {
@@ -137,7 +141,14 @@ pub fn scores(
                     Some(place_sums(t, gr, s.role, s.repeat, criterion))
                 });
                 if let Some(v) = v {
-                    c.push(v[s.index]);
+                    // A grouped convolution's weight has one column per
+                    // position of its input runs: every run reads it.
+                    let i = if s.role == Role::In {
+                        s.index % v.len()
+                    } else {
+                        s.index
+                    };
+                    c.push(v[i]);
                 }
             }
             if c.is_empty() {
@@ -149,6 +160,20 @@ pub fn scores(
                 Aggregate::Max => c.iter().cloned().fold(f64::MIN, f64::max),
             }
         })
+        .collect()
+}
+
+fn is_depthwise(op: &crate::graph::Op) -> bool {
+    matches!(*op, crate::graph::Op::Conv2d { in_channels, out_channels, groups, .. }
+        if groups > 1 && groups == in_channels && groups == out_channels)
+}
+
+/// The scores of a group's units: the mean of their channels' scores.
+pub fn unit_scores(group: &Group, channel_scores: &[f64]) -> Vec<f64> {
+    group
+        .units
+        .iter()
+        .map(|u| u.iter().map(|&i| channel_scores[i]).sum::<f64>() / u.len() as f64)
         .collect()
 }
 
@@ -211,8 +236,9 @@ impl Selection {
     }
 }
 
-/// Local pruning: each listed group loses `ratio` of its channels, chosen by
-/// the selection's criterion. Returns the removal per group.
+/// Local pruning: each listed group loses `ratio` of its units (channels,
+/// unless grouped convolutions split them), chosen by the selection's
+/// criterion. Returns the removal per group, in channels.
 pub fn select_local(
     g: &Graph,
     c: &Coupling,
@@ -225,15 +251,20 @@ pub fn select_local(
         .iter()
         .filter(|(_, &r)| r > 0.0)
         .map(|(&gid, &r)| {
-            let n = c.groups[gid].channels.len();
-            (gid, n - keep_count(n, r, sel.round_to))
+            let group = &c.groups[gid];
+            let n = group.units.len();
+            (
+                gid,
+                n - keep_count(n, r, unit_round(sel.round_to, group.unit())),
+            )
         })
         .collect();
     select_counts(g, c, sd, &counts, sel, grads)
 }
 
-/// Each listed group loses exactly `remove` of its channels, the least
-/// important by the selection's criterion. Returns the removal per group.
+/// Each listed group loses exactly `remove` of its units, the least
+/// important by the selection's criterion. Returns the removal per group,
+/// in channels.
 pub fn select_counts(
     g: &Graph,
     c: &Coupling,
@@ -252,12 +283,12 @@ pub fn select_counts(
     chosen
         .iter()
         .zip(all)
-        .map(|(&(gid, r), s)| (gid, lowest(&s, r)))
+        .map(|(&(gid, r), s)| (gid, c.groups[gid].channels_of(&lowest(&s, r))))
         .filter(|(_, v)| !v.is_empty())
         .collect()
 }
 
-/// The scores of the groups `gids`, in that order, on several threads.
+/// The unit scores of the groups `gids`, in that order, on several threads.
 fn group_scores(
     g: &Graph,
     c: &Coupling,
@@ -267,36 +298,35 @@ fn group_scores(
     grads: Option<&Gradients>,
 ) -> Vec<Vec<f64>> {
     super::par_map(gids, |&gid| {
-        scores(
-            g,
-            &c.groups[gid],
-            sd,
-            grads,
-            sel.criterion,
-            sel.aggregate,
-            sel.seed,
-        )
+        let group = &c.groups[gid];
+        let s = scores(g, group, sd, grads, sel.criterion, sel.aggregate, sel.seed);
+        if group.unit() == 1 {
+            s
+        } else {
+            unit_scores(group, &s)
+        }
     })
 }
 
-/// How many channels a group may keep under global ranking: at least `lo`
+/// How many units a group may keep under global ranking: at least `lo`
 /// (its cap on what is removed), at most `hi` (its floor), both counted in
-/// the group's channels now.
+/// the group's units now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeepRange {
-    /// The fewest channels it keeps.
+    /// The fewest units it keeps.
     pub lo: usize,
-    /// The most channels it keeps.
+    /// The most units it keeps.
     pub hi: usize,
 }
 
 /// Global pruning: one ranking across groups. Scores are divided by their
 /// group's mean (Torch-Pruning's `normalizer="mean"`) so groups of different
 /// scale compete fairly. Every group first drops to its most (`hi`), then
-/// the lowest channels overall go until `keep` channels are left in all
-/// listed groups, no group going below its fewest (`lo`). Each group's count
-/// is then moved to a multiple of `round_to` inside its range (down, as
-/// Torch-Pruning rounds, unless that passes `lo`).
+/// the lowest units overall go until `keep` units are left in all listed
+/// groups, no group going below its fewest (`lo`). Each group's count is
+/// then moved to a multiple of `round_to` channels inside its range (down,
+/// as Torch-Pruning rounds, unless that passes `lo`). The removal is in
+/// channels.
 pub fn select_global(
     g: &Graph,
     c: &Coupling,
@@ -324,7 +354,7 @@ pub fn select_global(
     // Start from each group's floor, then take the globally least important.
     let mut kept: BTreeMap<usize, usize> = groups
         .iter()
-        .map(|(&gid, r)| (gid, c.groups[gid].channels.len().min(r.hi).max(1)))
+        .map(|(&gid, r)| (gid, c.groups[gid].units.len().min(r.hi).max(1)))
         .collect();
     let mut count: usize = kept.values().sum();
     for &(_, gid, _) in &all {
@@ -339,13 +369,25 @@ pub fn select_global(
     }
     kept.into_iter()
         .filter_map(|(gid, k)| {
-            let n = c.groups[gid].channels.len();
+            let n = c.groups[gid].units.len();
             let r = groups[&gid];
-            let k = round_within(k, sel.round_to, r.lo.max(1), r.hi.min(n), n);
-            let v = lowest(&scores_of[&gid], n - k);
+            let round_to = unit_round(sel.round_to, c.groups[gid].unit());
+            let k = round_within(k, round_to, r.lo.max(1), r.hi.min(n), n);
+            let v = c.groups[gid].channels_of(&lowest(&scores_of[&gid], n - k));
             (!v.is_empty()).then_some((gid, v))
         })
         .collect()
+}
+
+/// `round_to` (channels) in units of `unit` channels: the fewest units
+/// whose channels are a multiple of `round_to`; `None` when any count is.
+pub fn unit_round(round_to: Option<usize>, unit: usize) -> Option<usize> {
+    let r = round_to?;
+    let (mut a, mut b) = (r, unit.max(1));
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    Some(r / a).filter(|&r| r > 1)
 }
 
 /// `keep` (of `n`) moved to a multiple of `round_to` inside `lo..=hi`: down

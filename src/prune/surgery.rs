@@ -148,6 +148,10 @@ pub fn remove_channels(
             } => {
                 let depthwise = *groups == *in_channels && *groups == *out_channels && *groups > 1;
                 *out_channels -= cut.out.len();
+                // A grouped convolution's weight has one column per position
+                // of its input runs; units remove the same positions from
+                // every run.
+                let columns = *in_channels / (*groups).max(1);
                 if depthwise {
                     *in_channels = *out_channels;
                     *groups = *out_channels;
@@ -157,7 +161,10 @@ pub fn remove_channels(
                 let w = if depthwise {
                     Job::Along(&cut.out)
                 } else {
-                    Job::TwoD(&cut.out, channel_drop)
+                    Job::TwoD(
+                        &cut.out,
+                        channel_drop.iter().map(|&i| i % columns).collect(),
+                    )
                 };
                 jobs.push((format!("{}.weight", node.name), w));
                 jobs.push((format!("{}.bias", node.name), Job::Along(&cut.out)));

@@ -12,9 +12,13 @@ and the exporters cannot merge them), writes:
 - ID.folded.onnx: dynamo=False with its defaults (BatchNorm folded into the
   convolutions, anonymous initializers);
 - ID.json: the state_dict's keys and shapes, the parameter count;
-- ID.io.safetensors: an input `x` and the eval-mode output `y`.
+- ID.io.safetensors: an input `x` and the eval-mode output `y`;
+- ID.tp.safetensors: the state_dict after Torch-Pruning 1.6.1's MetaPruner
+  removed half of every coupled group (MagnitudeImportance(p=2), local,
+  the classifier ignored).
 """
 
+import copy
 import json
 import sys
 import warnings
@@ -64,6 +68,17 @@ def make(out, cases):
         with open(f"{base}.json", "w") as f:
             json.dump(info, f)
         save_file({"x": x.contiguous(), "y": y.contiguous()}, f"{base}.io.safetensors")
+        save_file(torch_pruning(m, one), f"{base}.tp.safetensors")
+
+
+def torch_pruning(m, x):
+    import torch_pruning as tp
+    m = copy.deepcopy(m)
+    last = [mod for mod in m.modules() if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+    pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=0.5, ignored_layers=[last], global_pruning=False)
+    pruner.step()
+    return {k: v.contiguous() for k, v in m.state_dict().items()}
 
 
 if __name__ == "__main__":
