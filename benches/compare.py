@@ -681,7 +681,21 @@ def cmd_zoo_tp(name, ratio):
     except Exception as e:
         print(json.dumps({"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}))
         return
-    print(json.dumps({"seconds": secs, "params_after": sum(p.numel() for p in m.parameters())}))
+    print(json.dumps({"seconds": secs, "params_after": used_params(m, x)}))
+
+
+def used_params(m, x):
+    """The parameters of the modules an eval-mode forward pass runs: what an
+    ONNX export holds (googlenet's and inception_v3's auxiliary heads exist
+    in the module but run only in training)."""
+    import torch
+    ran = set()
+    hooks = [mod.register_forward_hook(lambda mod, i, o: ran.add(mod)) for mod in m.modules()]
+    with torch.no_grad():
+        m(x)
+    for h in hooks:
+        h.remove()
+    return sum(p.numel() for mod in ran for p in mod.parameters(recurse=False))
 
 
 def attempt(args, timeout):
@@ -714,7 +728,9 @@ def zoo(md, quick):
               "runs the pruned model. Torch-Pruning 1.6.1 prunes torchvision's module at the same setting "
               "(`MetaPruner`, `MagnitudeImportance(p=2)`, the last layer ignored) and runs it. Both in fresh "
               "processes on 2 threads, 20 minutes at most per step. \"equal\" compares the parameter counts "
-              "after pruning.\n")
+              "after pruning; Torch-Pruning's counts the parameters of the modules an eval-mode forward pass runs "
+              "(what the ONNX file holds: googlenet's and inception_v3's auxiliary heads run only in "
+              "training).\n")
     md.append("| model | params | imports | output max diff | prunex params after | Torch-Pruning params after "
               "| equal | prunex prune s | TP prune s | why not |")
     md.append("|---|---|---|---|---|---|---|---|---|---|")

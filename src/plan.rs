@@ -405,7 +405,9 @@ impl Step {
         let t = target.fraction(end);
         match self.progress {
             Some(p) => t * p,
-            None if end > 0.0 => t * self.fraction / end,
+            // At the stage's end the factor is exactly 1: the target
+            // itself, as Torch-Pruning counts it.
+            None if end > 0.0 => t * (self.fraction / end),
             None => t,
         }
     }

@@ -60,6 +60,64 @@ fn a_good_file_imports_with_its_weights() {
     assert_eq!(again, sd);
 }
 
+/// A bias the exporter computes from the weight's shape (the dynamo
+/// exporter's `Expand(0, Shape(weight, start=0, end=1))` for a convolution
+/// without one) takes the slice of the shape `start` and `end` name: here a
+/// bias of 0.5 per output channel, four of them. Before, `Shape` ignored
+/// them and the bias had the weight's whole shape; with regnet_y_128gf's
+/// 27-million-entry weights that was too large to fold.
+#[test]
+fn a_bias_computed_from_a_sliced_shape_has_one_entry_per_channel() {
+    use prunex::models::onnx::proto::{AttributeProto, NodeProto, TensorProto};
+    let dir = tempfile::tempdir().unwrap();
+    let node = |op: &str, i: &[&str], o: &str, attribute: Vec<AttributeProto>| NodeProto {
+        op_type: Some(op.into()),
+        name: Some(format!("/conv/{o}")),
+        input: i.iter().map(|s| (*s).to_owned()).collect(),
+        output: vec![o.into()],
+        attribute,
+        ..Default::default()
+    };
+    let int = |name: &str, i: i64| AttributeProto {
+        name: Some(name.into()),
+        i: Some(i),
+        r#type: Some(2),
+        ..Default::default()
+    };
+    let half = AttributeProto {
+        name: Some("value".into()),
+        t: Some(TensorProto {
+            dims: vec![],
+            data_type: Some(1),
+            float_data: vec![0.5],
+            ..Default::default()
+        }),
+        r#type: Some(4),
+        ..Default::default()
+    };
+    let bytes = edited(|m| {
+        let g = m.graph.as_mut().unwrap();
+        let nodes = vec![
+            node(
+                "Shape",
+                &["conv.weight"],
+                "shape",
+                vec![int("start", 0), int("end", 1)],
+            ),
+            node("Constant", &[], "half", vec![half]),
+            node("Expand", &["half", "shape"], "bias", vec![]),
+        ];
+        g.node.splice(0..0, nodes);
+        g.node[3].input.push("bias".into());
+    });
+    let path = dir.path().join("net.onnx");
+    std::fs::write(&path, bytes).unwrap();
+    let (_, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
+    let bias = &sd["conv.bias"];
+    assert_eq!(bias.shape, [4]);
+    assert_eq!(bias.as_f32().unwrap(), [0.5; 4]);
+}
+
 /// Each bad file's diagnostic, snapshotted as users see it (the files live
 /// under a fixed relative path, so the rendering does not depend on where
 /// the checkout is).

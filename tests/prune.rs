@@ -44,6 +44,10 @@ fn keep_counts_follow_torch_pruning_and_never_reach_zero() {
     assert_eq!(keep_count(64, 0.3, Some(8)), 40);
     assert_eq!(keep_count(6, 0.99, None), 1);
     assert_eq!(keep_count(16, 0.9, Some(8)), 8);
+    // Python's int(720 * (1 - 0.3)) is 503: 503.99999999999994 in binary
+    // floating point. Torch-Pruning keeps 503 of efficientnet_b2's 720
+    // channels; so does prunex.
+    assert_eq!(keep_count(720, 0.3, None), 503);
 }
 
 #[test]

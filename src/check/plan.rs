@@ -665,7 +665,7 @@ fn channels(
             matches!(target, Target::Ignored | Target::Frozen(_)),
         ) {
             let fraction = target.fraction(end);
-            let raw = ((units as f64) * (1.0 - fraction) + 1e-9).floor() as usize;
+            let raw = ((units as f64) * (1.0 - fraction)).floor() as usize;
             if raw == 0 && fraction > 0.0 {
                 cx.push(CheckError::RemovesAll {
                     src: cx.src(r.span),

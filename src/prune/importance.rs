@@ -190,7 +190,10 @@ fn splitmix(mut x: u64) -> f64 {
 /// Torch-Pruning counts (`int(n · (1 − ratio))`), rounded down to a multiple
 /// of `round_to` when given, and never fewer than one.
 pub fn keep_count(n: usize, ratio: f64, round_to: Option<usize>) -> usize {
-    let keep = (((n as f64) * (1.0 - ratio) + 1e-9).floor() as usize).clamp(1, n.max(1));
+    // Exactly Python's `int(n * (1 - ratio))`, rounding error included:
+    // 720 · (1 − 0.3) is 503.99999999999994 in binary floating point, and
+    // Torch-Pruning keeps 503.
+    let keep = (((n as f64) * (1.0 - ratio)).floor() as usize).clamp(1, n.max(1));
     round_within(keep, round_to, 1, n, n).clamp(1, n.max(1))
 }
 

@@ -895,12 +895,24 @@ impl<'a> Lowering<'a> {
             .map(|i| self.val(node, i))
             .collect::<Result<Vec<_>, _>>()?;
         if op == "Shape" {
-            return Ok(vals.first().and_then(|v| self.const_shape(v)).map(|s| {
-                Val::Const(Tensor {
-                    shape: vec![s.len()],
-                    data: TensorData::I64(s.iter().map(|&d| d as i64).collect()),
-                })
-            }));
+            // `start` and `end` slice the shape (negative from the back,
+            // clamped), as ONNX 15 defines them.
+            let slice = |s: Vec<usize>| {
+                let r = s.len() as i64;
+                let at = |k: i64| (if k < 0 { k + r } else { k }).clamp(0, r) as usize;
+                let (a, b) = (at(attr_i(node, "start", 0)), at(attr_i(node, "end", r)));
+                s[a..b.max(a)].to_vec()
+            };
+            return Ok(vals
+                .first()
+                .and_then(|v| self.const_shape(v))
+                .map(slice)
+                .map(|s| {
+                    Val::Const(Tensor {
+                        shape: vec![s.len()],
+                        data: TensorData::I64(s.iter().map(|&d| d as i64).collect()),
+                    })
+                }));
         }
         if vals
             .iter()
