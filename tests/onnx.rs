@@ -34,13 +34,15 @@ use serde_json::json;
 /// (id, torchvision model, input, classes): one of each family of
 /// operators (residual; depthwise and ReLU6; squeeze-excitation with
 /// Hardswish and Hardsigmoid; SiLU and stochastic depth; grouped
-/// convolutions with squeeze-excitation).
+/// convolutions with squeeze-excitation; LayerNorm over channels, linear
+/// layers on channels-last maps and layer scales).
 const CASES: &[(&str, &str, [usize; 3], usize)] = &[
     ("resnet18", "resnet18", [3, 64, 64], 10),
     ("mobilenet_v2", "mobilenet_v2", [3, 64, 64], 10),
     ("mobilenet_v3_small", "mobilenet_v3_small", [3, 64, 64], 10),
     ("efficientnet_b0", "efficientnet_b0", [3, 64, 64], 10),
     ("regnet_y_400mf", "regnet_y_400mf", [3, 64, 64], 10),
+    ("convnext_tiny", "convnext_tiny", [3, 64, 64], 10),
 ];
 
 const EXPORTS: &[&str] = &["dynamo", "torchscript"];

@@ -717,3 +717,45 @@ export "out"
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
 }
+
+/// A ConvNeXt block (LayerNorm over the channels, linear layers on the
+/// channels at every position, a layer scale) trains, loses half of each
+/// channel group, and fine-tunes; PyTorch (and onnxruntime, on model.onnx)
+/// computes the exported model's accuracy.
+#[test]
+fn a_convnext_block_is_pruned_through_its_layer_norms_and_layer_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ok/models/convnext-block.yaml"
+        ),
+        dir.path().join("convnext.yaml"),
+    )
+    .unwrap();
+    let report = run(
+        dir.path(),
+        r#"recipe "convnext"
+seed 1
+device cpu
+model "convnext.yaml"
+data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
+pretrain { epochs 1 optimizer adamw lr 0.002 }
+prune channels by l2 {
+    schedule oneshot
+    ratio 0.5
+    ignore "fc"
+}
+finetune { epochs 1 optimizer adamw lr 0.001 }
+export "out"
+"#,
+    );
+    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    assert_eq!(sd["stem.1.weight"].shape, vec![8]);
+    assert_eq!(sd["block.layer_scale"].shape, vec![8, 1, 1]);
+    assert_eq!(sd["block.pwconv1.weight"].shape, vec![32, 8]);
+    assert_eq!(sd["block.pwconv2.weight"].shape, vec![8, 32]);
+    assert_eq!(sd["fc.weight"].shape, vec![10, 8]);
+    let final_acc = report["final_accuracy"].as_f64().unwrap();
+    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+}

@@ -1,8 +1,9 @@
 """Load what prunex exports into your own PyTorch module.
 
 A channel-pruned model has fewer channels than the class that defines it.
-``load_pruned`` resizes every Conv2d, Linear and BatchNorm2d of ``model`` to
-the shapes in prunex's ``weights.safetensors`` (keyed as the module's
+``load_pruned`` resizes every Conv2d, Linear, BatchNorm2d and LayerNorm of
+``model``, and every other parameter (ConvNeXt's ``layer_scale``), to the
+shapes in prunex's ``weights.safetensors`` (keyed as the module's
 ``state_dict``), then loads the weights with ``strict=True``::
 
     import torchvision
@@ -22,6 +23,7 @@ missing keys; use ``model.onnx`` or ``model.yaml`` for such a model.
 
 import os
 
+import torch
 from safetensors.torch import load_file
 from torch import nn
 
@@ -77,10 +79,28 @@ def _replacement(old, state, name):
     return None
 
 
+def _parameter(module, attr, shape):
+    old = getattr(module, attr)
+    setattr(module, attr, nn.Parameter(torch.empty(shape, dtype=old.dtype, device=old.device),
+                                       requires_grad=old.requires_grad))
+
+
 def resize(model, state):
     """Replaces each layer of ``model`` whose shape differs from ``state``
-    (a state_dict) by one of the state's shape. Returns the names resized."""
+    (a state_dict) by one of the state's shape, and resizes the other
+    parameters in place. Returns the names resized."""
     resized = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+            # In place: subclasses (torchvision's LayerNorm2d) keep their
+            # forward.
+            weight = state.get(f"{name}.weight" if name else "weight")
+            if weight is not None and weight.shape != module.weight.shape:
+                module.normalized_shape = tuple(weight.shape)
+                _parameter(module, "weight", weight.shape)
+                if module.bias is not None:
+                    _parameter(module, "bias", weight.shape)
+                resized.append(name)
     for name, module in list(model.named_modules()):
         new = _replacement(module, state, name)
         if new is None:
@@ -90,6 +110,13 @@ def resize(model, state):
         device = next(module.parameters()).device
         setattr(parent, attr, new.to(device))
         resized.append(name)
+    # Parameters outside those layers (a block's own `layer_scale`).
+    for key, p in list(model.named_parameters()):
+        target = state.get(key)
+        if target is not None and target.shape != p.shape:
+            owner, _, attr = key.rpartition(".")
+            _parameter(model.get_submodule(owner) if owner else model, attr, target.shape)
+            resized.append(key)
     return resized
 
 

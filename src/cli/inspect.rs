@@ -181,7 +181,7 @@ pub fn run(
             Ok(c) => {
                 println!("{head} · {} coupled groups", c.groups.len());
                 println!("{}", groups_table(&g, &c));
-                println!("Each group loses the same channels in every layer listed, in their BatchNorms, and in the input channels of the layers that read them.");
+                println!("Each group loses the same channels in every layer listed, in the BatchNorms, LayerNorms and layer scales that follow, and in the input channels of the layers that read them.");
                 OK
             }
             Err(e) => {

@@ -29,6 +29,13 @@ enum Params {
         mean: Tensor,
         var: Tensor,
     },
+    Ln {
+        w: Tensor,
+        b: Tensor,
+    },
+    Scale {
+        s: Tensor,
+    },
 }
 
 /// A graph with its parameters on a device.
@@ -78,6 +85,13 @@ impl TorchModel {
                         b: b.shallow_clone(),
                         mean: mean.shallow_clone(),
                         var: var.shallow_clone(),
+                    },
+                    Params::Ln { w, b } => Params::Ln {
+                        w: w.shallow_clone(),
+                        b: b.shallow_clone(),
+                    },
+                    Params::Scale { s } => Params::Scale {
+                        s: s.shallow_clone(),
                     },
                     Params::None => Params::None,
                 };
@@ -132,6 +146,14 @@ impl TorchModel {
                         var: p.ones_no_train("running_var", &shapes["running_var"]),
                     }
                 }
+                Op::LayerNorm2d { .. } => Params::Ln {
+                    w: p.var("weight", &shapes["weight"], Init::Const(1.0)),
+                    b: p.var("bias", &shapes["bias"], Init::Const(0.0)),
+                },
+                // torchvision's ConvNeXt starts its layer scales at 1e-6.
+                Op::LayerScale { .. } => Params::Scale {
+                    s: p.var("layer_scale", &shapes["layer_scale"], Init::Const(1e-6)),
+                },
                 _ => Params::None,
             };
             params.push(entry);
@@ -262,7 +284,22 @@ impl TorchModel {
                     ints(*dilation),
                     *groups as i64,
                 )?,
-                (Op::Linear { .. }, Params::Linear { w, b }) => arg(0)?.f_linear(w, b.as_ref())?,
+                (Op::Linear { .. }, Params::Linear { w, b }) => {
+                    let x = arg(0)?;
+                    if x.dim() == 4 {
+                        // The channels of a map, at every position.
+                        x.f_permute([0, 2, 3, 1])?
+                            .f_linear(w, b.as_ref())?
+                            .f_permute([0, 3, 1, 2])?
+                    } else {
+                        x.f_linear(w, b.as_ref())?
+                    }
+                }
+                (Op::LayerNorm2d { features, eps }, Params::Ln { w, b }) => arg(0)?
+                    .f_permute([0, 2, 3, 1])?
+                    .f_layer_norm([*features as i64], Some(w), Some(b), *eps, true)?
+                    .f_permute([0, 3, 1, 2])?,
+                (Op::LayerScale { .. }, Params::Scale { s }) => arg(0)?.f_mul(s)?,
                 (Op::BatchNorm2d { eps, momentum, .. }, Params::Bn { w, b, mean, var }) => {
                     if train && counted.insert(node.name.clone()) {
                         *self.batches_tracked.entry(node.name.clone()).or_insert(0) += 1;

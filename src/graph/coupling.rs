@@ -4,8 +4,9 @@
 //! Elements are joined (union-find) where the graph ties channels together:
 //! the inputs of an `add` channel by channel, a squeeze-excitation `mul`, a
 //! depthwise convolution's input and output channels. A `concat` output is the
-//! inputs' elements side by side; BatchNorm, activations, pooling and dropout
-//! pass elements through; a `flatten` makes each channel H·W features of the
+//! inputs' elements side by side; BatchNorm, LayerNorm, layer scales,
+//! activations, pooling and dropout pass elements through (a linear layer on
+//! a feature map reads and writes channels, as a 1×1 convolution does); a `flatten` makes each channel H·W features of the
 //! next linear layer. A *coupled channel* is a class of joined elements: pruning
 //! it removes one output channel from every producer in it, the matching
 //! BatchNorm features, and the matching input channels (or features) of every
@@ -38,7 +39,8 @@ use super::{analyze, Graph, GraphError, NodeId, Op, Shape};
 pub enum Role {
     /// An output channel (weight row, bias entry) of a convolution or linear layer.
     Out,
-    /// A BatchNorm feature (γ, β, running mean and variance).
+    /// A normalisation feature (BatchNorm's γ, β, running mean and
+    /// variance; LayerNorm's γ and β) or a layer scale's entry.
     Norm,
     /// An input channel of a convolution, or `repeat` consecutive input
     /// features of a linear layer after a flatten.
@@ -66,7 +68,7 @@ pub struct Group {
     /// Convolutions and linear layers whose output channels the group prunes
     /// (depthwise convolutions included), in graph order.
     pub producers: Vec<NodeId>,
-    /// BatchNorms that follow.
+    /// BatchNorms, LayerNorms and layer scales that follow.
     pub norms: Vec<NodeId>,
     /// Layers whose input channels follow.
     pub consumers: Vec<NodeId>,
@@ -217,7 +219,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 }
                 Layout { elems, repeat: 1 }
             }
-            Op::BatchNorm2d { .. } => {
+            Op::BatchNorm2d { .. } | Op::LayerNorm2d { .. } | Op::LayerScale { .. } => {
                 let x = input(0);
                 occupy(&mut slots, &x.elems, id, Role::Norm, 1);
                 x

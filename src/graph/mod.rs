@@ -77,7 +77,9 @@ pub enum Op {
         #[serde(default = "yes")]
         bias: bool,
     },
-    /// `nn.Linear`.
+    /// `nn.Linear`. On a feature map it acts on the channels at every
+    /// position, as `nn.Linear` does on a channels-last tensor (ConvNeXt's
+    /// pointwise layers).
     Linear {
         /// Input features.
         in_features: usize,
@@ -98,6 +100,23 @@ pub enum Op {
         /// Running-statistics momentum.
         #[serde(default = "bn_momentum")]
         momentum: f64,
+    },
+    /// `nn.LayerNorm` over the channels of a feature map at every position
+    /// (torchvision's `LayerNorm2d`, or a `LayerNorm` between channels-last
+    /// permutes: ConvNeXt).
+    #[serde(rename = "layernorm2d")]
+    LayerNorm2d {
+        /// Channels.
+        features: usize,
+        /// Epsilon.
+        #[serde(default = "ln_eps")]
+        eps: f64,
+    },
+    /// A learned scale per channel, a `[C, 1, 1]` parameter `layer_scale`
+    /// of the module (ConvNeXt's blocks).
+    LayerScale {
+        /// Channels.
+        features: usize,
     },
     /// ReLU.
     Relu,
@@ -176,6 +195,9 @@ fn one_usize() -> usize {
 fn yes() -> bool {
     true
 }
+fn ln_eps() -> f64 {
+    1e-6
+}
 fn bn_eps() -> f64 {
     1e-5
 }
@@ -226,6 +248,8 @@ impl Op {
             Op::Conv2d { .. } => "conv2d",
             Op::Linear { .. } => "linear",
             Op::BatchNorm2d { .. } => "batchnorm2d",
+            Op::LayerNorm2d { .. } => "layernorm2d",
+            Op::LayerScale { .. } => "layer_scale",
             Op::Relu => "relu",
             Op::Relu6 => "relu6",
             Op::Gelu => "gelu",
@@ -249,7 +273,11 @@ impl Op {
     pub fn has_weights(&self) -> bool {
         matches!(
             self,
-            Op::Conv2d { .. } | Op::Linear { .. } | Op::BatchNorm2d { .. }
+            Op::Conv2d { .. }
+                | Op::Linear { .. }
+                | Op::BatchNorm2d { .. }
+                | Op::LayerNorm2d { .. }
+                | Op::LayerScale { .. }
         )
     }
 
@@ -297,6 +325,10 @@ impl Op {
                 ("running_var", vec![features]),
                 ("num_batches_tracked", vec![]),
             ],
+            Op::LayerNorm2d { features, .. } => {
+                vec![("weight", vec![features]), ("bias", vec![features])]
+            }
+            Op::LayerScale { features } => vec![("layer_scale", vec![features, 1, 1])],
             _ => Vec::new(),
         }
     }

@@ -370,17 +370,10 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         out_features,
                         bias,
                     } => {
-                        let f = match s {
-                            Shape::Flat(f) => f,
-                            Shape::Map { .. } => {
-                                return Err(GraphError::WrongInput {
-                                    node: node.name.clone(),
-                                    op: "linear",
-                                    shape: s,
-                                    from,
-                                    help: "put a flatten (or a global pooling and a flatten) before the linear layer".into(),
-                                })
-                            }
+                        // On a feature map: the channels, at every position.
+                        let (f, positions) = match s {
+                            Shape::Flat(f) => (f, 1u64),
+                            Shape::Map { c, h, w } => (c, (h as u64).saturating_mul(w as u64)),
                         };
                         if f != in_features {
                             return Err(GraphError::FeatureMismatch {
@@ -393,9 +386,16 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         }
                         let weights = product(&[in_features, out_features]);
                         let bias = if bias { out_features as u64 } else { 0 };
-                        macs[id] = weights.saturating_add(bias);
+                        macs[id] = weights.saturating_add(bias).saturating_mul(positions);
                         params[id] = weights.saturating_add(bias);
-                        Shape::Flat(out_features)
+                        match s {
+                            Shape::Flat(_) => Shape::Flat(out_features),
+                            Shape::Map { h, w, .. } => Shape::Map {
+                                c: out_features,
+                                h,
+                                w,
+                            },
+                        }
                     }
                     Op::BatchNorm2d { features, .. } => {
                         let (c, _, _) = map("BatchNorm2d needs a [C, H, W] feature map")?;
@@ -409,6 +409,22 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         }
                         macs[id] = s.numel().saturating_mul(2);
                         params[id] = (features as u64).saturating_mul(2);
+                        s
+                    }
+                    Op::LayerNorm2d { features, .. } | Op::LayerScale { features } => {
+                        let (c, _, _) =
+                            map("it normalises or scales the channels of a [C, H, W] feature map")?;
+                        if c != features {
+                            return Err(GraphError::ChannelMismatch {
+                                node: node.name.clone(),
+                                expected: features,
+                                found: c,
+                                from,
+                            });
+                        }
+                        let ln = matches!(op, Op::LayerNorm2d { .. });
+                        macs[id] = s.numel().saturating_mul(if ln { 2 } else { 1 });
+                        params[id] = (features as u64).saturating_mul(if ln { 2 } else { 1 });
                         s
                     }
                     Op::Relu | Op::Relu6 => {

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::graph::{Coupling, Graph, Group, Role};
+use crate::graph::{Coupling, Graph, Group, Op, Role};
 use crate::tensor::StateDict;
 
 pub use crate::plan::{Aggregate, Criterion};
@@ -122,8 +122,12 @@ pub fn scores(
             }
             let mut c = Vec::new();
             for s in &group.channels[ch] {
-                // bn_scale reads only the BatchNorm γ.
-                if s.role != Role::Norm && criterion == Criterion::BnScale {
+                let op = &g.nodes[s.node].op;
+                // bn_scale reads only the BatchNorm γ; layer scales are not
+                // ranked (Torch-Pruning ranks by layers and norms alone).
+                if (criterion == Criterion::BnScale && !matches!(op, Op::BatchNorm2d { .. }))
+                    || matches!(op, Op::LayerScale { .. })
+                {
                     continue;
                 }
                 let v = sums.entry((s.node, s.role, s.repeat)).or_insert_with(|| {
@@ -163,8 +167,8 @@ pub fn scores(
         .collect()
 }
 
-fn is_depthwise(op: &crate::graph::Op) -> bool {
-    matches!(*op, crate::graph::Op::Conv2d { in_channels, out_channels, groups, .. }
+fn is_depthwise(op: &Op) -> bool {
+    matches!(*op, Op::Conv2d { in_channels, out_channels, groups, .. }
         if groups > 1 && groups == in_channels && groups == out_channels)
 }
 

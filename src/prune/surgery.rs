@@ -189,6 +189,16 @@ pub fn remove_channels(
                 }
                 jobs.push((format!("{}.num_batches_tracked", node.name), Job::Copy));
             }
+            Op::LayerNorm2d { features, .. } => {
+                *features -= cut.norm.len();
+                for k in ["weight", "bias"] {
+                    jobs.push((format!("{}.{k}", node.name), Job::Along(&cut.norm)));
+                }
+            }
+            Op::LayerScale { features } => {
+                *features -= cut.norm.len();
+                jobs.push((format!("{}.layer_scale", node.name), Job::Along(&cut.norm)));
+            }
             _ => {}
         }
     }

@@ -3,8 +3,9 @@
     onnx_reference.py make OUT CASES.json
 
 For each case (a torchvision classifier, an input size), with seeded weights
-and randomised BatchNorm statistics (so that no two initializers are equal
-and the exporters cannot merge them), writes:
+and randomised BatchNorm statistics, LayerNorm parameters and layer scales
+(so that no two initializers are equal and the exporters cannot merge them),
+writes:
 
 - ID.dynamo.onnx (+ .onnx.data): torch.onnx.export(optimize=False), the
   dynamo exporter with external data;
@@ -42,6 +43,13 @@ def build(case):
                 mod.running_var.uniform_(0.5, 1.5)
             if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.bias is not None:
                 mod.bias.uniform_(-0.1, 0.1)
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+        # ConvNeXt's layer scales start at 1e-6: the blocks would add nothing.
+        for name, p in m.named_parameters():
+            if name.endswith("layer_scale"):
+                p.uniform_(0.5, 1.5)
     return m.eval()
 
 

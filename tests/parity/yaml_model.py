@@ -42,6 +42,11 @@ class Described(nn.Module):
                 m = nn.Linear(l["in_features"], l["out_features"], l.get("bias", True))
             elif op == "batchnorm2d":
                 m = nn.BatchNorm2d(l["features"], eps=l.get("eps", 1e-5), momentum=l.get("momentum", 0.1))
+            elif op == "layernorm2d":
+                m = nn.LayerNorm(l["features"], eps=l.get("eps", 1e-6))
+            elif op == "layer_scale":
+                self._owner(l["name"]).register_parameter("layer_scale", nn.Parameter(torch.ones(l["features"], 1, 1)))
+                continue
             else:
                 continue
             self._register(l["name"], m)
@@ -57,6 +62,15 @@ class Described(nn.Module):
         if not hasattr(parent, parts[-1]):
             parent.add_module(parts[-1], m)
 
+    def _owner(self, path):
+        """The module at `path`, made (empty) where it does not exist yet."""
+        parent = self
+        for p in path.split("."):
+            if not hasattr(parent, p):
+                parent.add_module(p, nn.Module())
+            parent = getattr(parent, p)
+        return parent
+
     def _get(self, path):
         m = self
         for p in path.split("."):
@@ -68,7 +82,14 @@ class Described(nn.Module):
         for l, ins in zip(self.layers, self.inputs):
             a = [vals[i] for i in ins]
             op = l["op"]
-            if op in ("conv2d", "linear", "batchnorm2d"):
+            if op == "linear" and a[0].dim() == 4:
+                # The channels at every position.
+                y = self._get(l["name"])(a[0].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            elif op == "layernorm2d":
+                y = self._get(l["name"])(a[0].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            elif op == "layer_scale":
+                y = self._get(l["name"]).layer_scale * a[0]
+            elif op in ("conv2d", "linear", "batchnorm2d"):
                 y = self._get(l["name"])(a[0])
             elif op == "relu":
                 y = F.relu(a[0])
@@ -90,8 +111,18 @@ class Described(nn.Module):
                 y = torch.cat(a, 1)
             elif op == "sigmoid":
                 y = torch.sigmoid(a[0])
-            else:  # dropout, identity in eval
+            elif op == "gelu":
+                y = F.gelu(a[0])
+            elif op == "silu":
+                y = F.silu(a[0])
+            elif op == "hardswish":
+                y = F.hardswish(a[0])
+            elif op == "hardsigmoid":
+                y = F.hardsigmoid(a[0])
+            elif op in ("dropout", "identity"):  # identity in eval
                 y = a[0]
+            else:
+                sys.exit(f"yaml_model.py does not know the op `{op}`")
             vals.append(y)
         return vals[self.output]
 

@@ -18,8 +18,30 @@ enum Val {
     Init(usize),
     /// A constant computed from constants.
     Const(Tensor),
+    /// A graph node's feature map with its channels last (`[N, H, W, C]`,
+    /// after a `Transpose` with perm `[0, 2, 3, 1]`): what ConvNeXt's
+    /// LayerNorm and linear layers read.
+    Last(NodeId),
+    /// A 2-D initializer transposed (`Wᵀ`, the right operand of a linear
+    /// layer's `MatMul`).
+    InitT(usize),
+    /// A graph node's output flattened to one dimension, batch included
+    /// (`Reshape(x, [-1])`, which the exporter writes before gathering it
+    /// back into its shape).
+    Raveled(NodeId),
     /// The output of a node prunex does not import.
     Unknown,
+}
+
+impl Val {
+    /// Whether the value is computed from the model input (or unknown):
+    /// not something constant arithmetic can evaluate.
+    fn dynamic(&self) -> bool {
+        matches!(
+            self,
+            Val::Node(_) | Val::Last(_) | Val::InitT(_) | Val::Raveled(_) | Val::Unknown
+        )
+    }
 }
 
 /// The most elements a folded constant may have (exporters fold shapes
@@ -43,6 +65,11 @@ struct Lowering<'a> {
     anonymous: Vec<String>,
     folded: Vec<String>,
     unsupported: Unsupported,
+    /// `Add` nodes (by output) that add a linear layer's bias, which the
+    /// layer took in when its `MatMul` was lowered: their value.
+    absorbed: HashMap<String, Val>,
+    /// The model input's `[C, H, W]`.
+    input: [usize; 3],
 }
 
 /// Lowers `model` to a graph. Constants the graph's shape arithmetic needs
@@ -68,6 +95,8 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
         anonymous: Vec::new(),
         folded: Vec::new(),
         unsupported: BTreeMap::new(),
+        absorbed: HashMap::new(),
+        input: [0; 3],
     };
     for (name, &i) in &lw.inits {
         lw.vals.insert((*name).to_owned(), Val::Init(i));
@@ -94,6 +123,7 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
             )))
         }
     };
+    lw.input = chw;
     lw.nodes.push(Node {
         name: "input".into(),
         op: Op::Input,
@@ -416,10 +446,9 @@ impl<'a> Lowering<'a> {
                 self.init_name(v).expect("an initializer"),
             )),
             Val::Const(t) => Ok(ParamSource::Const(t.clone())),
-            Val::Node(_) => Err(Skip::Unsupported(format!(
-                "{} (with computed parameters)",
-                node.op_type()
-            ))),
+            Val::Node(_) | Val::Last(_) | Val::InitT(_) | Val::Raveled(_) => Err(
+                Skip::Unsupported(format!("{} (with computed parameters)", node.op_type())),
+            ),
             Val::Unknown => Err(self.malformed(node, "a parameter input is missing")),
         }
     }
@@ -554,6 +583,9 @@ impl<'a> Lowering<'a> {
             )));
         }
         let op = node.op_type();
+        if let Some(v) = node.output.first().and_then(|o| self.absorbed.get(o)) {
+            return Ok(vec![v.clone()]);
+        }
         // Constant arithmetic first: exporters compute shapes and zero
         // biases with these.
         if let Some(v) = self.fold(node)? {
@@ -564,18 +596,9 @@ impl<'a> Lowering<'a> {
             "Conv" => self.conv(node),
             "BatchNormalization" => self.batchnorm(node),
             "Gemm" => self.gemm(node),
-            "Relu" => {
-                let x = self.node_input(node, 0)?;
-                self.functional(node, Op::Relu, vec![x])
-            }
-            "Sigmoid" => {
-                let x = self.node_input(node, 0)?;
-                self.functional(node, Op::Sigmoid, vec![x])
-            }
-            "HardSwish" => {
-                let x = self.node_input(node, 0)?;
-                self.functional(node, Op::Hardswish, vec![x])
-            }
+            "Relu" => self.unary(node, Op::Relu),
+            "Sigmoid" => self.unary(node, Op::Sigmoid),
+            "HardSwish" => self.unary(node, Op::Hardswish),
             "HardSigmoid" => {
                 let (alpha, beta) = (attr_f(node, "alpha", 0.2), attr_f(node, "beta", 0.5));
                 if (alpha - 1.0 / 6.0).abs() > 1e-6 || (beta - 0.5).abs() > 1e-6 {
@@ -583,8 +606,7 @@ impl<'a> Lowering<'a> {
                         "HardSigmoid (alpha {alpha}, beta {beta}; PyTorch's is 1/6, 0.5)"
                     )));
                 }
-                let x = self.node_input(node, 0)?;
-                self.functional(node, Op::Hardsigmoid, vec![x])
+                self.unary(node, Op::Hardsigmoid)
             }
             "Gelu" => {
                 if !matches!(
@@ -593,8 +615,7 @@ impl<'a> Lowering<'a> {
                 ) {
                     return Err(Skip::Unsupported("Gelu (tanh approximation)".into()));
                 }
-                let x = self.node_input(node, 0)?;
-                self.functional(node, Op::Gelu, vec![x])
+                self.unary(node, Op::Gelu)
             }
             "Clip" => self.clip(node),
             "Add" | "Mul" => self.binary(node),
@@ -621,6 +642,10 @@ impl<'a> Lowering<'a> {
                 let x = self.node_input(node, 0)?;
                 self.functional(node, Op::Flatten, vec![x])
             }
+            "Transpose" => self.transpose(node),
+            "LayerNormalization" => self.layer_norm(node),
+            "MatMul" => self.matmul(node),
+            "Gather" => self.gather(node),
             "Reshape" => {
                 let x = self.node_input(node, 0)?;
                 let shape = self.constant(&self.val(node, 1)?)?;
@@ -628,6 +653,7 @@ impl<'a> Lowering<'a> {
                     Some(TensorData::I64(s)) if s.len() == 2 => {
                         self.functional(node, Op::Flatten, vec![x])
                     }
+                    Some(TensorData::I64(s)) if s[..] == [-1] => Ok(vec![Val::Raveled(x)]),
                     _ => Err(Skip::Unsupported(
                         "Reshape (other than flattening to [N, features])".into(),
                     )),
@@ -762,6 +788,218 @@ impl<'a> Lowering<'a> {
         Ok(vec![self.push(name, op, vec![x], false)])
     }
 
+    /// An element-wise operation, on a feature map in either layout (the
+    /// result keeps it).
+    fn unary(&mut self, node: &NodeProto, op: Op) -> Lowered {
+        match self.val(node, 0)? {
+            Val::Last(x) => {
+                let out = self.functional(node, op, vec![x])?;
+                Ok(out
+                    .into_iter()
+                    .map(|v| match v {
+                        Val::Node(id) => Val::Last(id),
+                        other => other,
+                    })
+                    .collect())
+            }
+            _ => {
+                let x = self.node_input(node, 0)?;
+                self.functional(node, op, vec![x])
+            }
+        }
+    }
+
+    /// Permutes that prunex follows: a feature map to channels last and
+    /// back, and a weight transposed for `MatMul`.
+    fn transpose(&mut self, node: &NodeProto) -> Lowered {
+        let perm = attr_ints(node, "perm").unwrap_or_default();
+        let v = self.val(node, 0)?;
+        match (&v, perm.as_slice()) {
+            (Val::Init(i), [1, 0]) => Ok(vec![Val::InitT(*i)]),
+            (Val::Node(x), [0, 2, 3, 1]) => Ok(vec![Val::Last(*x)]),
+            (Val::Last(x), [0, 3, 1, 2]) => Ok(vec![Val::Node(*x)]),
+            _ => Err(Skip::Unsupported(format!(
+                "Transpose (perm {perm:?}{})",
+                match v {
+                    Val::Last(_) => ", of a channels-last map",
+                    Val::Node(_) => "",
+                    _ => ", of a constant",
+                }
+            ))),
+        }
+    }
+
+    /// `LayerNormalization` over the channels of a channels-last map:
+    /// torchvision's `LayerNorm2d`, ConvNeXt's `LayerNorm`.
+    fn layer_norm(&mut self, node: &NodeProto) -> Lowered {
+        let Val::Last(x) = self.val(node, 0)? else {
+            return Err(Skip::Unsupported(
+                "LayerNormalization (other than over the channels of a feature map)".into(),
+            ));
+        };
+        let axis = attr_i(node, "axis", -1);
+        if axis != -1 && axis != 3 {
+            return Err(Skip::Unsupported(format!(
+                "LayerNormalization (axis {axis})"
+            )));
+        }
+        let (w, b) = (self.val(node, 1)?, self.val(node, 2)?);
+        let Some([features]) = self.const_shape(&w).as_deref().map(|s| match s {
+            [c] => [*c],
+            _ => [0],
+        }) else {
+            return Err(Skip::Unsupported(
+                "LayerNormalization (computed parameters)".into(),
+            ));
+        };
+        if matches!(b, Val::Unknown) {
+            return Err(Skip::Unsupported(
+                "LayerNormalization (without a bias)".into(),
+            ));
+        }
+        let name = self.module_name(node, &w);
+        let op = Op::LayerNorm2d {
+            features,
+            eps: f64::from(attr_f(node, "epsilon", 1e-5)),
+        };
+        self.params(node, &name, &op, &[("weight", &w), ("bias", &b)])?;
+        let Val::Node(id) = self.push(name, op, vec![x], false) else {
+            unreachable!("push pushes a node")
+        };
+        Ok(vec![Val::Last(id)])
+    }
+
+    /// `MatMul` of a channels-last map (or a `[N, features]` batch) by a
+    /// transposed weight: an `nn.Linear`, which takes in the `Add` of its
+    /// bias when that follows.
+    fn matmul(&mut self, node: &NodeProto) -> Lowered {
+        let (x, w) = (self.val(node, 0)?, self.val(node, 1)?);
+        let (Val::Last(input) | Val::Node(input), Val::InitT(i)) = (&x, &w) else {
+            return Err(Skip::Unsupported(
+                "MatMul (other than a linear layer's x · Wᵀ)".into(),
+            ));
+        };
+        let (input, weight) = (*input, Val::Init(*i));
+        let Some([out_features, in_features]) = self
+            .const_shape(&weight)
+            .and_then(|s| <[usize; 2]>::try_from(s).ok())
+        else {
+            return Err(Skip::Unsupported(
+                "MatMul (by a weight that is not 2-D)".into(),
+            ));
+        };
+        // The bias: an `Add` of a [out_features] initializer, the product's
+        // only reader.
+        let graph = self.model.proto.graph.as_ref().expect("checked");
+        let out = node.output.first().cloned().unwrap_or_default();
+        let readers: Vec<&NodeProto> = graph
+            .node
+            .iter()
+            .filter(|n| n.input.contains(&out))
+            .collect();
+        let bias = match readers[..] {
+            [add] if add.op_type() == "Add" => add
+                .input
+                .iter()
+                .find(|i| **i != out)
+                .and_then(|i| self.vals.get(i))
+                .filter(|v| matches!(v, Val::Init(_)))
+                .filter(|v| self.const_shape(v) == Some(vec![out_features]))
+                .cloned()
+                .map(|b| (add.output.first().cloned().unwrap_or_default(), b)),
+            _ => None,
+        };
+        let name = self.module_name(node, &weight);
+        let op = Op::Linear {
+            in_features,
+            out_features,
+            bias: bias.is_some(),
+        };
+        let mut params = vec![("weight", &weight)];
+        if let Some((_, b)) = &bias {
+            params.push(("bias", b));
+        }
+        self.params(node, &name, &op, &params)?;
+        let Val::Node(id) = self.push(name, op, vec![input], false) else {
+            unreachable!("push pushes a node")
+        };
+        let v = if matches!(x, Val::Last(_)) {
+            Val::Last(id)
+        } else {
+            Val::Node(id)
+        };
+        if let Some((add, _)) = bias {
+            self.absorbed.insert(add, v.clone());
+        }
+        Ok(vec![v])
+    }
+
+    /// `x · layer_scale` with a `[C, 1, 1]` parameter named `….layer_scale`
+    /// (ConvNeXt's blocks); `None` for any other `Mul`.
+    fn layer_scale(&mut self, node: &NodeProto) -> Result<Option<Val>, Skip> {
+        let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+        let (scale, x) = match (&a, &b) {
+            (Val::Init(_), Val::Node(x)) => (a.clone(), *x),
+            (Val::Node(x), Val::Init(_)) => (b.clone(), *x),
+            _ => return Ok(None),
+        };
+        let Some(module) = self
+            .init_name(&scale)
+            .and_then(|n| n.strip_suffix(".layer_scale").map(str::to_owned))
+        else {
+            return Ok(None);
+        };
+        let Some([features, 1, 1]) = self
+            .const_shape(&scale)
+            .and_then(|s| <[usize; 3]>::try_from(s).ok())
+        else {
+            return Err(self.malformed(node, "a layer scale that is not [C, 1, 1]"));
+        };
+        let op = Op::LayerScale { features };
+        self.params(node, &module, &op, &[("layer_scale", &scale)])?;
+        Ok(Some(self.push(module, op, vec![x], false)))
+    }
+
+    /// `Gather` of a raveled map by the indices `0..n` in the map's own
+    /// shape: the map itself (how the exporter writes the `as_strided` of
+    /// an adaptive average pool to 1×1).
+    fn gather(&mut self, node: &NodeProto) -> Lowered {
+        let Val::Raveled(x) = self.val(node, 0)? else {
+            return Err(Skip::Unsupported("Gather (of a feature map)".into()));
+        };
+        let idx = self.constant(&self.val(node, 1)?)?;
+        let shape = self.shape_of(x);
+        match (idx, shape) {
+            (Some(t), Some(s))
+                if matches!(&t.data, TensorData::I64(v) if v.iter().enumerate().all(|(k, &i)| i == k as i64))
+                    && t.shape.first() == Some(&1)
+                    && t.shape[1..] == s[..]
+                    && attr_i(node, "axis", 0) == 0 =>
+            {
+                Ok(vec![Val::Node(x)])
+            }
+            _ => Err(Skip::Unsupported(
+                "Gather (other than restoring a raveled map)".into(),
+            )),
+        }
+    }
+
+    /// The shape of a node's output (`[C, H, W]` or `[features]`), from the
+    /// graph so far.
+    fn shape_of(&self, x: NodeId) -> Option<Vec<usize>> {
+        let g = Graph {
+            name: String::new(),
+            input: self.input,
+            nodes: self.nodes[..=x].to_vec(),
+            output: x,
+        };
+        let a = crate::graph::analyze(&g, g.input).ok()?;
+        Some(match a.shapes[x] {
+            crate::graph::Shape::Map { c, h, w } => vec![c, h, w],
+            crate::graph::Shape::Flat(f) => vec![f],
+        })
+    }
+
     fn clip(&mut self, node: &NodeProto) -> Lowered {
         let x = self.node_input(node, 0)?;
         let bound = |i: usize, default: f32| -> Result<f32, Skip> {
@@ -784,6 +1022,11 @@ impl<'a> Lowering<'a> {
     }
 
     fn binary(&mut self, node: &NodeProto) -> Lowered {
+        if node.op_type() == "Mul" {
+            if let Some(v) = self.layer_scale(node)? {
+                return Ok(vec![v]);
+            }
+        }
         let (a, b) = (self.node_input(node, 0)?, self.node_input(node, 1)?);
         if node.op_type() == "Add" {
             return self.functional(node, Op::Add, vec![a, b]);
@@ -914,22 +1157,15 @@ impl<'a> Lowering<'a> {
                     })
                 }));
         }
-        if vals
-            .iter()
-            .any(|v| matches!(v, Val::Node(_) | Val::Unknown))
-            && op != "CastLike"
-        {
+        if vals.iter().any(Val::dynamic) && op != "CastLike" {
             return Ok(None);
         }
-        if op == "CastLike" && matches!(vals.first(), Some(Val::Node(_) | Val::Unknown)) {
+        if op == "CastLike" && vals.first().is_some_and(Val::dynamic) {
             return Ok(None);
         }
         let mut ts = Vec::new();
         for v in &vals {
-            ts.push(match v {
-                Val::Node(_) | Val::Unknown => None,
-                other => self.constant(other)?,
-            });
+            ts.push(if v.dynamic() { None } else { self.constant(v)? });
         }
         let bad = |why: &str| self.malformed(node, why.to_owned());
         let t0 = ts[0].clone().ok_or_else(|| bad("no input"))?;
@@ -946,10 +1182,8 @@ impl<'a> Lowering<'a> {
                 cast(&t0, to == 1 || to == 10 || to == 11)
             }
             "CastLike" => {
-                let float = match &vals[1] {
-                    Val::Node(_) | Val::Unknown => true,
-                    _ => ts[1].as_ref().is_some_and(|t| t.as_f32().is_some()),
-                };
+                let float =
+                    vals[1].dynamic() || ts[1].as_ref().is_some_and(|t| t.as_f32().is_some());
                 cast(&t0, float)
             }
             "Expand" => {

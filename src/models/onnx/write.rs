@@ -75,12 +75,63 @@ pub fn to_onnx(graph: &Graph, sd: &StateDict) -> Result<Vec<u8>, String> {
                     ],
                 );
             }
+            Op::Linear { bias, .. } if matches!(a.shapes[node.inputs[0]], Shape::Map { .. }) => {
+                // On the channels of a map: channels last, x · Wᵀ + b, back.
+                let last = w.channels_last(name, &ins[0], &out);
+                let wt = format!("{out}.weight_t");
+                let weight = w.param(&p("weight"))?;
+                w.node(
+                    "Transpose",
+                    name,
+                    vec![weight],
+                    &wt,
+                    vec![ints("perm", &[1, 0])],
+                );
+                let mut y = format!("{out}.matmul");
+                w.node("MatMul", name, vec![last, wt], &y, vec![]);
+                if *bias {
+                    let with_bias = format!("{out}.linear");
+                    let b = w.param(&p("bias"))?;
+                    w.node("Add", name, vec![y, b], &with_bias, vec![]);
+                    y = with_bias;
+                }
+                w.node(
+                    "Transpose",
+                    name,
+                    vec![y],
+                    &out,
+                    vec![ints("perm", &[0, 3, 1, 2])],
+                );
+            }
             Op::Linear { bias, .. } => {
                 let mut inputs = vec![ins[0].clone(), w.param(&p("weight"))?];
                 if *bias {
                     inputs.push(w.param(&p("bias"))?);
                 }
                 w.node("Gemm", name, inputs, &out, vec![int("transB", 1)]);
+            }
+            Op::LayerNorm2d { eps, .. } => {
+                let last = w.channels_last(name, &ins[0], &out);
+                let normed = format!("{out}.layer_norm");
+                let inputs = vec![last, w.param(&p("weight"))?, w.param(&p("bias"))?];
+                w.node(
+                    "LayerNormalization",
+                    name,
+                    inputs,
+                    &normed,
+                    vec![int("axis", -1), float("epsilon", *eps as f32)],
+                );
+                w.node(
+                    "Transpose",
+                    name,
+                    vec![normed],
+                    &out,
+                    vec![ints("perm", &[0, 3, 1, 2])],
+                );
+            }
+            Op::LayerScale { .. } => {
+                let inputs = vec![w.param(&p("layer_scale"))?, ins[0].clone()];
+                w.node("Mul", name, inputs, &out, vec![]);
             }
             Op::BatchNorm2d { eps, momentum, .. } => {
                 let mut inputs = vec![ins[0].clone()];
@@ -250,6 +301,20 @@ impl Writer<'_> {
             attribute,
             ..Default::default()
         });
+    }
+
+    /// `x` with its channels last (`[N, H, W, C]`), for operators that act
+    /// on the last axis; its name.
+    fn channels_last(&mut self, name: &str, x: &str, out: &str) -> String {
+        let last = format!("{out}.channels_last");
+        self.node(
+            "Transpose",
+            name,
+            vec![x.to_owned()],
+            &last,
+            vec![ints("perm", &[0, 2, 3, 1])],
+        );
+        last
     }
 
     /// The initializer of `state_dict` key `key` (once, for a shared
