@@ -43,7 +43,13 @@ const CASES: &[(&str, &str, [usize; 3], usize)] = &[
     ("efficientnet_b0", "efficientnet_b0", [3, 64, 64], 10),
     ("regnet_y_400mf", "regnet_y_400mf", [3, 64, 64], 10),
     ("convnext_tiny", "convnext_tiny", [3, 64, 64], 10),
+    ("shufflenet_v2_x0_5", "shufflenet_v2_x0_5", [3, 64, 64], 10),
 ];
+
+/// Models Torch-Pruning 1.6.1 fails to prune (ShuffleNet: a division by
+/// zero in its channel-group arithmetic); prunex prunes what a channel
+/// shuffle does not touch.
+const TP_FAILS: &[&str] = &["shufflenet_v2_x0_5"];
 
 const EXPORTS: &[&str] = &["dynamo", "torchscript"];
 
@@ -210,6 +216,11 @@ fn pruning_an_imported_model_keeps_what_torch_pruning_keeps() {
         let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
         let (_, psd) = remove_channels(&g, &c, &removal, Some(&sd));
         let psd = psd.unwrap();
+        if TP_FAILS.contains(id) {
+            let why = references().join(format!("{id}.tp.error"));
+            assert!(why.exists(), "{id}: Torch-Pruning pruned it after all");
+            continue;
+        }
         let (tp, _) = weights::read(&references().join(format!("{id}.tp.safetensors"))).unwrap();
         let counted = |k: &&String| !k.ends_with("num_batches_tracked");
         let ours: Vec<&String> = psd.keys().filter(counted).collect();

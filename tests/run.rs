@@ -759,3 +759,43 @@ export "out"
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
 }
+
+/// A ShuffleNetV2 unit: the channels a slice splits and a shuffle permutes
+/// stay whole, the branch's inner channels lose half; PyTorch (and
+/// onnxruntime, on model.onnx) computes the exported model's accuracy.
+#[test]
+fn a_shuffle_block_prunes_its_branch_and_keeps_the_shuffled_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ok/models/shuffle-block.yaml"
+        ),
+        dir.path().join("shuffle.yaml"),
+    )
+    .unwrap();
+    let report = run(
+        dir.path(),
+        r#"recipe "shuffle"
+seed 1
+device cpu
+model "shuffle.yaml"
+data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
+pretrain { epochs 1 optimizer adam lr 0.003 }
+prune channels by l2 {
+    schedule oneshot
+    ratio 0.5
+    ignore "fc"
+}
+finetune { epochs 1 optimizer adam lr 0.001 }
+export "out"
+"#,
+    );
+    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    assert_eq!(sd["stem.weight"].shape, vec![16, 1, 3, 3]);
+    assert_eq!(sd["branch.0.weight"].shape, vec![8, 8, 1, 1]);
+    assert_eq!(sd["branch.3.weight"].shape, vec![8, 1, 3, 3]);
+    assert_eq!(sd["branch.5.weight"].shape, vec![8, 8, 1, 1]);
+    let final_acc = report["final_accuracy"].as_f64().unwrap();
+    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+}

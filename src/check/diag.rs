@@ -242,6 +242,31 @@ pub enum CheckError {
         why: String,
     },
 
+    /// Channel groups that an operator prunex cannot prune through keeps
+    /// whole (a channel shuffle, a slice of the channels).
+    #[error("{count} channel groups of `{model}` keep their channels: {why}")]
+    #[diagnostic(
+        code(prunex::check::frozen_channels),
+        severity(Warning),
+        help("their layers ({layers}) keep every channel; the other groups are pruned as planned (`prunex inspect MODEL --groups` lists each group and why)")
+    )]
+    FrozenChannels {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The stage.
+        #[label("this stage prunes channels")]
+        span: SourceSpan,
+        /// Groups frozen.
+        count: usize,
+        /// The model.
+        model: String,
+        /// The first reason.
+        why: String,
+        /// Their layers, shortened.
+        layers: String,
+    },
+
     /// An ignored layer coupled to layers the recipe prunes.
     #[error("`{layer}` is ignored, but it is coupled with {rest}: the whole group of {channels} channels stays unpruned")]
     #[diagnostic(

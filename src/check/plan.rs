@@ -689,6 +689,37 @@ fn channels(
             set_by,
         });
     }
+    // Groups an operator froze (not the model's output): said once.
+    let by_op: Vec<&GroupPlan> = groups
+        .iter()
+        .filter(|gp| matches!(&gp.target, Target::Frozen(why) if !why.starts_with("the model")))
+        .collect();
+    if let Some(first) = by_op.first() {
+        let Target::Frozen(why) = &first.target else {
+            unreachable!("filtered on frozen targets")
+        };
+        let layers: Vec<&str> = by_op
+            .iter()
+            .flat_map(|gp| gp.layers.iter().map(String::as_str))
+            .collect();
+        let shown = match layers.len() {
+            0..=3 => layers.join(", "),
+            n => format!(
+                "{}, {} … {} ({n} layers)",
+                layers[0],
+                layers[1],
+                layers[n - 1]
+            ),
+        };
+        cx.push(CheckError::FrozenChannels {
+            src: cx.src(spec.span),
+            span: spec.span.source_span(),
+            count: by_op.len(),
+            model: g.name.clone(),
+            why: why.clone(),
+            layers: shown,
+        });
+    }
     Stage {
         groups,
         estimate: spec.scope == Some(Scope::Global),

@@ -377,6 +377,18 @@ impl TorchModel {
                 }
                 (Op::Dropout { p }, _) => arg(0)?.f_dropout(*p, train)?,
                 (Op::Identity, _) => arg(0)?.shallow_clone(),
+                (Op::ChannelShuffle { groups }, _) => {
+                    let x = arg(0)?;
+                    let (n, c, h, w) = x.size4()?;
+                    let g = *groups as i64;
+                    x.f_view([n, g, c / g, h, w])?
+                        .f_transpose(1, 2)?
+                        .f_contiguous()?
+                        .f_view([n, c, h, w])?
+                }
+                (Op::Slice { start, end }, _) => {
+                    arg(0)?.f_narrow(1, *start as i64, (*end - *start) as i64)?
+                }
                 (op, _) => {
                     return Err(TchError::Kind(format!(
                         "`{}`: {} has no parameters",

@@ -24,8 +24,9 @@
 //! equal. Counts assume the units of a group have one size; a group whose
 //! units differ in size is frozen rather than miscounted.
 //!
-//! Channels that must never change are *frozen*: the model input's and the
-//! graph output's (the classes).
+//! Channels that must never change are *frozen*: the model input's, the
+//! graph output's (the classes), and those a channel shuffle permutes or a
+//! slice splits (ShuffleNet's; the branches between them stay prunable).
 
 use std::collections::BTreeMap;
 
@@ -246,6 +247,34 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 }
                 couplers.push((id, elems[0]));
                 Layout { elems, repeat: 1 }
+            }
+            Op::ChannelShuffle { groups } => {
+                // Frozen: pruning would have to keep every run equal and
+                // every later split of the interleaved channels balanced,
+                // which prunex does not solve (yet).
+                let x = input(0);
+                for &e in &x.elems {
+                    frozen.entry(e).or_insert_with(|| {
+                        format!("a channel shuffle (`{}`) permutes them", node.name)
+                    });
+                }
+                let run = x.elems.len() / (*groups).max(1);
+                let elems = (0..x.elems.len())
+                    .map(|k| x.elems[(k % groups) * run + k / groups])
+                    .collect();
+                Layout { elems, repeat: 1 }
+            }
+            Op::Slice { start, end } => {
+                let x = input(0);
+                for &e in &x.elems {
+                    frozen
+                        .entry(e)
+                        .or_insert_with(|| format!("a slice (`{}`) splits them", node.name));
+                }
+                Layout {
+                    elems: x.elems[*start..*end].to_vec(),
+                    repeat: 1,
+                }
             }
             Op::Flatten => {
                 let x = input(0);

@@ -184,6 +184,20 @@ pub enum Op {
     },
     /// Identity.
     Identity,
+    /// `channel_shuffle(x, groups)` (ShuffleNet): the channels, read as
+    /// `groups` runs, interleaved.
+    ChannelShuffle {
+        /// Runs.
+        groups: usize,
+    },
+    /// The channels `start..end` (`x[:, start:end]`; `torch.chunk` and
+    /// `split` along the channels).
+    Slice {
+        /// First channel.
+        start: usize,
+        /// One past the last channel.
+        end: usize,
+    },
 }
 
 fn one() -> [usize; 2] {
@@ -266,6 +280,8 @@ impl Op {
             Op::Mul => "mul",
             Op::Dropout { .. } => "dropout",
             Op::Identity => "identity",
+            Op::ChannelShuffle { .. } => "channel_shuffle",
+            Op::Slice { .. } => "slice",
         }
     }
 

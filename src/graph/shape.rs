@@ -427,6 +427,32 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         params[id] = (features as u64).saturating_mul(if ln { 2 } else { 1 });
                         s
                     }
+                    Op::ChannelShuffle { groups } => {
+                        let (c, _, _) = map(
+                            "a channel shuffle permutes the channels of a [C, H, W] feature map",
+                        )?;
+                        if groups == 0 || c % groups != 0 {
+                            return Err(GraphError::Malformed {
+                                node: node.name.clone(),
+                                message: format!("{groups} groups do not divide its {c} channels"),
+                            });
+                        }
+                        s
+                    }
+                    Op::Slice { start, end } => {
+                        let (c, h, w) = map("a slice takes channels of a [C, H, W] feature map")?;
+                        if start >= end || end > c {
+                            return Err(GraphError::Malformed {
+                                node: node.name.clone(),
+                                message: format!("channels {start}..{end} of {c}"),
+                            });
+                        }
+                        Shape::Map {
+                            c: end - start,
+                            h,
+                            w,
+                        }
+                    }
                     Op::Relu | Op::Relu6 => {
                         macs[id] = s.numel();
                         s

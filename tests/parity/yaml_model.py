@@ -119,6 +119,12 @@ class Described(nn.Module):
                 y = F.hardswish(a[0])
             elif op == "hardsigmoid":
                 y = F.hardsigmoid(a[0])
+            elif op == "channel_shuffle":
+                n, c, h, w = a[0].shape
+                g = l["groups"]
+                y = a[0].view(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
+            elif op == "slice":
+                y = a[0][:, l["start"]:l["end"]]
             elif op in ("dropout", "identity"):  # identity in eval
                 y = a[0]
             else:

@@ -29,6 +29,15 @@ enum Val {
     /// (`Reshape(x, [-1])`, which the exporter writes before gathering it
     /// back into its shape).
     Raveled(NodeId),
+    /// A map's channels read as `groups` runs (`Reshape` to
+    /// `[N, groups, C / groups, H, W]`: the first step of a channel shuffle).
+    Runs(NodeId, usize),
+    /// Those runs transposed (`[N, C / groups, groups, H, W]`); reshaped
+    /// back to `[N, C, H, W]` they are the shuffled channels.
+    Swapped(NodeId, usize),
+    /// A map split along the channels into a sequence (`SplitToSequence`):
+    /// each part's channel range.
+    Parts(NodeId, Vec<(usize, usize)>),
     /// The output of a node prunex does not import.
     Unknown,
 }
@@ -39,7 +48,14 @@ impl Val {
     fn dynamic(&self) -> bool {
         matches!(
             self,
-            Val::Node(_) | Val::Last(_) | Val::InitT(_) | Val::Raveled(_) | Val::Unknown
+            Val::Node(_)
+                | Val::Last(_)
+                | Val::InitT(_)
+                | Val::Raveled(_)
+                | Val::Runs(..)
+                | Val::Swapped(..)
+                | Val::Parts(..)
+                | Val::Unknown
         )
     }
 }
@@ -446,9 +462,16 @@ impl<'a> Lowering<'a> {
                 self.init_name(v).expect("an initializer"),
             )),
             Val::Const(t) => Ok(ParamSource::Const(t.clone())),
-            Val::Node(_) | Val::Last(_) | Val::InitT(_) | Val::Raveled(_) => Err(
-                Skip::Unsupported(format!("{} (with computed parameters)", node.op_type())),
-            ),
+            Val::Node(_)
+            | Val::Last(_)
+            | Val::InitT(_)
+            | Val::Raveled(_)
+            | Val::Runs(..)
+            | Val::Swapped(..)
+            | Val::Parts(..) => Err(Skip::Unsupported(format!(
+                "{} (with computed parameters)",
+                node.op_type()
+            ))),
             Val::Unknown => Err(self.malformed(node, "a parameter input is missing")),
         }
     }
@@ -646,19 +669,10 @@ impl<'a> Lowering<'a> {
             "LayerNormalization" => self.layer_norm(node),
             "MatMul" => self.matmul(node),
             "Gather" => self.gather(node),
-            "Reshape" => {
-                let x = self.node_input(node, 0)?;
-                let shape = self.constant(&self.val(node, 1)?)?;
-                match shape.as_ref().map(|t| &t.data) {
-                    Some(TensorData::I64(s)) if s.len() == 2 => {
-                        self.functional(node, Op::Flatten, vec![x])
-                    }
-                    Some(TensorData::I64(s)) if s[..] == [-1] => Ok(vec![Val::Raveled(x)]),
-                    _ => Err(Skip::Unsupported(
-                        "Reshape (other than flattening to [N, features])".into(),
-                    )),
-                }
-            }
+            "Reshape" => self.reshape(node),
+            "SplitToSequence" => self.split_to_sequence(node),
+            "SequenceAt" => self.sequence_at(node),
+            "Slice" => self.slice(node),
             other => Err(Skip::Unsupported(other.to_owned())),
         }
     }
@@ -818,6 +832,7 @@ impl<'a> Lowering<'a> {
             (Val::Init(i), [1, 0]) => Ok(vec![Val::InitT(*i)]),
             (Val::Node(x), [0, 2, 3, 1]) => Ok(vec![Val::Last(*x)]),
             (Val::Last(x), [0, 3, 1, 2]) => Ok(vec![Val::Node(*x)]),
+            (Val::Runs(x, g), [0, 2, 1, 3, 4]) => Ok(vec![Val::Swapped(*x, *g)]),
             _ => Err(Skip::Unsupported(format!(
                 "Transpose (perm {perm:?}{})",
                 match v {
@@ -984,6 +999,138 @@ impl<'a> Lowering<'a> {
         }
     }
 
+    /// `Reshape`: flattening to `[N, features]`, raveling (`[-1]`), and the
+    /// two reshapes of a channel shuffle.
+    fn reshape(&mut self, node: &NodeProto) -> Lowered {
+        let v = self.val(node, 0)?;
+        let shape = match self.constant(&self.val(node, 1)?)?.map(|t| t.data) {
+            Some(TensorData::I64(s)) => s,
+            _ => return Err(Skip::Unsupported("Reshape (to a computed shape)".into())),
+        };
+        // The batch dimension as exporters write it: 1 (traced), -1 or 0.
+        let batch = |d: i64| (-1..=1).contains(&d);
+        match (&v, shape.as_slice()) {
+            (Val::Node(x), [n, _]) if batch(*n) => self.functional(node, Op::Flatten, vec![*x]),
+            (Val::Node(x), [-1]) => Ok(vec![Val::Raveled(*x)]),
+            (Val::Node(x), [n, g, per, h, w]) if batch(*n) && *g > 0 => {
+                let want = [(*g * *per) as usize, *h as usize, *w as usize];
+                if self.shape_of(*x).as_deref() == Some(&want[..]) {
+                    Ok(vec![Val::Runs(*x, *g as usize)])
+                } else {
+                    Err(Skip::Unsupported(format!("Reshape (to {shape:?})")))
+                }
+            }
+            (Val::Swapped(x, g), [n, c, h, w]) if batch(*n) => {
+                let want = [*c as usize, *h as usize, *w as usize];
+                if self.shape_of(*x).as_deref() == Some(&want[..]) {
+                    let op = Op::ChannelShuffle { groups: *g };
+                    self.functional(node, op, vec![*x])
+                } else {
+                    Err(Skip::Unsupported(format!("Reshape (to {shape:?})")))
+                }
+            }
+            _ => Err(Skip::Unsupported(
+                "Reshape (other than flattening to [N, features] or a channel shuffle)".into(),
+            )),
+        }
+    }
+
+    /// `SplitToSequence` of a map along the channels (`torch.chunk`, `split`
+    /// in the dynamo exporter): the parts' channel ranges.
+    fn split_to_sequence(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let axis = attr_i(node, "axis", 0);
+        let c = match self.shape_of(x).as_deref() {
+            Some([c, _, _]) if axis == 1 || axis == -3 => *c,
+            _ => return Err(Skip::Unsupported(format!("SplitToSequence (axis {axis})"))),
+        };
+        let sizes: Vec<usize> = match self.constant(&self.val(node, 1)?)? {
+            Some(Tensor {
+                shape,
+                data: TensorData::I64(v),
+            }) if shape.is_empty() && v.first().is_some_and(|&k| k > 0) => {
+                let k = v[0] as usize;
+                (0..c.div_ceil(k)).map(|i| k.min(c - i * k)).collect()
+            }
+            Some(Tensor {
+                data: TensorData::I64(v),
+                ..
+            }) if v.iter().all(|&k| k > 0) && v.iter().sum::<i64>() == c as i64 => {
+                v.iter().map(|&k| k as usize).collect()
+            }
+            _ => return Err(Skip::Unsupported("SplitToSequence (computed sizes)".into())),
+        };
+        let mut at = 0;
+        let parts = sizes
+            .iter()
+            .map(|&k| {
+                at += k;
+                (at - k, at)
+            })
+            .collect();
+        Ok(vec![Val::Parts(x, parts)])
+    }
+
+    /// `SequenceAt` of a split map: its part, as a slice of the channels.
+    fn sequence_at(&mut self, node: &NodeProto) -> Lowered {
+        let Val::Parts(x, parts) = self.val(node, 0)? else {
+            return Err(Skip::Unsupported(
+                "SequenceAt (of a sequence prunex does not follow)".into(),
+            ));
+        };
+        let k = match self.constant(&self.val(node, 1)?)?.map(|t| t.data) {
+            Some(TensorData::I64(v)) if v.len() == 1 => v[0],
+            _ => return Err(Skip::Unsupported("SequenceAt (computed position)".into())),
+        };
+        let k = if k < 0 { k + parts.len() as i64 } else { k };
+        let Some(&(start, end)) = usize::try_from(k).ok().and_then(|k| parts.get(k)) else {
+            return Err(self.malformed(node, format!("part {k} of {}", parts.len())));
+        };
+        self.functional(node, Op::Slice { start, end }, vec![x])
+    }
+
+    /// `Slice` of a map's channels by constant bounds, step 1.
+    fn slice(&mut self, node: &NodeProto) -> Lowered {
+        let x = self.node_input(node, 0)?;
+        let int = |i: usize| -> Result<Option<Vec<i64>>, Skip> {
+            let v = self.val(node, i)?;
+            if matches!(v, Val::Unknown) {
+                return Ok(None);
+            }
+            match self.constant(&v)?.map(|t| t.data) {
+                Some(TensorData::I64(v)) => Ok(Some(v)),
+                _ => Err(Skip::Unsupported("Slice (computed bounds)".into())),
+            }
+        };
+        let (starts, ends) = (int(1)?, int(2)?);
+        let axes = int(3)?.unwrap_or_else(|| vec![0]);
+        let steps = int(4)?.unwrap_or_else(|| vec![1]);
+        let c = self
+            .shape_of(x)
+            .and_then(|s| s.first().copied())
+            .unwrap_or(0) as i64;
+        match (
+            starts.as_deref(),
+            ends.as_deref(),
+            axes.as_slice(),
+            steps.as_slice(),
+        ) {
+            (Some([a]), Some([b]), [1 | -3], [1]) => {
+                let at = |k: i64| (if k < 0 { k + c } else { k }).clamp(0, c) as usize;
+                let (start, end) = (at(*a), at(*b));
+                if start >= end {
+                    return Err(
+                        self.malformed(node, format!("an empty slice {a}..{b} of {c} channels"))
+                    );
+                }
+                self.functional(node, Op::Slice { start, end }, vec![x])
+            }
+            _ => Err(Skip::Unsupported(
+                "Slice (other than a range of channels)".into(),
+            )),
+        }
+    }
+
     /// The shape of a node's output (`[C, H, W]` or `[features]`), from the
     /// graph so far.
     fn shape_of(&self, x: NodeId) -> Option<Vec<usize>> {
@@ -1146,9 +1293,19 @@ impl<'a> Lowering<'a> {
                 let (a, b) = (at(attr_i(node, "start", 0)), at(attr_i(node, "end", r)));
                 s[a..b.max(a)].to_vec()
             };
+            // A feature map's shape is known from the graph so far, at the
+            // batch size of 1 prunex imports.
+            let of_node = |v: &Val| match v {
+                Val::Node(x) => self.shape_of(*x).map(|s| [vec![1], s].concat()),
+                Val::Last(x) => self
+                    .shape_of(*x)
+                    .filter(|s| s.len() == 3)
+                    .map(|s| vec![1, s[1], s[2], s[0]]),
+                _ => None,
+            };
             return Ok(vals
                 .first()
-                .and_then(|v| self.const_shape(v))
+                .and_then(|v| self.const_shape(v).or_else(|| of_node(v)))
                 .map(slice)
                 .map(|s| {
                     Val::Const(Tensor {

@@ -245,6 +245,38 @@ pub fn to_onnx(graph: &Graph, sd: &StateDict) -> Result<Vec<u8>, String> {
             }
             Op::Concat => w.node("Concat", name, ins, &out, vec![int("axis", 1)]),
             Op::Dropout { .. } | Op::Identity => w.node("Identity", name, ins, &out, vec![]),
+            Op::ChannelShuffle { groups } => {
+                let Shape::Map { c, h, w: wd } = a.shapes[node.inputs[0]] else {
+                    return Err(format!("`{name}`: a channel shuffle of a flat tensor"));
+                };
+                let g = *groups as i64;
+                let (c, h, wd) = (c as i64, h as i64, wd as i64);
+                let split = w.ints_constant(&format!("{out}.split"), &[-1, g, c / g, h, wd]);
+                let runs = format!("{out}.runs");
+                w.node("Reshape", name, vec![ins[0].clone(), split], &runs, vec![]);
+                let swapped = format!("{out}.swapped");
+                w.node(
+                    "Transpose",
+                    name,
+                    vec![runs],
+                    &swapped,
+                    vec![ints("perm", &[0, 2, 1, 3, 4])],
+                );
+                let back = w.ints_constant(&format!("{out}.shape"), &[-1, c, h, wd]);
+                w.node("Reshape", name, vec![swapped, back], &out, vec![]);
+            }
+            Op::Slice { start, end } => {
+                let starts = w.ints_constant(&format!("{out}.starts"), &[*start as i64]);
+                let ends = w.ints_constant(&format!("{out}.ends"), &[*end as i64]);
+                let axes = w.ints_constant(&format!("{out}.axes"), &[1]);
+                w.node(
+                    "Slice",
+                    name,
+                    vec![ins[0].clone(), starts, ends, axes],
+                    &out,
+                    vec![],
+                );
+            }
         }
     }
     let [c, h, width] = graph.input;
@@ -335,6 +367,18 @@ impl Writer<'_> {
     fn constant(&mut self, name: &str, v: f32) -> String {
         self.inits
             .push(tensor(name, &Tensor::f32(Vec::new(), vec![v])));
+        name.to_owned()
+    }
+
+    /// A 1-D int64 initializer (shapes, slice bounds); its name.
+    fn ints_constant(&mut self, name: &str, v: &[i64]) -> String {
+        self.inits.push(tensor(
+            name,
+            &Tensor {
+                shape: vec![v.len()],
+                data: TensorData::I64(v.to_vec()),
+            },
+        ));
         name.to_owned()
     }
 }
