@@ -192,6 +192,57 @@ fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
     output_y(&out)
 }
 
+/// A model whose weights pass what one ONNX file holds is written with its
+/// weights in a data file beside it (here with the limit at 0 bytes, so
+/// every tensor of 1 KiB or more goes there): onnxruntime runs it, and
+/// prunex imports it back to the same weights.
+#[test]
+fn large_weights_go_to_an_external_data_file() {
+    let id = "resnet18";
+    let path = references().join(format!("{id}.dynamo.onnx"));
+    let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
+    let g = imported.graph;
+    let files = onnx::to_onnx_files(&g, &sd, "model.onnx.data", 0).unwrap();
+    let data = files.data.expect("the weights went to the data file");
+    assert!(
+        files.model.len() < 100_000,
+        "{} bytes inline",
+        files.model.len()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.onnx"), &files.model).unwrap();
+    std::fs::write(dir.path().join("model.onnx.data"), &data).unwrap();
+    let (back, back_sd) = onnx::import_weights(&dir.path().join("model.onnx"), &FsLoader).unwrap();
+    assert_eq!(back.graph.state_keys(), g.state_keys());
+    for (k, v) in back_sd
+        .iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+    {
+        assert_eq!(Some(v), sd.get(k), "`{k}`");
+    }
+    let out = dir.path().join("y.safetensors");
+    common::python(
+        "onnx_run.py",
+        &[
+            dir.path().join("model.onnx").as_os_str(),
+            references()
+                .join(format!("{id}.io.safetensors"))
+                .as_os_str(),
+            out.as_os_str(),
+        ],
+    );
+    let mut m = model::TorchModel::new(&g, tch::Device::Cpu);
+    m.load(&sd).unwrap();
+    let (x, _) = reference_io::io(references(), id);
+    let ours = tch::no_grad(|| m.forward(&x, false)).unwrap();
+    let diff = (&ours - &output_y(&out)).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "onnxruntime differs by {diff}");
+    // Inline below the limit.
+    let inline = onnx::to_onnx_files(&g, &sd, "model.onnx.data", onnx::MAX_BYTES).unwrap();
+    assert!(inline.data.is_none());
+    assert_eq!(inline.model, onnx::to_onnx(&g, &sd).unwrap());
+}
+
 /// Half of every coupled group of an imported torchvision model removed by
 /// prunex keeps the channels Torch-Pruning 1.6.1 keeps on torchvision's own
 /// module (the same weights, L2 magnitude, local): the same tensors, value

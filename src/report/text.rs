@@ -114,8 +114,14 @@ pub fn print_summary(r: &RunReport, dir: &Path, onnx_skipped: Option<&str>) {
     }
     match onnx_skipped {
         None => println!(
-            "wrote {}/weights.safetensors, model.onnx, model.yaml, report.yaml, report.json, timings.yaml",
-            dir.display()
+            "wrote {}/weights.safetensors, model.onnx{}, model.yaml, report.yaml, report.json, timings.yaml",
+            dir.display(),
+            // The export removes a data file it did not write.
+            if dir.join("model.onnx.data").exists() {
+                " (weights in model.onnx.data, which must stay beside it)"
+            } else {
+                ""
+            }
         ),
         Some(why) => {
             println!(

@@ -24,12 +24,22 @@ pub(super) fn export(
     let sd = m.state_dict()?;
     let w = dir.join("weights.safetensors");
     write_atomically(&w, weights::to_safetensors(&sd)).map_err(|e| fail(&w, e))?;
-    // The model for runtimes: ONNX, with the weights inline.
-    let onnx = prunex::models::onnx::to_onnx(&m.graph, &sd);
-    let skipped = match onnx {
-        Ok(bytes) => {
+    // The model for runtimes: ONNX, with the weights inline, or beside it
+    // in model.onnx.data when they pass what one file holds (written
+    // first: a model file never points at data not there yet).
+    use prunex::models::onnx;
+    let data_name = "model.onnx.data";
+    let skipped = match onnx::to_onnx_files(&m.graph, &sd, data_name, onnx::MAX_BYTES) {
+        Ok(files) => {
+            let d = dir.join(data_name);
+            match files.data {
+                Some(data) => write_atomically(&d, data).map_err(|e| fail(&d, e))?,
+                // A data file from an earlier run would only mislead.
+                None if d.exists() => std::fs::remove_file(&d).map_err(|e| fail(&d, e))?,
+                None => {}
+            }
             let o = dir.join("model.onnx");
-            write_atomically(&o, bytes).map_err(|e| fail(&o, e))?;
+            write_atomically(&o, files.model).map_err(|e| fail(&o, e))?;
             None
         }
         Err(why) => Some(why),

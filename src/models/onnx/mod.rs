@@ -25,7 +25,7 @@ pub mod proto {
 }
 
 pub use error::OnnxError;
-pub use write::to_onnx;
+pub use write::{to_onnx, to_onnx_files, OnnxFiles, MAX_BYTES};
 
 use std::path::Path;
 

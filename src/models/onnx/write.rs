@@ -1,6 +1,9 @@
-//! A graph and its weights as an ONNX model (opset 20, inline weights): what
-//! a run exports as `model.onnx`, for onnxruntime and every runtime that
-//! reads ONNX. Names are the graph's: initializers are `state_dict` keys.
+//! A graph and its weights as an ONNX model (opset 20): what a run exports
+//! as `model.onnx`, for onnxruntime and every runtime that reads ONNX. Names
+//! are the graph's: initializers are `state_dict` keys. Weights are inline,
+//! unless they exceed what one protobuf holds (2 GB): then every tensor of
+//! 1 KiB or more goes to a data file beside the model, as
+//! `onnx.save_model(..., save_as_external_data=True)` writes it.
 
 use std::collections::HashSet;
 
@@ -17,13 +20,90 @@ use crate::tensor::{StateDict, Tensor, TensorData};
 /// The opset written (the first with `Gelu`).
 pub const OPSET: i64 = 20;
 
-/// Protobuf cannot hold more (larger models need external data, which
-/// prunex does not write yet).
-const MAX_BYTES: usize = 2_000_000_000;
+/// Protobuf cannot hold more: larger models keep their weights in an
+/// external data file.
+pub const MAX_BYTES: usize = 2_000_000_000;
 
-/// Serialises `graph` with the weights `sd` (its `state_dict`). The batch
-/// dimension is dynamic; `[C, H, W]` are the graph's input.
+/// Tensors smaller than this stay inline when the weights go to a data
+/// file (onnx's own `size_threshold`).
+const EXTERNAL_THRESHOLD: usize = 1024;
+
+/// An ONNX model and, when its weights are external, the data file's bytes.
+#[derive(Debug)]
+pub struct OnnxFiles {
+    /// The model file.
+    pub model: Vec<u8>,
+    /// The data file its external initializers point into (by the name
+    /// `to_onnx_files` was given), when there is one.
+    pub data: Option<Vec<u8>>,
+}
+
+/// Serialises `graph` with the weights `sd`: inline when they take at most
+/// `inline_limit` bytes, else with every tensor of 1 KiB or more in the
+/// data file `data_name` (a file name beside the model).
+pub fn to_onnx_files(
+    graph: &Graph,
+    sd: &StateDict,
+    data_name: &str,
+    inline_limit: usize,
+) -> Result<OnnxFiles, String> {
+    let (mut model, bytes) = build(graph, sd)?;
+    if bytes <= inline_limit {
+        return Ok(OnnxFiles {
+            model: model.encode_to_vec(),
+            data: None,
+        });
+    }
+    use super::proto::{tensor_proto::DataLocation, StringStringEntryProto};
+    let entry = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    let mut data = Vec::new();
+    for t in &mut model
+        .graph
+        .as_mut()
+        .expect("built with a graph")
+        .initializer
+    {
+        let Some(raw) = t.raw_data.take_if(|r| r.len() >= EXTERNAL_THRESHOLD) else {
+            continue;
+        };
+        t.data_location = Some(DataLocation::External as i32);
+        t.external_data = vec![
+            entry("location", data_name.to_owned()),
+            entry("offset", data.len().to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        data.extend_from_slice(&raw);
+    }
+    let model = model.encode_to_vec();
+    if model.len() > MAX_BYTES {
+        return Err(format!(
+            "even without its large weights the model takes {} bytes, more than an ONNX file holds",
+            model.len()
+        ));
+    }
+    Ok(OnnxFiles {
+        model,
+        data: Some(data),
+    })
+}
+
+/// Serialises `graph` with the weights `sd` (its `state_dict`) inline. The
+/// batch dimension is dynamic; `[C, H, W]` are the graph's input.
 pub fn to_onnx(graph: &Graph, sd: &StateDict) -> Result<Vec<u8>, String> {
+    let (model, bytes) = build(graph, sd)?;
+    if bytes > MAX_BYTES {
+        return Err(format!(
+            "the weights take {bytes} bytes, more than an ONNX file without external data holds"
+        ));
+    }
+    Ok(model.encode_to_vec())
+}
+
+/// The model with its weights inline, and how many bytes those take.
+fn build(graph: &Graph, sd: &StateDict) -> Result<(ModelProto, usize), String> {
     let a = analyze(graph, graph.input).map_err(|e| e.to_string())?;
     let mut w = Writer {
         nodes: Vec::new(),
@@ -299,13 +379,7 @@ pub fn to_onnx(graph: &Graph, sd: &StateDict) -> Result<Vec<u8>, String> {
         }),
         ..Default::default()
     };
-    if w.bytes > MAX_BYTES {
-        return Err(format!(
-            "the weights take {} bytes, more than an ONNX file without external data holds",
-            w.bytes
-        ));
-    }
-    Ok(model.encode_to_vec())
+    Ok((model, w.bytes))
 }
 
 struct Writer<'a> {
