@@ -695,7 +695,9 @@ def used_params(m, x):
         m(x)
     for h in hooks:
         h.remove()
-    return sum(p.numel() for mod in ran for p in mod.parameters(recurse=False))
+    # nn.MultiheadAttention reads its out_proj's weight without calling it.
+    owned = lambda mod: mod.parameters(recurse=isinstance(mod, torch.nn.MultiheadAttention))
+    return sum(p.numel() for p in {id(p): p for mod in ran for p in owned(mod)}.values())
 
 
 def attempt(args, timeout):
