@@ -4,10 +4,14 @@
 //! MACs follow the counter Torch-Pruning ships (`tp.utils.count_ops_and_params`,
 //! adapted from ptflops), so numbers compare one to one with it: a convolution
 //! costs `Cout·(Cin/groups)·kh·kw·Hout·Wout` plus `Cout·Hout·Wout` for a bias,
-//! a linear layer `in·out` plus `out` for a bias, a BatchNorm 2 per element, a
-//! ReLU/ReLU6 module 1 per output element, a pooling module 1 per input
-//! element. Operations called as functions (additions, concatenation,
-//! `F.relu`, functional pooling) and other activations count 0, as there.
+//! a linear layer `in·out` per position plus `out` once for a bias, a
+//! BatchNorm or LayerNorm 2 per element, a ReLU/ReLU6/GELU module 1 per output
+//! element, a pooling module 1 per input element. Operations called as
+//! functions (additions, concatenation, `F.relu`, functional pooling, a
+//! layer scale's product) and other activations count 0, as there. One
+//! difference: torchvision's `LayerNorm2d` (ConvNeXt's stem, downsampling
+//! and head norms) counts 2 per element here, while that counter, which
+//! matches module types exactly, skips it as a subclass of `nn.LayerNorm`.
 
 use miette::Diagnostic;
 use serde::Serialize;
@@ -386,7 +390,8 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         }
                         let weights = product(&[in_features, out_features]);
                         let bias = if bias { out_features as u64 } else { 0 };
-                        macs[id] = weights.saturating_add(bias).saturating_mul(positions);
+                        // Torch-Pruning's counter adds a bias once, not per position.
+                        macs[id] = weights.saturating_mul(positions).saturating_add(bias);
                         params[id] = weights.saturating_add(bias);
                         match s {
                             Shape::Flat(_) => Shape::Flat(out_features),
@@ -422,8 +427,10 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                                 from,
                             });
                         }
+                        // A layer scale is a product in its block's forward,
+                        // which Torch-Pruning's counter does not see.
                         let ln = matches!(op, Op::LayerNorm2d { .. });
-                        macs[id] = s.numel().saturating_mul(if ln { 2 } else { 1 });
+                        macs[id] = if ln { s.numel().saturating_mul(2) } else { 0 };
                         params[id] = (features as u64).saturating_mul(if ln { 2 } else { 1 });
                         s
                     }
@@ -453,12 +460,13 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                             w,
                         }
                     }
-                    Op::Relu | Op::Relu6 => {
+                    // Torch-Pruning's counter counts these modules (GELU as
+                    // it counts ReLU) and no other activation.
+                    Op::Relu | Op::Relu6 | Op::Gelu => {
                         macs[id] = s.numel();
                         s
                     }
-                    Op::Gelu
-                    | Op::Silu
+                    Op::Silu
                     | Op::Sigmoid
                     | Op::Hardswish
                     | Op::Hardsigmoid

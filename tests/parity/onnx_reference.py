@@ -12,7 +12,8 @@ writes:
 - ID.torchscript.onnx: dynamo=False, do_constant_folding=False;
 - ID.folded.onnx: dynamo=False with its defaults (BatchNorm folded into the
   convolutions, anonymous initializers);
-- ID.json: the state_dict's keys and shapes, the parameter count;
+- ID.json: the state_dict's keys and shapes, the parameter count, the MACs
+  Torch-Pruning's counter gives and the LayerNorm2d MACs it skips;
 - ID.io.safetensors: an input `x` and the eval-mode output `y`;
 - ID.tp.safetensors: the state_dict after Torch-Pruning 1.6.1's MetaPruner
   removed half of every coupled group (MagnitudeImportance(p=2), local,
@@ -72,6 +73,8 @@ def make(out, cases):
         info = {
             "keys": {k: list(v.shape) for k, v in sd.items()},
             "params": sum(p.numel() for p in m.parameters()),
+            "macs": macs(m, one),
+            "macs_skipped": layernorm2d_elements(m, one),
         }
         with open(f"{base}.json", "w") as f:
             json.dump(info, f)
@@ -81,6 +84,26 @@ def make(out, cases):
         except Exception as e:  # Torch-Pruning 1.6.1 fails on ShuffleNet
             with open(f"{base}.tp.error", "w") as f:
                 f.write(f"{type(e).__name__}: {e}")
+
+
+def macs(m, x):
+    """Torch-Pruning's count (tp.utils.count_ops_and_params)."""
+    import torch_pruning as tp
+    return int(tp.utils.count_ops_and_params(copy.deepcopy(m), x)[0])
+
+
+def layernorm2d_elements(m, x):
+    """2 per element of every torchvision LayerNorm2d: what prunex counts
+    and Torch-Pruning's counter, matching module types exactly, skips."""
+    from torchvision.models.convnext import LayerNorm2d
+    seen = []
+    hooks = [mod.register_forward_hook(lambda mod, i, o: seen.append(2 * i[0].numel()))
+             for mod in m.modules() if type(mod) is LayerNorm2d]
+    with torch.no_grad():
+        m(x)
+    for h in hooks:
+        h.remove()
+    return sum(seen)
 
 
 def torch_pruning(m, x):

@@ -498,9 +498,20 @@ impl<'a> Lowering<'a> {
         Val::Node(self.nodes.len() - 1)
     }
 
-    /// A non-parametric node, named after its scope.
+    /// A non-parametric node, named after its scope. Where the dynamo
+    /// exporter says a `torch.nn` module computed it (an `nn.ReLU`, an
+    /// `nn.AdaptiveAvgPool2d`), it is that module, by its path (a module
+    /// called twice is one name, as in PyTorch), and its MACs count as
+    /// Torch-Pruning's counter counts the module's; else it is functional.
     fn functional(&mut self, node: &NodeProto, op: Op, inputs: Vec<NodeId>) -> Lowered {
-        let (module, _) = scope(node);
+        let (module, class) = scope(node);
+        let module_call = class.as_deref().is_some_and(|c| {
+            c.starts_with("torch.nn.modules.") && !c.starts_with("torch.nn.modules.container.")
+        });
+        if module_call && !module.is_empty() {
+            self.names.insert(module.clone());
+            return Ok(vec![self.push(module, op, inputs, false)]);
+        }
         let base = if module.is_empty() {
             op.kind().to_owned()
         } else {
