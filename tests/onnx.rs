@@ -254,6 +254,34 @@ fn large_weights_go_to_an_external_data_file() {
     assert_eq!(inline.model, onnx::to_onnx(&g, &sd).unwrap());
 }
 
+/// The dynamo export of case `id` imported (graph, weights), and the same
+/// with half of every prunable channel group removed by local L2
+/// magnitude, as Torch-Pruning's `MagnitudeImportance(p=2)` ranks.
+fn imported_and_half_pruned(
+    id: &str,
+) -> (
+    prunex::graph::Graph,
+    weights::StateDict,
+    prunex::graph::Graph,
+    weights::StateDict,
+) {
+    use prunex::prune::importance::{select_local, Selection};
+    use prunex::prune::surgery::remove_channels;
+    let path = references().join(format!("{id}.dynamo.onnx"));
+    let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
+    let g = imported.graph;
+    let c = prunex::graph::coupling(&g).unwrap();
+    let ratios = c
+        .groups
+        .iter()
+        .filter(|gr| gr.frozen.is_none())
+        .map(|gr| (gr.id, 0.5))
+        .collect();
+    let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
+    let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
+    (g, sd, pruned, psd.unwrap())
+}
+
 /// Half of every coupled group of an imported torchvision model removed by
 /// prunex keeps the channels Torch-Pruning 1.6.1 keeps on torchvision's own
 /// module (the same weights, L2 magnitude, local): the same tensors, value
@@ -262,22 +290,8 @@ fn large_weights_go_to_an_external_data_file() {
 /// convolution group, by the importance averaged over the groups).
 #[test]
 fn pruning_an_imported_model_keeps_what_torch_pruning_keeps() {
-    use prunex::prune::importance::{select_local, Selection};
-    use prunex::prune::surgery::remove_channels;
     for (id, _, _, _) in CASES {
-        let path = references().join(format!("{id}.dynamo.onnx"));
-        let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
-        let g = imported.graph;
-        let c = prunex::graph::coupling(&g).unwrap();
-        let ratios = c
-            .groups
-            .iter()
-            .filter(|gr| gr.frozen.is_none())
-            .map(|gr| (gr.id, 0.5))
-            .collect();
-        let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
-        let (_, psd) = remove_channels(&g, &c, &removal, Some(&sd));
-        let psd = psd.unwrap();
+        let (_, _, _, psd) = imported_and_half_pruned(id);
         if TP_FAILS.contains(id) {
             let why = references().join(format!("{id}.tp.error"));
             assert!(why.exists(), "{id}: Torch-Pruning pruned it after all");
@@ -308,22 +322,8 @@ fn pruning_an_imported_model_keeps_what_torch_pruning_keeps() {
 /// depthwise and squeeze-excitation couplings cut physically).
 #[test]
 fn exported_onnx_gives_prunex_outputs_in_onnxruntime() {
-    use prunex::prune::importance::{select_local, Selection};
-    use prunex::prune::surgery::remove_channels;
     for (id, tv_name, _, classes) in CASES {
-        let path = references().join(format!("{id}.dynamo.onnx"));
-        let (imported, sd) = onnx::import_weights(&path, &FsLoader).unwrap();
-        let g = imported.graph;
-        let c = prunex::graph::coupling(&g).unwrap();
-        let ratios = c
-            .groups
-            .iter()
-            .filter(|gr| gr.frozen.is_none())
-            .map(|gr| (gr.id, 0.5))
-            .collect();
-        let removal = select_local(&g, &c, &sd, &ratios, Selection::l2_magnitude(), None);
-        let (pruned, psd) = remove_channels(&g, &c, &removal, Some(&sd));
-        let psd = psd.unwrap();
+        let (g, sd, pruned, psd) = imported_and_half_pruned(id);
         assert!(
             analyze(&pruned, pruned.input).unwrap().total_params
                 < analyze(&g, g.input).unwrap().total_params,

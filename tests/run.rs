@@ -676,27 +676,26 @@ fn an_onnx_model_runs_and_its_external_weights_key_the_cache() {
     assert!(changed.contains("from cache: nothing saved"), "{changed}");
 }
 
-/// A model with a grouped convolution, pruned by channels and fine-tuned:
-/// the convolution keeps its 4 groups with fewer channels each, and the
-/// exported model.yaml, weights and model.onnx give prunex's accuracy in
-/// PyTorch and onnxruntime.
-#[test]
-fn a_grouped_convolution_is_pruned_group_by_group() {
+/// Trains the model description `fixture` (in tests/fixtures/ok/models,
+/// edited by `edit`) for an epoch on the small Fashion-MNIST, removes half
+/// of every channel group but the classifier's, fine-tunes for an epoch,
+/// and checks that the exported model.yaml and weights (and model.onnx,
+/// in onnxruntime) give prunex's accuracy in PyTorch. Returns the weights.
+fn run_description(fixture: &str, edit: impl Fn(String) -> String) -> weights::StateDict {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ok/models/grouped-cnn.yaml"
-    ))
-    .unwrap()
-    .replace("input: [3, 32, 32]", "input: [1, 28, 28]")
-    .replace("in_channels: 3,", "in_channels: 1,");
-    std::fs::write(dir.path().join("grouped.yaml"), yaml).unwrap();
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ok/models")
+            .join(fixture),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("model.yaml"), edit(yaml)).unwrap();
     let report = run(
         dir.path(),
-        r#"recipe "grouped"
+        r#"recipe "description"
 seed 1
 device cpu
-model "grouped.yaml"
+model "model.yaml"
 data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
 pretrain { epochs 1 optimizer adam lr 0.003 }
 prune channels by l2 {
@@ -708,94 +707,45 @@ finetune { epochs 1 optimizer adam lr 0.001 }
 export "out"
 "#,
     );
-    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    let final_acc = report["final_accuracy"].as_f64().unwrap();
+    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+    weights::read(&dir.path().join("out/weights.safetensors"))
+        .unwrap()
+        .0
+}
+
+/// A model with a grouped convolution: it keeps its 4 groups, with fewer
+/// channels each.
+#[test]
+fn a_grouped_convolution_is_pruned_group_by_group() {
+    let sd = run_description("grouped-cnn.yaml", |y| {
+        y.replace("input: [3, 32, 32]", "input: [1, 28, 28]")
+            .replace("in_channels: 3,", "in_channels: 1,")
+    });
     // 8 positions of 4 groups; int(8 · 0.5) = 4 kept on each side.
     assert_eq!(sd["grouped.weight"].shape, vec![16, 4, 3, 3]);
     assert_eq!(sd["reduce.weight"].shape, vec![16, 16, 1, 1]);
-    // model.yaml builds the pruned module (groups kept at 4) that loads
-    // these weights strictly in PyTorch.
-    let final_acc = report["final_accuracy"].as_f64().unwrap();
-    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
 }
 
 /// A ConvNeXt block (LayerNorm over the channels, linear layers on the
-/// channels at every position, a layer scale) trains, loses half of each
-/// channel group, and fine-tunes; PyTorch (and onnxruntime, on model.onnx)
-/// computes the exported model's accuracy.
+/// channels at every position, a layer scale) loses half of each group.
 #[test]
 fn a_convnext_block_is_pruned_through_its_layer_norms_and_layer_scale() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ok/models/convnext-block.yaml"
-        ),
-        dir.path().join("convnext.yaml"),
-    )
-    .unwrap();
-    let report = run(
-        dir.path(),
-        r#"recipe "convnext"
-seed 1
-device cpu
-model "convnext.yaml"
-data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
-pretrain { epochs 1 optimizer adamw lr 0.002 }
-prune channels by l2 {
-    schedule oneshot
-    ratio 0.5
-    ignore "fc"
-}
-finetune { epochs 1 optimizer adamw lr 0.001 }
-export "out"
-"#,
-    );
-    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    let sd = run_description("convnext-block.yaml", |y| y);
     assert_eq!(sd["stem.1.weight"].shape, vec![8]);
     assert_eq!(sd["block.layer_scale"].shape, vec![8, 1, 1]);
     assert_eq!(sd["block.pwconv1.weight"].shape, vec![32, 8]);
     assert_eq!(sd["block.pwconv2.weight"].shape, vec![8, 32]);
     assert_eq!(sd["fc.weight"].shape, vec![10, 8]);
-    let final_acc = report["final_accuracy"].as_f64().unwrap();
-    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
 }
 
 /// A ShuffleNetV2 unit: the channels a slice splits and a shuffle permutes
-/// stay whole, the branch's inner channels lose half; PyTorch (and
-/// onnxruntime, on model.onnx) computes the exported model's accuracy.
+/// stay whole, the branch's inner channels lose half.
 #[test]
 fn a_shuffle_block_prunes_its_branch_and_keeps_the_shuffled_channels() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ok/models/shuffle-block.yaml"
-        ),
-        dir.path().join("shuffle.yaml"),
-    )
-    .unwrap();
-    let report = run(
-        dir.path(),
-        r#"recipe "shuffle"
-seed 1
-device cpu
-model "shuffle.yaml"
-data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
-pretrain { epochs 1 optimizer adam lr 0.003 }
-prune channels by l2 {
-    schedule oneshot
-    ratio 0.5
-    ignore "fc"
-}
-finetune { epochs 1 optimizer adam lr 0.001 }
-export "out"
-"#,
-    );
-    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    let sd = run_description("shuffle-block.yaml", |y| y);
     assert_eq!(sd["stem.weight"].shape, vec![16, 1, 3, 3]);
     assert_eq!(sd["branch.0.weight"].shape, vec![8, 8, 1, 1]);
     assert_eq!(sd["branch.3.weight"].shape, vec![8, 1, 3, 3]);
     assert_eq!(sd["branch.5.weight"].shape, vec![8, 8, 1, 1]);
-    let final_acc = report["final_accuracy"].as_f64().unwrap();
-    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
 }

@@ -317,6 +317,18 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         }),
                     }
                 };
+                // The channels a layer reads, against the ones it gets.
+                let channels = |found: usize, expected: usize| -> Result<(), GraphError> {
+                    if found == expected {
+                        return Ok(());
+                    }
+                    Err(GraphError::ChannelMismatch {
+                        node: node.name.clone(),
+                        expected,
+                        found,
+                        from: from.clone(),
+                    })
+                };
                 let too_small = || GraphError::TooSmall {
                     model: g.name.clone(),
                     input: input_shape,
@@ -335,14 +347,7 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         bias,
                     } => {
                         let (c, h, w) = map("a convolution needs a [C, H, W] feature map; it cannot follow a flatten")?;
-                        if c != in_channels {
-                            return Err(GraphError::ChannelMismatch {
-                                node: node.name.clone(),
-                                expected: in_channels,
-                                found: c,
-                                from,
-                            });
-                        }
+                        channels(c, in_channels)?;
                         if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
                             return Err(GraphError::Malformed {
                                 node: node.name.clone(),
@@ -404,14 +409,7 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                     }
                     Op::BatchNorm2d { features, .. } => {
                         let (c, _, _) = map("BatchNorm2d needs a [C, H, W] feature map")?;
-                        if c != features {
-                            return Err(GraphError::ChannelMismatch {
-                                node: node.name.clone(),
-                                expected: features,
-                                found: c,
-                                from,
-                            });
-                        }
+                        channels(c, features)?;
                         macs[id] = s.numel().saturating_mul(2);
                         params[id] = (features as u64).saturating_mul(2);
                         s
@@ -419,14 +417,7 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                     Op::LayerNorm2d { features, .. } | Op::LayerScale { features } => {
                         let (c, _, _) =
                             map("it normalises or scales the channels of a [C, H, W] feature map")?;
-                        if c != features {
-                            return Err(GraphError::ChannelMismatch {
-                                node: node.name.clone(),
-                                expected: features,
-                                found: c,
-                                from,
-                            });
-                        }
+                        channels(c, features)?;
                         // A layer scale is a product in its block's forward,
                         // which Torch-Pruning's counter does not see.
                         let ln = matches!(op, Op::LayerNorm2d { .. });

@@ -462,17 +462,12 @@ impl<'a> Lowering<'a> {
                 self.init_name(v).expect("an initializer"),
             )),
             Val::Const(t) => Ok(ParamSource::Const(t.clone())),
-            Val::Node(_)
-            | Val::Last(_)
-            | Val::InitT(_)
-            | Val::Raveled(_)
-            | Val::Runs(..)
-            | Val::Swapped(..)
-            | Val::Parts(..) => Err(Skip::Unsupported(format!(
+            Val::Unknown => Err(self.malformed(node, "a parameter input is missing")),
+            // Every other value is computed from the model input.
+            _ => Err(Skip::Unsupported(format!(
                 "{} (with computed parameters)",
                 node.op_type()
             ))),
-            Val::Unknown => Err(self.malformed(node, "a parameter input is missing")),
         }
     }
 
