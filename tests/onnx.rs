@@ -105,17 +105,15 @@ fn torchvision_exports_import_with_torchvisions_names_counts_and_outputs() {
                 expected["params"].as_u64().unwrap(),
                 "{id} ({export}): parameters"
             );
-            // MACs as Torch-Pruning's counter counts them (the dynamo export
-            // says which activations and pools are modules; it counts those),
-            // plus the LayerNorm2d modules that counter skips.
-            if *export == "dynamo" {
-                let skipped = expected["macs_skipped"].as_u64().unwrap();
-                assert_eq!(
-                    a.total_macs,
-                    expected["macs"].as_u64().unwrap() + skipped,
-                    "{id} ({export}): MACs"
-                );
-            }
+            // MACs as Torch-Pruning's counter counts them (activations and
+            // pools that are modules count), plus the LayerNorm2d modules
+            // that counter skips.
+            let skipped = expected["macs_skipped"].as_u64().unwrap();
+            assert_eq!(
+                a.total_macs,
+                expected["macs"].as_u64().unwrap() + skipped,
+                "{id} ({export}): MACs"
+            );
             weights::check(&sd, g, &path.display().to_string()).unwrap();
             let diff = forward_diff(g, &sd, id);
             assert!(diff < 1e-4, "{id} ({export}): output differs by {diff}");

@@ -493,16 +493,26 @@ impl<'a> Lowering<'a> {
         Val::Node(self.nodes.len() - 1)
     }
 
-    /// A non-parametric node, named after its scope. Where the dynamo
-    /// exporter says a `torch.nn` module computed it (an `nn.ReLU`, an
-    /// `nn.AdaptiveAvgPool2d`), it is that module, by its path (a module
-    /// called twice is one name, as in PyTorch), and its MACs count as
-    /// Torch-Pruning's counter counts the module's; else it is functional.
+    /// A non-parametric node, named after its scope. Where a `torch.nn`
+    /// module computed it (an `nn.ReLU`, an `nn.AdaptiveAvgPool2d`), it is
+    /// that module, by its path (a module called twice is one name, as in
+    /// PyTorch), and its MACs count as Torch-Pruning's counter counts the
+    /// module's; else it is functional. The dynamo exporter names the
+    /// module's class; in a TorchScript export, a scope that holds no
+    /// parameters (`/layer1/layer1.0/relu/Relu`, not `/layer1/layer1.0/Relu`
+    /// in a block's own forward) is a module's.
     fn functional(&mut self, node: &NodeProto, op: Op, inputs: Vec<NodeId>) -> Lowered {
         let (module, class) = scope(node);
-        let module_call = class.as_deref().is_some_and(|c| {
-            c.starts_with("torch.nn.modules.") && !c.starts_with("torch.nn.modules.container.")
-        });
+        let module_call = match class.as_deref() {
+            Some(c) => {
+                c.starts_with("torch.nn.modules.") && !c.starts_with("torch.nn.modules.container.")
+            }
+            None if node.name().starts_with('/') && !module.is_empty() => {
+                let inside = format!("{module}.");
+                !self.inits.keys().any(|k| k.starts_with(&inside))
+            }
+            None => false,
+        };
         if module_call && !module.is_empty() {
             self.names.insert(module.clone());
             return Ok(vec![self.push(module, op, inputs, false)]);
