@@ -255,6 +255,28 @@ fn inspect_groups_shows_the_coupling() {
     ]));
 }
 
+/// Grouped convolutions prune in steps of their groups; `inspect` and
+/// `plan` say so beside the channel count.
+#[test]
+fn grouped_convolutions_show_their_steps() {
+    insta::assert_snapshot!(stdout_of(&[
+        "inspect",
+        "tests/fixtures/ok/models/grouped-cnn.yaml",
+        "--groups"
+    ]));
+    let plan = stdout_of(&["plan", "tests/fixtures/ok/grouped-convolutions.prune"]);
+    let row = plan
+        .lines()
+        .find(|l| l.contains("│ grouped "))
+        .unwrap_or_else(|| panic!("{plan}"));
+    let cells: Vec<&str> = row.split('│').map(str::trim).collect();
+    assert_eq!(
+        cells[3..6],
+        ["32 (steps of 4)", "0.3 (stage)", "20"],
+        "{row}"
+    );
+}
+
 #[test]
 fn plan_shows_every_target_and_where_it_came_from() {
     let out = prunex()
