@@ -10,7 +10,7 @@ use miette::{LabeledSpan, Report};
 
 use super::diag::CheckError;
 use super::recipe::{Cmp, PruneSpec, Recipe, RuleKind, RuleSpec, ScheduleSpec};
-use crate::graph::{analyze, coupling, Coupling, Graph, NodeId, Op};
+use crate::graph::{analyze, coupling, Coupling, Frozen, Graph, NodeId, Op};
 use crate::plan::{
     Aggregate, Criterion, Curve, Granularity, GroupPlan, LayerPlan, Plan, Scope, Stage, Step,
     Target, Unit,
@@ -603,15 +603,15 @@ fn channels(
                     src: cx.src(r.span),
                     span: r.span.source_span(),
                     layers: names.join(", "),
-                    why: why.clone(),
-                    help: if why.contains("output") {
+                    why: why.to_string(),
+                    help: if matches!(why, Frozen::Output(_)) {
                         format!("its output channels are the model's outputs (the classes); leave it out of channel pruning: `ignore \"{}\"`", names[0])
                     } else {
                         format!("leave the group out of channel pruning: `ignore \"{}\"`", names[0])
                     },
                 });
             }
-            Target::Frozen(why.clone())
+            Target::Frozen(why.to_string())
         } else if let Some((ig, pat)) = names.iter().find_map(|p| ignored.get_key_value(p)) {
             // Warn when the group would otherwise lose channels: through an
             // explicit rule on a coupled layer, or the stage's target.
@@ -689,18 +689,16 @@ fn channels(
             set_by,
         });
     }
-    // Groups an operator froze (not the model's output): said once.
-    let by_op: Vec<&GroupPlan> = groups
+    // Groups an operator froze (not the model's input or output): said once.
+    let by_op: Vec<&crate::graph::Group> = c
+        .groups
         .iter()
-        .filter(|gp| matches!(&gp.target, Target::Frozen(why) if !why.starts_with("the model")))
+        .filter(|grp| grp.frozen.as_ref().is_some_and(Frozen::by_operator))
         .collect();
-    if let Some(first) = by_op.first() {
-        let Target::Frozen(why) = &first.target else {
-            unreachable!("filtered on frozen targets")
-        };
+    if let Some(why) = by_op.first().and_then(|grp| grp.frozen.as_ref()) {
         let layers: Vec<&str> = by_op
             .iter()
-            .flat_map(|gp| gp.layers.iter().map(String::as_str))
+            .flat_map(|grp| grp.producers.iter().map(|&p| g.nodes[p].name.as_str()))
             .collect();
         let shown = match layers.len() {
             0..=3 => layers.join(", "),
@@ -716,7 +714,7 @@ fn channels(
             span: spec.span.source_span(),
             count: by_op.len(),
             model: g.name.clone(),
-            why: why.clone(),
+            why: why.to_string(),
             layers: shown,
         });
     }

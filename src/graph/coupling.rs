@@ -83,7 +83,46 @@ pub struct Group {
     /// has the same size.
     pub units: Vec<Vec<usize>>,
     /// Why the group cannot be pruned, when it cannot.
-    pub frozen: Option<String>,
+    pub frozen: Option<Frozen>,
+}
+
+/// Why a group's channels cannot change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frozen {
+    /// They are the model input's channels.
+    Input,
+    /// They are the model's output (the classes), at this node.
+    Output(String),
+    /// The channel shuffle at this node permutes them.
+    Shuffle(String),
+    /// The slice at this node splits them.
+    Slice(String),
+    /// Grouped convolutions tie them into units of different sizes.
+    UnevenUnits,
+}
+
+impl Frozen {
+    /// Whether an operator prunex cannot prune through froze them (not the
+    /// model's own input or output).
+    pub fn by_operator(&self) -> bool {
+        !matches!(self, Frozen::Input | Frozen::Output(_))
+    }
+}
+
+impl std::fmt::Display for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Frozen::Input => write!(f, "the model input's channels"),
+            Frozen::Output(node) => write!(f, "the model's output (`{node}`)"),
+            Frozen::Shuffle(node) => write!(f, "a channel shuffle (`{node}`) permutes them"),
+            Frozen::Slice(node) => write!(f, "a slice (`{node}`) splits them"),
+            Frozen::UnevenUnits => write!(
+                f,
+                "grouped convolutions tie its channels into units of different sizes"
+            ),
+        }
+    }
 }
 
 /// All groups of a graph.
@@ -159,7 +198,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
     let mut layouts: Vec<Layout> = Vec::with_capacity(g.nodes.len());
     // Element → the slots it occupies.
     let mut slots: Vec<Vec<Slot>> = Vec::new();
-    let mut frozen: BTreeMap<usize, String> = BTreeMap::new();
+    let mut frozen: BTreeMap<usize, Frozen> = BTreeMap::new();
     let mut couplers: Vec<(NodeId, usize)> = Vec::new();
     let mut splits: Vec<Split> = Vec::new();
     // Records that every element of `elems` occupies `role` at its position
@@ -184,7 +223,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             Op::Input => {
                 let elems = uf.fresh(a.shapes[id].channels());
                 for &e in &elems {
-                    frozen.insert(e, "the model input's channels".into());
+                    frozen.insert(e, Frozen::Input);
                 }
                 Layout { elems, repeat: 1 }
             }
@@ -254,9 +293,9 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 // which prunex does not solve (yet).
                 let x = input(0);
                 for &e in &x.elems {
-                    frozen.entry(e).or_insert_with(|| {
-                        format!("a channel shuffle (`{}`) permutes them", node.name)
-                    });
+                    frozen
+                        .entry(e)
+                        .or_insert_with(|| Frozen::Shuffle(node.name.clone()));
                 }
                 let run = x.elems.len() / (*groups).max(1);
                 let elems = (0..x.elems.len())
@@ -269,7 +308,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 for &e in &x.elems {
                     frozen
                         .entry(e)
-                        .or_insert_with(|| format!("a slice (`{}`) splits them", node.name));
+                        .or_insert_with(|| Frozen::Slice(node.name.clone()));
                 }
                 Layout {
                     elems: x.elems[*start..*end].to_vec(),
@@ -292,10 +331,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
         layouts.push(layout);
     }
     for &e in &layouts[g.output].elems {
-        frozen.insert(
-            e,
-            format!("the model's output (`{}`)", g.nodes[g.output].name),
-        );
+        frozen.insert(e, Frozen::Output(g.nodes[g.output].name.clone()));
     }
 
     // Classes of elements, and the groups they form: two classes are in one
@@ -303,7 +339,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
     let n = uf.parent.len();
     slots.resize(n, Vec::new());
     let mut class_slots: BTreeMap<usize, Vec<Slot>> = BTreeMap::new();
-    let mut class_frozen: BTreeMap<usize, String> = BTreeMap::new();
+    let mut class_frozen: BTreeMap<usize, Frozen> = BTreeMap::new();
     for (e, occupied) in slots.iter().enumerate() {
         let c = uf.find(e);
         class_slots
@@ -392,9 +428,10 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             .iter()
             .find_map(|c| class_frozen.get(c).cloned())
             .or_else(|| {
-                units.iter().any(|u| u.len() != units[0].len()).then(|| {
-                    "grouped convolutions tie its channels into units of different sizes".to_owned()
-                })
+                units
+                    .iter()
+                    .any(|u| u.len() != units[0].len())
+                    .then_some(Frozen::UnevenUnits)
             });
         groups.push(Group {
             id: 0,

@@ -14,7 +14,7 @@ pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
-pub use coupling::{coupling, Coupling, Group, Role, Slot};
+pub use coupling::{coupling, Coupling, Frozen, Group, Role, Slot};
 pub use shape::{analyze, Analysis, GraphError, Shape};
 
 /// Index of a node in [`Graph::nodes`].
