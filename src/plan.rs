@@ -565,3 +565,22 @@ impl Plan {
 fn is_one(n: &usize) -> bool {
     *n == 1
 }
+
+/// Layer names as people read them in a table or a message: all of them up
+/// to three, else `a, b … z (n layers)`.
+pub fn shorten_layers<S: AsRef<str>>(names: &[S]) -> String {
+    let n = names.len();
+    match n {
+        0..=3 => names
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => format!(
+            "{}, {} … {} ({n} layers)",
+            names[0].as_ref(),
+            names[1].as_ref(),
+            names[n - 1].as_ref()
+        ),
+    }
+}

@@ -700,22 +700,13 @@ fn channels(
             .iter()
             .flat_map(|grp| grp.producers.iter().map(|&p| g.nodes[p].name.as_str()))
             .collect();
-        let shown = match layers.len() {
-            0..=3 => layers.join(", "),
-            n => format!(
-                "{}, {} … {} ({n} layers)",
-                layers[0],
-                layers[1],
-                layers[n - 1]
-            ),
-        };
         cx.push(CheckError::FrozenChannels {
             src: cx.src(spec.span),
             span: spec.span.source_span(),
             count: by_op.len(),
             model: g.name.clone(),
             why: why.to_string(),
-            layers: shown,
+            layers: crate::plan::shorten_layers(&layers),
         });
     }
     Stage {

@@ -25,13 +25,6 @@ struct GroupRow {
     set_by: String,
 }
 
-fn shorten(names: &[String]) -> String {
-    match names.len() {
-        0..=3 => names.join(", "),
-        n => format!("{}, {} … {} ({n} layers)", names[0], names[1], names[n - 1]),
-    }
-}
-
 /// A group's channel count, with the step its counts move in when grouped
 /// convolutions tie its channels into units.
 pub fn channel_count(channels: usize, unit: usize) -> String {
@@ -60,7 +53,7 @@ fn stage_table(s: &Stage) -> String {
             .iter()
             .map(|g| GroupRow {
                 group: g.group.to_string(),
-                layers: shorten(&g.layers),
+                layers: crate::plan::shorten_layers(&g.layers),
                 channels: channel_count(g.channels, g.unit),
                 target: g.target.describe(),
                 keep: match (g.keep, g.rounded) {
