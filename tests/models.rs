@@ -101,6 +101,23 @@ fn description_errors_name_the_layer() {
         render(analyze(&g, g.input).unwrap_err())
     );
 
+    // A channel shuffle whose groups do not divide the channels, and a
+    // slice past them.
+    for (id, layer) in [
+        (
+            "shuffle_groups_mismatch",
+            "{name: s, op: channel_shuffle, groups: 3, functional: true}",
+        ),
+        (
+            "slice_out_of_range",
+            "{name: s, op: slice, start: 2, end: 6, functional: true}",
+        ),
+    ] {
+        let text = format!("name: x\ninput: [3, 8, 8]\nlayers:\n  - {{name: c1, op: conv2d, in_channels: 3, out_channels: 4, kernel: 1}}\n  - {layer}\n");
+        let g = yaml::from_yaml(&text, "x.yaml").unwrap();
+        insta::assert_snapshot!(id, render(analyze(&g, g.input).unwrap_err()));
+    }
+
     let bad = "name: x\ninput: [3, 8, 8]\nlayers:\n  - {name: c1, op: conv3d}\n";
     insta::assert_snapshot!(
         "bad_description",
