@@ -432,7 +432,9 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         if groups == 0 || c % groups != 0 {
                             return Err(GraphError::Malformed {
                                 node: node.name.clone(),
-                                message: format!("its {groups} groups do not divide the {c} channels it reads"),
+                                message: format!(
+                                    "its {groups} groups do not divide the {c} channels it reads"
+                                ),
                             });
                         }
                         s
@@ -442,7 +444,9 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         if start >= end || end > c {
                             return Err(GraphError::Malformed {
                                 node: node.name.clone(),
-                                message: format!("it takes channels {start}..{end}, but its input has {c}"),
+                                message: format!(
+                                    "it takes channels {start}..{end}, but its input has {c}"
+                                ),
                             });
                         }
                         Shape::Map {
