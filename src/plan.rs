@@ -239,6 +239,19 @@ pub enum Granularity {
     Channels,
     /// Residual blocks with an identity shortcut.
     Blocks,
+    /// Attention heads, physically.
+    Heads,
+}
+
+impl Granularity {
+    /// The coupled groups a stage of this granularity prunes: attention
+    /// heads, or channels.
+    pub fn group_kind(&self) -> crate::graph::GroupKind {
+        match self {
+            Granularity::Heads => crate::graph::GroupKind::Heads,
+            _ => crate::graph::GroupKind::Channels,
+        }
+    }
 }
 
 impl std::fmt::Display for Granularity {
@@ -248,6 +261,7 @@ impl std::fmt::Display for Granularity {
             Granularity::NM { n, m } => write!(f, "{n}:{m}"),
             Granularity::Channels => f.write_str("channels"),
             Granularity::Blocks => f.write_str("blocks"),
+            Granularity::Heads => f.write_str("heads"),
         }
     }
 }

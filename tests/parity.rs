@@ -122,6 +122,20 @@ const CASES: &[Case] = &[
         classes: 10,
         formats: ONE,
     },
+    Case {
+        id: "vit_mini-28",
+        model: "vit_mini",
+        input: [1, 28, 28],
+        classes: 10,
+        formats: ALL,
+    },
+    Case {
+        id: "vit_b_16-224",
+        model: "vit_b_16",
+        input: [3, 224, 224],
+        classes: 1000,
+        formats: ONE,
+    },
 ];
 
 fn python() -> PathBuf {
@@ -427,7 +441,7 @@ fn pruned_models_equal_their_masked_originals() {
                     let keys: Vec<String> = match s.role {
                         Role::Out => vec![format!("{name}.weight"), format!("{name}.bias")],
                         Role::Norm => vec![format!("{name}.weight"), format!("{name}.bias")],
-                        Role::In => vec![],
+                        Role::In | Role::Head => vec![],
                     };
                     for k in keys {
                         if let Some(t) = masked.get_mut(&k) {

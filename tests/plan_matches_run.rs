@@ -30,15 +30,18 @@ struct Model {
     pad: u32,
     rule: &'static str,
     blocks: bool,
+    /// A layer rule for `prune heads` (attention models).
+    heads: Option<&'static str>,
 }
 
-const MODELS: [Model; 4] = [
+const MODELS: [Model; 5] = [
     Model {
         name: "simplecnn",
         input: "[1, 28, 28]",
         pad: 0,
         rule: "conv1",
         blocks: false,
+        heads: None,
     },
     Model {
         name: "lenet5",
@@ -46,6 +49,7 @@ const MODELS: [Model; 4] = [
         pad: 0,
         rule: "conv2",
         blocks: false,
+        heads: None,
     },
     Model {
         name: "resnet18",
@@ -53,6 +57,7 @@ const MODELS: [Model; 4] = [
         pad: 2,
         rule: "layer*.*.conv1",
         blocks: true,
+        heads: None,
     },
     Model {
         name: "mobilenet_v2",
@@ -60,6 +65,15 @@ const MODELS: [Model; 4] = [
         pad: 2,
         rule: "features.1*.conv.0.0",
         blocks: false,
+        heads: None,
+    },
+    Model {
+        name: "vit_mini",
+        input: "[1, 28, 28]",
+        pad: 0,
+        rule: "encoder.layers.*.mlp.0",
+        blocks: false,
+        heads: Some("encoder.layers.encoder_layer_[02].self_attention"),
     },
 ];
 
@@ -97,7 +111,7 @@ impl Case {
             }
             body += &format!("{scope}\n");
         }
-        if self.granularity == "channels" {
+        if self.granularity == "channels" || self.granularity == "heads" {
             if let Some(r) = self.round_to {
                 body += &format!("    round_to {r}\n");
             }
@@ -106,7 +120,11 @@ impl Case {
             body += &format!("    ratio {}\n", self.ratio);
         }
         if let (Some((cmp, v)), false) = (self.rule, blocks || self.granularity == "2:4") {
-            body += &format!("    layer \"{}\" ratio {cmp}{v}\n", m.rule);
+            let rule = match (self.granularity, m.heads) {
+                ("heads", Some(heads)) => heads,
+                _ => m.rule,
+            };
+            body += &format!("    layer \"{rule}\" ratio {cmp}{v}\n");
         }
         format!(
             "recipe \"generated\"\nseed 7\ndevice cpu\nmodel {} {{ input {} classes 10 }}\n\
@@ -126,6 +144,7 @@ fn cases() -> impl Strategy<Value = Case> {
         0..MODELS.len(),
         prop_oneof![
             4 => Just("channels"),
+            2 => Just("heads"),
             2 => Just("weights"),
             1 => Just("2:4"),
             1 => Just("blocks"),
@@ -145,8 +164,10 @@ fn cases() -> impl Strategy<Value = Case> {
     )
         .prop_map(
             |(model, granularity, global, ratio, max, min, round_to, rule, iterative)| {
-                // Block pruning needs residual blocks.
-                let granularity = if granularity == "blocks" && !MODELS[model].blocks {
+                // Block pruning needs residual blocks, head pruning attention.
+                let granularity = if (granularity == "blocks" && !MODELS[model].blocks)
+                    || (granularity == "heads" && MODELS[model].heads.is_none())
+                {
                     "channels"
                 } else {
                     granularity
@@ -184,11 +205,32 @@ fn run(dir: &Path, recipe: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json")).unwrap()).unwrap()
 }
 
+/// Heads per attention layer of the exported model (whose heads keep
+/// their width, `vit_mini`'s 16 features).
+fn heads_kept(dir: &Path) -> BTreeMap<String, usize> {
+    let (sd, _) = weights::read(&dir.join("out/weights.safetensors")).unwrap();
+    sd.iter()
+        .filter_map(|(k, t)| {
+            Some((
+                k.strip_suffix(".in_proj_weight")?.to_owned(),
+                t.shape[0] / (3 * 16),
+            ))
+        })
+        .collect()
+}
+
 /// Output channels per layer of the exported model.
 fn out_channels(dir: &Path) -> BTreeMap<String, usize> {
     let (sd, _) = weights::read(&dir.join("out/weights.safetensors")).unwrap();
     sd.iter()
-        .filter_map(|(k, t)| Some((k.strip_suffix(".weight")?.to_owned(), t.shape[0])))
+        .filter_map(|(k, t)| {
+            // An attention's output projection writes its output channels.
+            let k = k.strip_suffix(".weight")?;
+            Some((
+                k.strip_suffix(".out_proj").unwrap_or(k).to_owned(),
+                t.shape[0],
+            ))
+        })
         .collect()
 }
 
@@ -198,8 +240,12 @@ fn compare(case: &Case, plan: &Plan, report: &serde_json::Value, dir: &Path) {
     let params = report["params"][1].as_u64().unwrap();
     let macs = report["macs"][1].as_u64().unwrap();
     match stage.granularity {
-        Granularity::Channels => {
-            let after = out_channels(dir);
+        Granularity::Channels | Granularity::Heads => {
+            let after = if stage.granularity == Granularity::Heads {
+                heads_kept(dir)
+            } else {
+                out_channels(dir)
+            };
             let mut total_planned = 0usize;
             let mut total_kept = 0usize;
             for gp in &stage.groups {

@@ -1,8 +1,9 @@
 """Load what prunex exports into your own PyTorch module.
 
 A channel-pruned model has fewer channels than the class that defines it.
-``load_pruned`` resizes every Conv2d, Linear, BatchNorm2d and LayerNorm of
-``model``, and every other parameter (ConvNeXt's ``layer_scale``), to the
+``load_pruned`` resizes every Conv2d, Linear, BatchNorm2d, LayerNorm and
+MultiheadAttention of ``model``, and every other parameter (ConvNeXt's
+``layer_scale``, a ViT's ``class_token`` and ``pos_embedding``), to the
 shapes in prunex's ``weights.safetensors`` (keyed as the module's
 ``state_dict``), then loads the weights with ``strict=True``::
 
@@ -16,7 +17,13 @@ Import it from the repository (``sys.path.insert(0, "python")``) or install
 it: ``pip install ./python``. It needs torch and safetensors.
 
 Layers are resized in place; nothing else of the module changes, so its
-``forward`` runs as written. A model whose blocks prunex removed (``prune
+``forward`` runs as written. Two exceptions, because PyTorch's classes
+cannot say what a pruned transformer is: an ``nn.MultiheadAttention``
+whose heads prunex removed keeps ``embed_dim`` wide tokens but attends in
+fewer heads, narrower than ``embed_dim``, which it cannot hold; it is
+replaced by ``PrunedMultiheadAttention``, which computes what it computes
+with the same ``state_dict`` keys. And a torchvision ``VisionTransformer``
+reads its width from ``hidden_dim``, which is set to the pruned width. A model whose blocks prunex removed (``prune
 blocks``) has a different structure: ``load_state_dict`` then names the
 missing keys; use ``model.onnx`` or ``model.yaml`` for such a model.
 """
@@ -27,7 +34,54 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-__all__ = ["load_pruned", "resize"]
+__all__ = ["load_pruned", "resize", "PrunedMultiheadAttention"]
+
+
+class PrunedMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` (self-attention, no masks, no attention
+    dropout) whose attention width ``num_heads * head_dim`` may differ
+    from ``embed_dim``: what remains when heads are pruned. Its parameters
+    have ``nn.MultiheadAttention``'s names and layout."""
+
+    def __init__(self, embed_dim, num_heads, head_dim, bias=True, batch_first=True):
+        super().__init__()
+        width = num_heads * head_dim
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
+        self.batch_first = batch_first
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width)) if bias else None
+        self.out_proj = nn.Linear(width, embed_dim, bias=bias)
+
+    def forward(self, query, key=None, value=None, need_weights=False, **_):
+        x = query if self.batch_first else query.transpose(0, 1)
+        n, t, _ = x.shape
+        qkv = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = qkv.view(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        y = nn.functional.scaled_dot_product_attention(q, k, v)
+        y = self.out_proj(y.transpose(1, 2).reshape(n, t, self.num_heads * self.head_dim))
+        return (y if self.batch_first else y.transpose(0, 1)), None
+
+
+def _attention(old, state, name):
+    """The attention layer ``old`` resized to ``state``, or None."""
+    weight = state.get(f"{name}.in_proj_weight")
+    out = state.get(f"{name}.out_proj.weight")
+    if weight is None or out is None:
+        return None
+    if weight.shape == old.in_proj_weight.shape and out.shape == old.out_proj.weight.shape:
+        return None
+    embed, width = out.shape
+    # prunex removes whole heads: the original head_dim stays.
+    head_dim = old.head_dim
+    heads = width // head_dim
+    bias = old.in_proj_bias is not None
+    if width == embed:
+        # PyTorch's class holds it: resize in place.
+        new = nn.MultiheadAttention(embed, heads, dropout=old.dropout, bias=bias,
+                                    batch_first=old.batch_first)
+        return new
+    new = PrunedMultiheadAttention(embed, heads, head_dim, bias=bias, batch_first=old.batch_first)
+    return new
 
 
 def _conv(old, weight, bias):
@@ -102,7 +156,13 @@ def resize(model, state):
                     _parameter(module, "bias", weight.shape)
                 resized.append(name)
     for name, module in list(model.named_modules()):
-        new = _replacement(module, state, name)
+        if isinstance(module, nn.MultiheadAttention):
+            new = _attention(module, state, name)
+        elif isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear):
+            # An attention's out_proj: replaced with its attention.
+            new = None
+        else:
+            new = _replacement(module, state, name)
         if new is None:
             continue
         parent_name, _, attr = name.rpartition(".")
@@ -117,6 +177,10 @@ def resize(model, state):
             owner, _, attr = key.rpartition(".")
             _parameter(model.get_submodule(owner) if owner else model, attr, target.shape)
             resized.append(key)
+    # torchvision's VisionTransformer reshapes its patches to `hidden_dim`.
+    conv = getattr(model, "conv_proj", None)
+    if isinstance(getattr(model, "hidden_dim", None), int) and isinstance(conv, nn.Conv2d):
+        model.hidden_dim = conv.out_channels
     return resized
 
 

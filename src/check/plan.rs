@@ -10,7 +10,7 @@ use miette::{LabeledSpan, Report};
 
 use super::diag::CheckError;
 use super::recipe::{Cmp, PruneSpec, Recipe, RuleKind, RuleSpec, ScheduleSpec};
-use crate::graph::{analyze, coupling, Coupling, Frozen, Graph, NodeId, Op};
+use crate::graph::{analyze, coupling, Coupling, Frozen, Graph, GroupKind, NodeId, Op};
 use crate::plan::{
     Aggregate, Criterion, Curve, Granularity, GroupPlan, LayerPlan, Plan, Scope, Stage, Step,
     Target, Unit,
@@ -234,7 +234,9 @@ pub fn plan(
             Err(e) => return failed(cx, e),
         };
         let mut stage = match spec.granularity {
-            Granularity::Channels => channels(&mut cx, spec, &c, steps, &current),
+            Granularity::Channels | Granularity::Heads => {
+                channels(&mut cx, spec, &c, steps, &current)
+            }
             Granularity::Blocks => blocks(&mut cx, spec, steps, &current),
             Granularity::Weights | Granularity::NM { .. } => masks(&mut cx, spec, steps, &current),
         };
@@ -536,8 +538,12 @@ fn channels(
     // Rules match the model's module names; by name, they find the layers
     // of a graph an earlier stage changed.
     let name = |cx: &Ctx<'_>, id: NodeId| cx.g.nodes[id].name.clone();
-    let group_of: BTreeMap<String, usize> = c
-        .group_of
+    let kind = spec.granularity.group_kind();
+    let of = match kind {
+        GroupKind::Channels => &c.group_of,
+        GroupKind::Heads => &c.heads_of,
+    };
+    let group_of: BTreeMap<String, usize> = of
         .iter()
         .map(|(&n, &gid)| (g.nodes[n].name.clone(), gid))
         .collect();
@@ -569,7 +575,7 @@ fn channels(
         .map(|(id, pat)| (name(cx, id), pat))
         .collect();
     let mut groups = Vec::new();
-    for grp in &c.groups {
+    for grp in c.groups.iter().filter(|grp| grp.kind == kind) {
         let names: Vec<String> = grp
             .producers
             .iter()

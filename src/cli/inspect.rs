@@ -104,7 +104,12 @@ pub fn groups_table(g: &Graph, c: &crate::graph::Coupling) -> String {
         .iter()
         .map(|grp| GroupRow {
             id: grp.id,
-            channels: super::plan::channel_count(grp.channels.len(), grp.unit()),
+            channels: match grp.kind {
+                crate::graph::GroupKind::Channels => {
+                    super::plan::channel_count(grp.channels.len(), grp.unit())
+                }
+                crate::graph::GroupKind::Heads => format!("{} heads", grp.channels.len()),
+            },
             producers: names(g, &grp.producers, 4),
             couplers: names(g, &grp.couplers, 3),
             frozen: match &grp.frozen {
@@ -182,6 +187,12 @@ pub fn run(
                 println!("{head} · {} coupled groups", c.groups.len());
                 println!("{}", groups_table(&g, &c));
                 println!("Each group loses the same channels in every layer listed, in the BatchNorms, LayerNorms and layer scales that follow, and in the input channels of the layers that read them.");
+                if c.groups
+                    .iter()
+                    .any(|grp| grp.kind == crate::graph::GroupKind::Heads)
+                {
+                    println!("A group of heads loses whole heads of its attention layer (`prune heads`): their query, key and value rows and their columns of the output projection.");
+                }
                 OK
             }
             Err(e) => {

@@ -36,6 +36,7 @@ pub fn channel_count(channels: usize, unit: usize) -> String {
 }
 
 fn stage_table(s: &Stage) -> String {
+    let heads = s.granularity == crate::plan::Granularity::Heads;
     let rows: Vec<GroupRow> = if s.groups.is_empty() {
         s.layers
             .iter()
@@ -54,10 +55,15 @@ fn stage_table(s: &Stage) -> String {
             .map(|g| GroupRow {
                 group: g.group.to_string(),
                 layers: crate::plan::shorten_layers(&g.layers),
-                channels: channel_count(g.channels, g.unit),
+                channels: if heads {
+                    format!("{} heads", g.channels)
+                } else {
+                    channel_count(g.channels, g.unit)
+                },
                 target: g.target.describe(),
                 keep: match (g.keep, g.rounded) {
                     (Some(k), Some(r)) => format!("{k} ({})", r.describe()),
+                    (Some(k), None) if heads => format!("{k} heads"),
                     (Some(k), None) => k.to_string(),
                     (None, _) => String::new(),
                 },

@@ -36,6 +36,49 @@ enum Params {
     Scale {
         s: Tensor,
     },
+    /// A class token or position embedding.
+    Embedding {
+        e: Tensor,
+    },
+    Attention {
+        in_w: Tensor,
+        in_b: Option<Tensor>,
+        out_w: Tensor,
+        out_b: Option<Tensor>,
+    },
+}
+
+impl Params {
+    /// The same variables (a module called twice).
+    fn share(&self) -> Params {
+        let c = Tensor::shallow_clone;
+        let o = |t: &Option<Tensor>| t.as_ref().map(Tensor::shallow_clone);
+        match self {
+            Params::Conv { w, b } => Params::Conv { w: c(w), b: o(b) },
+            Params::Linear { w, b } => Params::Linear { w: c(w), b: o(b) },
+            Params::Bn { w, b, mean, var } => Params::Bn {
+                w: c(w),
+                b: c(b),
+                mean: c(mean),
+                var: c(var),
+            },
+            Params::Ln { w, b } => Params::Ln { w: c(w), b: c(b) },
+            Params::Scale { s } => Params::Scale { s: c(s) },
+            Params::Embedding { e } => Params::Embedding { e: c(e) },
+            Params::Attention {
+                in_w,
+                in_b,
+                out_w,
+                out_b,
+            } => Params::Attention {
+                in_w: c(in_w),
+                in_b: o(in_b),
+                out_w: c(out_w),
+                out_b: o(out_b),
+            },
+            Params::None => Params::None,
+        }
+    }
 }
 
 /// A graph with its parameters on a device.
@@ -71,54 +114,40 @@ impl TorchModel {
             }
             // A module used twice shares its variables.
             if let Some(&first) = made.get(&node.name) {
-                let shared = match &params[first] {
-                    Params::Conv { w, b } => Params::Conv {
-                        w: w.shallow_clone(),
-                        b: b.as_ref().map(Tensor::shallow_clone),
-                    },
-                    Params::Linear { w, b } => Params::Linear {
-                        w: w.shallow_clone(),
-                        b: b.as_ref().map(Tensor::shallow_clone),
-                    },
-                    Params::Bn { w, b, mean, var } => Params::Bn {
-                        w: w.shallow_clone(),
-                        b: b.shallow_clone(),
-                        mean: mean.shallow_clone(),
-                        var: var.shallow_clone(),
-                    },
-                    Params::Ln { w, b } => Params::Ln {
-                        w: w.shallow_clone(),
-                        b: b.shallow_clone(),
-                    },
-                    Params::Scale { s } => Params::Scale {
-                        s: s.shallow_clone(),
-                    },
-                    Params::None => Params::None,
-                };
+                let shared = params[first].share();
                 params.push(shared);
                 continue;
             }
             made.insert(node.name.clone(), id);
-            let p = node.name.split('.').fold(root.clone(), |p, part| p / part);
             let shapes: BTreeMap<&str, Vec<i64>> = node
                 .op
                 .state()
                 .into_iter()
                 .map(|(k, s)| (k, s.iter().map(|&d| d as i64).collect()))
                 .collect();
+            // The variable of tensor `suffix`, at its state_dict key's path
+            // (tch names a variable by one path component).
+            let var = |suffix: &str, init: Init| -> Option<Tensor> {
+                let shape = shapes.get(suffix)?;
+                let key = node.key(suffix);
+                let (path, name) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
+                let p = path
+                    .split('.')
+                    .filter(|s| !s.is_empty())
+                    .fold(root.clone(), |p, part| p / part);
+                Some(p.var(name, shape, init))
+            };
+            let p = node.name.split('.').fold(root.clone(), |p, part| p / part);
             // Uniform in ±1/√fan_in, for weights and biases alike.
             let uniform = |name: &str, fan_in: usize| {
                 let bound = 1.0 / (fan_in as f64).sqrt();
-                shapes.get(name).map(|s| {
-                    p.var(
-                        name,
-                        s,
-                        Init::Uniform {
-                            lo: -bound,
-                            up: bound,
-                        },
-                    )
-                })
+                var(
+                    name,
+                    Init::Uniform {
+                        lo: -bound,
+                        up: bound,
+                    },
+                )
             };
             let entry = match node.op {
                 Op::Conv2d {
@@ -146,7 +175,7 @@ impl TorchModel {
                         var: p.ones_no_train("running_var", &shapes["running_var"]),
                     }
                 }
-                Op::LayerNorm2d { .. } => Params::Ln {
+                Op::LayerNorm2d { .. } | Op::LayerNorm { .. } => Params::Ln {
                     w: p.var("weight", &shapes["weight"], Init::Const(1.0)),
                     b: p.var("bias", &shapes["bias"], Init::Const(0.0)),
                 },
@@ -154,6 +183,45 @@ impl TorchModel {
                 Op::LayerScale { .. } => Params::Scale {
                     s: p.var("layer_scale", &shapes["layer_scale"], Init::Const(1e-6)),
                 },
+                // torchvision: the class token starts at zero, the
+                // position embedding normal with σ 0.02.
+                Op::ClassToken { .. } => Params::Embedding {
+                    e: var("", Init::Const(0.0)).expect("a class token has a parameter"),
+                },
+                Op::PosEmbedding { .. } => Params::Embedding {
+                    e: var(
+                        "",
+                        Init::Randn {
+                            mean: 0.0,
+                            stdev: 0.02,
+                        },
+                    )
+                    .expect("a position embedding has a parameter"),
+                },
+                // PyTorch: Xavier-uniform packed projection, zero biases,
+                // the output projection as a linear layer's weight.
+                Op::MultiheadAttention {
+                    embed,
+                    heads,
+                    head_dim,
+                    ..
+                } => {
+                    let bound = (6.0 / (embed + 3 * heads * head_dim) as f64).sqrt();
+                    Params::Attention {
+                        in_w: var(
+                            "in_proj_weight",
+                            Init::Uniform {
+                                lo: -bound,
+                                up: bound,
+                            },
+                        )
+                        .expect("an attention has a projection"),
+                        in_b: var("in_proj_bias", Init::Const(0.0)),
+                        out_w: uniform("out_proj.weight", heads * head_dim)
+                            .expect("an attention has an output projection"),
+                        out_b: var("out_proj.bias", Init::Const(0.0)),
+                    }
+                }
                 _ => Params::None,
             };
             params.push(entry);
@@ -300,6 +368,49 @@ impl TorchModel {
                     .f_layer_norm([*features as i64], Some(w), Some(b), *eps, true)?
                     .f_permute([0, 3, 1, 2])?,
                 (Op::LayerScale { .. }, Params::Scale { s }) => arg(0)?.f_mul(s)?,
+                (Op::LayerNorm { features, eps }, Params::Ln { w, b }) => {
+                    arg(0)?.f_layer_norm([*features as i64], Some(w), Some(b), *eps, true)?
+                }
+                (Op::ToTokens, _) => arg(0)?.f_flatten(2, 3)?.f_transpose(1, 2)?,
+                (Op::ClassToken { .. }, Params::Embedding { e }) => {
+                    let x = arg(0)?;
+                    let token = e.f_expand([x.size()[0], -1, -1], false)?;
+                    Tensor::f_cat(&[&token, x], 1)?
+                }
+                (Op::PosEmbedding { .. }, Params::Embedding { e }) => arg(0)?.f_add(e)?,
+                (
+                    Op::MultiheadAttention {
+                        heads, head_dim, ..
+                    },
+                    Params::Attention {
+                        in_w,
+                        in_b,
+                        out_w,
+                        out_b,
+                    },
+                ) => {
+                    let x = arg(0)?;
+                    let (n, t, _) = x.size3()?;
+                    let (h, d) = (*heads as i64, *head_dim as i64);
+                    // [N, T, 3A] → [3, N, H, T, d].
+                    let qkv = x
+                        .f_linear(in_w, in_b.as_ref())?
+                        .f_view([n, t, 3, h, d])?
+                        .f_permute([2, 0, 3, 1, 4])?;
+                    let (q, k, v) = (
+                        qkv.f_select(0, 0)?,
+                        qkv.f_select(0, 1)?,
+                        qkv.f_select(0, 2)?,
+                    );
+                    // torchvision's ViTs have no attention dropout.
+                    Tensor::f_scaled_dot_product_attention::<Tensor>(
+                        &q, &k, &v, None, 0.0, false, None, false,
+                    )?
+                    .f_transpose(1, 2)?
+                    .f_reshape([n, t, h * d])?
+                    .f_linear(out_w, out_b.as_ref())?
+                }
+                (Op::TokenSelect { index }, _) => arg(0)?.f_select(1, *index as i64)?,
                 (Op::BatchNorm2d { eps, momentum, .. }, Params::Bn { w, b, mean, var }) => {
                     if train && counted.insert(node.name.clone()) {
                         *self.batches_tracked.entry(node.name.clone()).or_insert(0) += 1;

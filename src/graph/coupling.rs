@@ -46,6 +46,20 @@ pub enum Role {
     /// An input channel of a convolution, or `repeat` consecutive input
     /// features of a linear layer after a flatten.
     In,
+    /// A head of a multi-head attention (`repeat` is its head_dim): its
+    /// query, key and value rows of `in_proj_weight` and `in_proj_bias`,
+    /// and its columns of `out_proj.weight`.
+    Head,
+}
+
+/// What a group's units are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupKind {
+    /// Channels (of maps, vectors or tokens), pruned by `prune channels`.
+    Channels,
+    /// The heads of one attention layer, pruned by `prune heads`.
+    Heads,
 }
 
 /// One place a coupled channel lives.
@@ -66,8 +80,11 @@ pub struct Slot {
 pub struct Group {
     /// Index among the graph's groups.
     pub id: usize,
+    /// Channels or heads.
+    pub kind: GroupKind,
     /// Convolutions and linear layers whose output channels the group prunes
-    /// (depthwise convolutions included), in graph order.
+    /// (depthwise convolutions included), or the attention layer whose
+    /// heads it prunes, in graph order.
     pub producers: Vec<NodeId>,
     /// BatchNorms, LayerNorms and layer scales that follow.
     pub norms: Vec<NodeId>,
@@ -100,6 +117,8 @@ pub enum Frozen {
     Slice(String),
     /// Grouped convolutions tie them into units of different sizes.
     UnevenUnits,
+    /// The flatten at this node interleaves them (tokens flattened).
+    Flatten(String),
 }
 
 impl Frozen {
@@ -117,6 +136,12 @@ impl std::fmt::Display for Frozen {
             Frozen::Output(node) => write!(f, "the model's output (`{node}`)"),
             Frozen::Shuffle(node) => write!(f, "a channel shuffle (`{node}`) permutes them"),
             Frozen::Slice(node) => write!(f, "a slice (`{node}`) splits them"),
+            Frozen::Flatten(node) => {
+                write!(
+                    f,
+                    "a flatten (`{node}`) interleaves the features of its tokens"
+                )
+            }
             Frozen::UnevenUnits => write!(
                 f,
                 "grouped convolutions tie its channels into units of different sizes"
@@ -130,8 +155,10 @@ impl std::fmt::Display for Frozen {
 pub struct Coupling {
     /// The groups, in the order of their first producer.
     pub groups: Vec<Group>,
-    /// The group of each producer node.
+    /// The channel group of each producer node.
     pub group_of: BTreeMap<NodeId, usize>,
+    /// The head group of each attention node.
+    pub heads_of: BTreeMap<NodeId, usize>,
 }
 
 struct Uf {
@@ -259,9 +286,28 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 }
                 Layout { elems, repeat: 1 }
             }
-            Op::BatchNorm2d { .. } | Op::LayerNorm2d { .. } | Op::LayerScale { .. } => {
+            Op::BatchNorm2d { .. }
+            | Op::LayerNorm2d { .. }
+            | Op::LayerScale { .. }
+            | Op::LayerNorm { .. }
+            | Op::ClassToken { .. }
+            | Op::PosEmbedding { .. } => {
                 let x = input(0);
                 occupy(&mut slots, &x.elems, id, Role::Norm, 1);
+                x
+            }
+            Op::MultiheadAttention {
+                heads, head_dim, ..
+            } => {
+                // PyTorch's attention reads and writes one embedding width:
+                // input feature i (in_proj column) and output feature i
+                // (out_proj row) are one channel. Its heads are units of
+                // their own group.
+                let x = input(0);
+                occupy(&mut slots, &x.elems, id, Role::In, 1);
+                occupy(&mut slots, &x.elems, id, Role::Out, 1);
+                let hs = uf.fresh(*heads);
+                occupy(&mut slots, &hs, id, Role::Head, *head_dim);
                 x
             }
             Op::Add | Op::Mul => {
@@ -320,6 +366,16 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 let repeat = match a.shapes[node.inputs[0]] {
                     Shape::Map { h, w, .. } => x.repeat.saturating_mul(h).saturating_mul(w),
                     Shape::Flat(_) => x.repeat,
+                    Shape::Tokens { .. } => {
+                        // Token-major: a feature's entries are not
+                        // consecutive, which the slots cannot say.
+                        for &e in &x.elems {
+                            frozen
+                                .entry(e)
+                                .or_insert_with(|| Frozen::Flatten(node.name.clone()));
+                        }
+                        x.repeat
+                    }
                 };
                 Layout {
                     elems: x.elems,
@@ -355,13 +411,16 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
     let index_of: BTreeMap<usize, usize> =
         classes.iter().enumerate().map(|(i, &c)| (c, i)).collect();
     gf.fresh(classes.len());
-    let mut first_class_of_producer: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut first_class_of_producer: BTreeMap<(NodeId, Role), usize> = BTreeMap::new();
     for (&c, ss) in &class_slots {
-        for s in ss.iter().filter(|s| s.role == Role::Out) {
-            match first_class_of_producer.get(&s.node) {
+        for s in ss
+            .iter()
+            .filter(|s| matches!(s.role, Role::Out | Role::Head))
+        {
+            match first_class_of_producer.get(&(s.node, s.role)) {
                 Some(&other) => gf.union(index_of[&c], index_of[&other]),
                 None => {
-                    first_class_of_producer.insert(s.node, c);
+                    first_class_of_producer.insert((s.node, s.role), c);
                 }
             }
         }
@@ -402,7 +461,12 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             v.dedup();
             v
         };
-        let producers = nodes_with(Role::Out);
+        let heads = nodes_with(Role::Head);
+        let (kind, producers) = if heads.is_empty() {
+            (GroupKind::Channels, nodes_with(Role::Out))
+        } else {
+            (GroupKind::Heads, heads)
+        };
         if producers.is_empty() {
             continue; // the model input alone
         }
@@ -435,6 +499,7 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             });
         groups.push(Group {
             id: 0,
+            kind,
             producers,
             norms,
             consumers,
@@ -444,13 +509,21 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
             frozen,
         });
     }
-    groups.sort_by_key(|g| g.producers[0]);
-    let mut group_of = BTreeMap::new();
+    groups.sort_by_key(|g| (g.producers[0], g.kind == GroupKind::Heads));
+    let (mut group_of, mut heads_of) = (BTreeMap::new(), BTreeMap::new());
     for (i, grp) in groups.iter_mut().enumerate() {
         grp.id = i;
+        let of = match grp.kind {
+            GroupKind::Channels => &mut group_of,
+            GroupKind::Heads => &mut heads_of,
+        };
         for &p in &grp.producers {
-            group_of.insert(p, i);
+            of.insert(p, i);
         }
     }
-    Ok(Coupling { groups, group_of })
+    Ok(Coupling {
+        groups,
+        group_of,
+        heads_of,
+    })
 }

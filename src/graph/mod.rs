@@ -14,7 +14,7 @@ pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
-pub use coupling::{coupling, Coupling, Frozen, Group, Role, Slot};
+pub use coupling::{coupling, Coupling, Frozen, Group, GroupKind, Role, Slot};
 pub use shape::{analyze, Analysis, GraphError, Shape};
 
 /// Index of a node in [`Graph::nodes`].
@@ -198,6 +198,57 @@ pub enum Op {
         /// One past the last channel.
         end: usize,
     },
+    /// A feature map read as a sequence of tokens, one per position, the
+    /// channels as features: `x.reshape(n, c, h * w).permute(0, 2, 1)`
+    /// (a ViT's patch embedding after its strided convolution).
+    ToTokens,
+    /// A learned token prepended to the sequence: a `[1, 1, F]` parameter
+    /// outside any module, whose `state_dict` key is the node's name
+    /// (`class_token`), expanded over the batch and concatenated first.
+    ClassToken {
+        /// Features.
+        features: usize,
+    },
+    /// A learned `[1, T, F]` parameter outside any module added to the
+    /// tokens (`encoder.pos_embedding`; the key is the node's name).
+    PosEmbedding {
+        /// Tokens.
+        tokens: usize,
+        /// Features.
+        features: usize,
+    },
+    /// `nn.LayerNorm` over the features of every token (or of a vector).
+    #[serde(rename = "layernorm")]
+    LayerNorm {
+        /// Features.
+        features: usize,
+        /// Epsilon.
+        #[serde(default = "ln_eps")]
+        eps: f64,
+    },
+    /// `nn.MultiheadAttention` as self-attention on tokens (`batch_first`,
+    /// `attn(x, x, x, need_weights=False)`), with PyTorch's packed
+    /// `in_proj_weight` `[3·A, embed]` (queries, keys, values) and
+    /// `out_proj` `[embed, A]`, where the attention width `A` is
+    /// `heads · head_dim`: `embed` in PyTorch, less once heads are pruned.
+    MultiheadAttention {
+        /// Features of the tokens it reads and writes.
+        embed: usize,
+        /// Heads.
+        heads: usize,
+        /// Features per head.
+        head_dim: usize,
+        /// Whether the projections have biases.
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// One token of the sequence as a vector (`x[:, index]`: a ViT's
+    /// class token before its head).
+    TokenSelect {
+        /// The token.
+        #[serde(default)]
+        index: usize,
+    },
 }
 
 fn one() -> [usize; 2] {
@@ -282,6 +333,12 @@ impl Op {
             Op::Identity => "identity",
             Op::ChannelShuffle { .. } => "channel_shuffle",
             Op::Slice { .. } => "slice",
+            Op::ToTokens => "to_tokens",
+            Op::ClassToken { .. } => "class_token",
+            Op::PosEmbedding { .. } => "pos_embedding",
+            Op::LayerNorm { .. } => "layernorm",
+            Op::MultiheadAttention { .. } => "multihead_attention",
+            Op::TokenSelect { .. } => "token_select",
         }
     }
 
@@ -294,11 +351,16 @@ impl Op {
                 | Op::BatchNorm2d { .. }
                 | Op::LayerNorm2d { .. }
                 | Op::LayerScale { .. }
+                | Op::ClassToken { .. }
+                | Op::PosEmbedding { .. }
+                | Op::LayerNorm { .. }
+                | Op::MultiheadAttention { .. }
         )
     }
 
     /// The parameters and buffers of the module, as `(suffix, shape)`, in
-    /// PyTorch's `state_dict` order.
+    /// PyTorch's `state_dict` order. An empty suffix is a parameter outside
+    /// any module, whose key is the node's name ([`Node::key`]).
     pub fn state(&self) -> Vec<(&'static str, Vec<usize>)> {
         match *self {
             Op::Conv2d {
@@ -345,7 +407,42 @@ impl Op {
                 vec![("weight", vec![features]), ("bias", vec![features])]
             }
             Op::LayerScale { features } => vec![("layer_scale", vec![features, 1, 1])],
+            Op::ClassToken { features } => vec![("", vec![1, 1, features])],
+            Op::PosEmbedding { tokens, features } => vec![("", vec![1, tokens, features])],
+            Op::LayerNorm { features, .. } => {
+                vec![("weight", vec![features]), ("bias", vec![features])]
+            }
+            Op::MultiheadAttention {
+                embed,
+                heads,
+                head_dim,
+                bias,
+            } => {
+                let a = heads * head_dim;
+                let mut v = vec![("in_proj_weight", vec![3 * a, embed])];
+                if bias {
+                    v.push(("in_proj_bias", vec![3 * a]));
+                }
+                v.push(("out_proj.weight", vec![embed, a]));
+                if bias {
+                    v.push(("out_proj.bias", vec![embed]));
+                }
+                v
+            }
             _ => Vec::new(),
+        }
+    }
+}
+
+impl Node {
+    /// The `state_dict` key of this node's tensor `suffix` (one of
+    /// [`Op::state`]'s): `module.suffix`, or the node's name for a
+    /// parameter outside modules.
+    pub fn key(&self, suffix: &str) -> String {
+        if suffix.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{suffix}", self.name)
         }
     }
 }
@@ -368,7 +465,7 @@ impl Graph {
                 continue;
             }
             for (suffix, shape) in n.op.state() {
-                out.push((format!("{}.{suffix}", n.name), shape));
+                out.push((n.key(suffix), shape));
             }
         }
         out

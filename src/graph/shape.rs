@@ -33,6 +33,13 @@ pub enum Shape {
     },
     /// A feature vector `[F]`.
     Flat(usize),
+    /// A sequence of `t` tokens of `f` features each (`[T, F]`).
+    Tokens {
+        /// Tokens.
+        t: usize,
+        /// Features per token.
+        f: usize,
+    },
 }
 
 impl Shape {
@@ -41,14 +48,25 @@ impl Shape {
         match *self {
             Shape::Map { c, h, w } => product(&[c, h, w]),
             Shape::Flat(f) => f as u64,
+            Shape::Tokens { t, f } => product(&[t, f]),
         }
     }
 
-    /// Channels (features for a vector).
+    /// Channels (features for a vector or a token).
     pub fn channels(&self) -> usize {
         match *self {
             Shape::Map { c, .. } => c,
-            Shape::Flat(f) => f,
+            Shape::Flat(f) | Shape::Tokens { f, .. } => f,
+        }
+    }
+
+    /// Positions the channels repeat at: H·W of a map, the tokens of a
+    /// sequence, 1 for a vector.
+    pub fn positions(&self) -> u64 {
+        match *self {
+            Shape::Map { h, w, .. } => product(&[h, w]),
+            Shape::Flat(_) => 1,
+            Shape::Tokens { t, .. } => t as u64,
         }
     }
 }
@@ -58,6 +76,7 @@ impl std::fmt::Display for Shape {
         match self {
             Shape::Map { c, h, w } => write!(f, "[{c}, {h}, {w}]"),
             Shape::Flat(n) => write!(f, "[{n}]"),
+            Shape::Tokens { t, f: n } => write!(f, "[{t} tokens, {n}]"),
         }
     }
 }
@@ -141,6 +160,22 @@ pub enum GraphError {
         from: String,
         /// The fix.
         help: String,
+    },
+    /// A sequence of another length than a position embedding was made for.
+    #[error("`{node}` holds embeddings for {expected} tokens, but `{from}` gives it {found}")]
+    #[diagnostic(
+        code(prunex::model::token_mismatch),
+        help("the tokens follow from the input size and the patch size: use the input the model was built for, or give `{node}` {found} tokens")
+    )]
+    TokenMismatch {
+        /// The node.
+        node: String,
+        /// Tokens it holds.
+        expected: usize,
+        /// Tokens it gets.
+        found: usize,
+        /// The node feeding it.
+        from: String,
     },
     /// A graph whose structure is broken (a missing input, a cycle, an
     /// operation with the wrong number of inputs).
@@ -278,7 +313,7 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                             0,
                             match ins[0] {
                                 Shape::Map { h, w, .. } => (h, w),
-                                Shape::Flat(_) => (0, 0),
+                                Shape::Flat(_) | Shape::Tokens { .. } => (0, 0),
                             },
                         );
                         for s in &ins {
@@ -308,12 +343,24 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                 let map = |help: &str| -> Result<(usize, usize, usize), GraphError> {
                     match s {
                         Shape::Map { c, h, w } => Ok((c, h, w)),
-                        Shape::Flat(_) => Err(GraphError::WrongInput {
+                        Shape::Flat(_) | Shape::Tokens { .. } => Err(GraphError::WrongInput {
                             node: node.name.clone(),
                             op: op.kind(),
                             shape: s,
                             from: from.clone(),
                             help: help.to_owned(),
+                        }),
+                    }
+                };
+                let tokens = |s: Shape, from: &str| -> Result<(usize, usize), GraphError> {
+                    match s {
+                        Shape::Tokens { t, f } => Ok((t, f)),
+                        _ => Err(GraphError::WrongInput {
+                            node: node.name.clone(),
+                            op: op.kind(),
+                            shape: s,
+                            from: from.to_owned(),
+                            help: "it reads a sequence of tokens: put a `to_tokens` after the patch embedding's convolution".into(),
                         }),
                     }
                 };
@@ -379,11 +426,9 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         out_features,
                         bias,
                     } => {
-                        // On a feature map: the channels, at every position.
-                        let (f, positions) = match s {
-                            Shape::Flat(f) => (f, 1u64),
-                            Shape::Map { c, h, w } => (c, (h as u64).saturating_mul(w as u64)),
-                        };
+                        // On a feature map or tokens: the channels, at
+                        // every position.
+                        let (f, positions) = (s.channels(), s.positions());
                         if f != in_features {
                             return Err(GraphError::FeatureMismatch {
                                 node: node.name.clone(),
@@ -405,6 +450,7 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                                 h,
                                 w,
                             },
+                            Shape::Tokens { t, .. } => Shape::Tokens { t, f: out_features },
                         }
                     }
                     Op::BatchNorm2d { features, .. } => {
@@ -504,6 +550,107 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         }
                     }
                     Op::Flatten => Shape::Flat(usize::try_from(s.numel()).unwrap_or(usize::MAX)),
+                    Op::ToTokens => {
+                        let (c, h, w) = map("tokens are made of a [C, H, W] feature map (a patch embedding's convolution)")?;
+                        Shape::Tokens {
+                            t: h.saturating_mul(w),
+                            f: c,
+                        }
+                    }
+                    Op::ClassToken { features } => {
+                        let (t, f) = tokens(s, &from)?;
+                        channels(f, features)?;
+                        params[id] = features as u64;
+                        Shape::Tokens {
+                            t: t.saturating_add(1),
+                            f,
+                        }
+                    }
+                    Op::PosEmbedding {
+                        tokens: want,
+                        features,
+                    } => {
+                        let (t, f) = tokens(s, &from)?;
+                        channels(f, features)?;
+                        if t != want {
+                            return Err(GraphError::TokenMismatch {
+                                node: node.name.clone(),
+                                expected: want,
+                                found: t,
+                                from,
+                            });
+                        }
+                        params[id] = product(&[want, features]);
+                        s
+                    }
+                    Op::LayerNorm { features, .. } => {
+                        if let Shape::Map { .. } = s {
+                            return Err(GraphError::WrongInput {
+                                node: node.name.clone(),
+                                op: op.kind(),
+                                shape: s,
+                                from,
+                                help: "LayerNorm normalises the last dimension of tokens or a vector; over the channels of a feature map it is `layernorm2d`".into(),
+                            });
+                        }
+                        channels(s.channels(), features)?;
+                        macs[id] = s.numel().saturating_mul(2);
+                        params[id] = (features as u64).saturating_mul(2);
+                        s
+                    }
+                    Op::MultiheadAttention {
+                        embed,
+                        heads,
+                        head_dim,
+                        bias,
+                    } => {
+                        let (t, f) = tokens(s, &from)?;
+                        channels(f, embed)?;
+                        if heads == 0 || head_dim == 0 {
+                            return Err(GraphError::Malformed {
+                                node: node.name.clone(),
+                                message: format!(
+                                    "it has {heads} heads of {head_dim} features; both must be positive"
+                                ),
+                            });
+                        }
+                        let a = heads.saturating_mul(head_dim);
+                        let (t64, e, a64) = (t as u64, embed as u64, a as u64);
+                        let b = u64::from(bias);
+                        // Torch-Pruning's counter, with the attention width
+                        // A apart from the embedding width E (they are equal
+                        // in PyTorch): the query scaling, the q/k/v
+                        // projections and their biases, per head the two
+                        // products and the softmax, and the output
+                        // projection with its bias at every token.
+                        let tt = t64.saturating_mul(t64);
+                        macs[id] = [
+                            t64.saturating_mul(a64),
+                            product(&[3, t, embed, a]),
+                            product(&[3, t, a]).saturating_mul(b),
+                            (heads as u64).saturating_mul(
+                                tt.saturating_mul(2 * head_dim as u64).saturating_add(tt),
+                            ),
+                            t64.saturating_mul(e).saturating_mul(a64.saturating_add(1)),
+                        ]
+                        .iter()
+                        .fold(0u64, |x, &y| x.saturating_add(y));
+                        params[id] = product(&[4, embed, a])
+                            .saturating_add((3 * a as u64 + e).saturating_mul(b));
+                        s
+                    }
+                    Op::TokenSelect { index } => {
+                        let (t, f) = tokens(s, &from)?;
+                        if index >= t {
+                            return Err(GraphError::Malformed {
+                                node: node.name.clone(),
+                                message: format!(
+                                    "it selects token {index}, but its input has {t} tokens"
+                                ),
+                            });
+                        }
+                        Shape::Flat(f)
+                    }
                     Op::Input | Op::Add | Op::Mul | Op::Concat => unreachable!("handled above"),
                 }
             }

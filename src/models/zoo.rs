@@ -33,12 +33,14 @@ pub const NAMES: &[&str] = &[
     "resnet34",
     "resnet50",
     "mobilenet_v2",
+    "vit_b_16",
+    "vit_mini",
 ];
 
 /// The default input of a zoo model, when a recipe gives none.
 pub fn default_input(name: &str) -> [usize; 3] {
     match name {
-        "lenet5" | "simplecnn" => [1, 28, 28],
+        "lenet5" | "simplecnn" | "vit_mini" => [1, 28, 28],
         _ => [3, 224, 224],
     }
 }
@@ -55,6 +57,8 @@ pub fn build(name: &str, opts: ZooOptions) -> Option<Result<Graph, GraphError>> 
         "resnet34" => resnet(&mut b, Block::Basic, [3, 4, 6, 3], opts.classes),
         "resnet50" => resnet(&mut b, Block::Bottleneck, [3, 4, 6, 3], opts.classes),
         "mobilenet_v2" => mobilenet_v2(&mut b, opts.classes),
+        "vit_b_16" => vit(&mut b, &VIT_B_16, opts.classes),
+        "vit_mini" => vit(&mut b, &VIT_MINI, opts.classes),
         _ => return None,
     };
     Some(built.and_then(|out| b.finish(out)))
@@ -392,4 +396,91 @@ fn mobilenet_v2(b: &mut Builder, classes: usize) -> R {
     x = b.flatten(x)?;
     x = b.add("classifier.0", Op::Dropout { p: 0.2 }, &[x], false)?;
     b.linear("classifier.1", x, classes)
+}
+
+/// A vision transformer's sizes (torchvision's `VisionTransformer` arguments).
+struct VitConfig {
+    patch: usize,
+    layers: usize,
+    heads: usize,
+    hidden: usize,
+    mlp: usize,
+}
+
+/// torchvision's `vit_b_16`.
+const VIT_B_16: VitConfig = VitConfig {
+    patch: 16,
+    layers: 12,
+    heads: 12,
+    hidden: 768,
+    mlp: 3072,
+};
+
+/// A small ViT for 28×28 images (Fashion-MNIST) that trains on a few CPU
+/// cores: torchvision's `VisionTransformer(image_size=28, patch_size=4,
+/// num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128)`.
+const VIT_MINI: VitConfig = VitConfig {
+    patch: 4,
+    layers: 4,
+    heads: 4,
+    hidden: 64,
+    mlp: 128,
+};
+
+/// torchvision's `VisionTransformer`: a strided convolution cuts the image
+/// into patches, a class token goes first, a position embedding is added,
+/// pre-norm encoder blocks (attention, then the MLP, each with a residual),
+/// a last LayerNorm, and the head reads the class token. The tokens follow
+/// from the input size (torchvision fixes it at `image_size`).
+fn vit(b: &mut Builder, cfg: &VitConfig, classes: usize) -> R {
+    let ln = |features| Op::LayerNorm {
+        features,
+        eps: 1e-6,
+    };
+    let e = cfg.hidden;
+    let x = b.conv("conv_proj", 0, e, cfg.patch, cfg.patch, 0, 1, true)?;
+    let x = b.add("tokens", Op::ToTokens, &[x], true)?;
+    let x = b.add("class_token", Op::ClassToken { features: e }, &[x], false)?;
+    let tokens = match b.shapes[x] {
+        Shape::Tokens { t, .. } => t,
+        _ => unreachable!("a class token makes tokens"),
+    };
+    let x = b.add(
+        "encoder.pos_embedding",
+        Op::PosEmbedding {
+            tokens,
+            features: e,
+        },
+        &[x],
+        false,
+    )?;
+    let mut x = b.add("encoder.dropout", Op::Dropout { p: 0.0 }, &[x], false)?;
+    for i in 0..cfg.layers {
+        let p = format!("encoder.layers.encoder_layer_{i}");
+        let input = x;
+        let y = b.add(&format!("{p}.ln_1"), ln(e), &[x], false)?;
+        let y = b.add(
+            &format!("{p}.self_attention"),
+            Op::MultiheadAttention {
+                embed: e,
+                heads: cfg.heads,
+                head_dim: e / cfg.heads,
+                bias: true,
+            },
+            &[y],
+            false,
+        )?;
+        let y = b.add(&format!("{p}.dropout"), Op::Dropout { p: 0.0 }, &[y], false)?;
+        let x1 = b.add(&format!("{p}.add"), Op::Add, &[y, input], true)?;
+        let y = b.add(&format!("{p}.ln_2"), ln(e), &[x1], false)?;
+        let y = b.linear(&format!("{p}.mlp.0"), y, cfg.mlp)?;
+        let y = b.add(&format!("{p}.mlp.1"), Op::Gelu, &[y], false)?;
+        let y = b.add(&format!("{p}.mlp.2"), Op::Dropout { p: 0.0 }, &[y], false)?;
+        let y = b.linear(&format!("{p}.mlp.3"), y, e)?;
+        let y = b.add(&format!("{p}.mlp.4"), Op::Dropout { p: 0.0 }, &[y], false)?;
+        x = b.add(&format!("{p}.add_1"), Op::Add, &[x1, y], true)?;
+    }
+    let x = b.add("encoder.ln", ln(e), &[x], false)?;
+    let x = b.add("select", Op::TokenSelect { index: 0 }, &[x], true)?;
+    b.linear("heads.head", x, classes)
 }

@@ -61,7 +61,7 @@ pub fn step(
 ) -> Result<Outcome, GraphError> {
     Ok(match stage.granularity {
         Granularity::Weights | Granularity::NM { .. } => masks(stage, at, g, inputs),
-        Granularity::Channels => channels(stage, at, g, inputs)?,
+        Granularity::Channels | Granularity::Heads => channels(stage, at, g, inputs)?,
         Granularity::Blocks => remove_blocks(stage, at, g, inputs),
     })
 }
@@ -180,7 +180,8 @@ pub fn group_keep(stage: &Stage, gp: &GroupPlan, at: &Step) -> Option<(usize, Op
 /// all gone is skipped).
 fn current<'p>(stage: &'p Stage, g: &Graph, c: &Coupling) -> Vec<(&'p GroupPlan, usize)> {
     let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
-    for grp in &c.groups {
+    let kind = stage.granularity.group_kind();
+    for grp in c.groups.iter().filter(|grp| grp.kind == kind) {
         for &p in &grp.producers {
             by_name.insert(g.nodes[p].name.as_str(), grp.id);
         }

@@ -77,6 +77,7 @@ fn sums_of(
     };
     match role {
         Role::Norm => v.iter().map(|&x| p(x)).collect(),
+        Role::Head => unreachable!("heads are scored by head_sums"),
         Role::Out => {
             let row: usize = shape[1..].iter().product();
             v.chunks_exact(row.max(1)).take(shape[0]).map(sum).collect()
@@ -125,12 +126,23 @@ pub fn scores(
                 let op = &g.nodes[s.node].op;
                 // bn_scale reads only the BatchNorm γ; layer scales are not
                 // ranked (Torch-Pruning ranks by layers and norms alone).
+                // Class tokens, position embeddings and an attention's
+                // embedding-width rows and columns are not ranked either
+                // (Torch-Pruning ranks a ViT's width by its linear layers
+                // and LayerNorms); its heads are.
                 if (criterion == Criterion::BnScale && !matches!(op, Op::BatchNorm2d { .. }))
-                    || matches!(op, Op::LayerScale { .. })
+                    || matches!(
+                        op,
+                        Op::LayerScale { .. } | Op::ClassToken { .. } | Op::PosEmbedding { .. }
+                    )
+                    || (matches!(op, Op::MultiheadAttention { .. }) && s.role != Role::Head)
                 {
                     continue;
                 }
                 let v = sums.entry((s.node, s.role, s.repeat)).or_insert_with(|| {
+                    if s.role == Role::Head {
+                        return Some(head_sums(g, s.node, sd, grads, criterion));
+                    }
                     let key = format!("{}.weight", g.nodes[s.node].name);
                     let t = &sd[&key];
                     // Torch-Pruning leaves depthwise filters out of the
@@ -165,6 +177,52 @@ pub fn scores(
             }
         })
         .collect()
+}
+
+/// Per head of attention node `node`: Σ|w|ᵖ (or |w·∂L/∂w|) over its
+/// query, key and value rows of `in_proj_weight` and its columns of
+/// `out_proj.weight`.
+fn head_sums(
+    g: &Graph,
+    node: usize,
+    sd: &StateDict,
+    grads: Option<&Gradients>,
+    criterion: Criterion,
+) -> Vec<f64> {
+    let n = &g.nodes[node];
+    let Op::MultiheadAttention {
+        heads, head_dim, ..
+    } = n.op
+    else {
+        return Vec::new();
+    };
+    let a = heads * head_dim;
+    let mut acc = vec![0.0f64; heads];
+    for (suffix, by_row) in [("in_proj_weight", true), ("out_proj.weight", false)] {
+        let key = n.key(suffix);
+        let t = &sd[&key];
+        let w = t.as_f32().expect("weights are floating point");
+        let gr = match (criterion, grads) {
+            (Criterion::Taylor, Some(gr)) => gr.get(&key).and_then(|t| t.as_f32()),
+            _ => None,
+        };
+        let cols = t.shape[1];
+        for (k, &x) in w.iter().enumerate() {
+            let x = gr.map_or(x, |gr| x * gr[k]);
+            let term = match criterion {
+                Criterion::L2 => (x as f64) * (x as f64),
+                _ => (x as f64).abs(),
+            };
+            let (row, col) = (k / cols, k % cols);
+            let head = if by_row {
+                (row % a) / head_dim
+            } else {
+                col / head_dim
+            };
+            acc[head] += term;
+        }
+    }
+    acc
 }
 
 fn is_depthwise(op: &Op) -> bool {

@@ -18,6 +18,8 @@ struct Cut {
     norm: BTreeSet<usize>,
     /// Input channel indices, each standing for `repeat` features.
     input: BTreeSet<(usize, usize)>,
+    /// Attention heads.
+    head: BTreeSet<usize>,
 }
 
 fn cuts(c: &Coupling, removal: &Removal) -> BTreeMap<usize, Cut> {
@@ -36,6 +38,9 @@ fn cuts(c: &Coupling, removal: &Removal) -> BTreeMap<usize, Cut> {
                     }
                     Role::In => {
                         cut.input.insert((s.index, s.repeat));
+                    }
+                    Role::Head => {
+                        cut.head.insert(s.index);
                     }
                 }
             }
@@ -116,18 +121,6 @@ pub fn remove_channels(
 ) -> (Graph, Option<StateDict>) {
     let cuts = cuts(c, removal);
     let mut out = g.clone();
-    // Tensors of modules that lose channels are rebuilt from `sd` below;
-    // only the others are copied as they are.
-    let cut_modules: BTreeSet<&str> = cuts.keys().map(|id| g.nodes[*id].name.as_str()).collect();
-    let mut weights: Option<StateDict> = sd.map(|sd| {
-        sd.iter()
-            .filter(|(k, _)| {
-                !k.rsplit_once('.')
-                    .is_some_and(|(m, _)| cut_modules.contains(m))
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    });
     // The graph is updated here; the tensors are cut afterwards, in parallel.
     let mut jobs: Vec<(String, Job)> = Vec::new();
     for (id, cut) in &cuts {
@@ -159,15 +152,15 @@ pub fn remove_channels(
                     *in_channels -= channel_drop.len();
                 }
                 let w = if depthwise {
-                    Job::Along(&cut.out)
+                    Job::Along(cut.out.clone())
                 } else {
                     Job::TwoD(
-                        &cut.out,
+                        cut.out.clone(),
                         channel_drop.iter().map(|&i| i % columns).collect(),
                     )
                 };
                 jobs.push((format!("{}.weight", node.name), w));
-                jobs.push((format!("{}.bias", node.name), Job::Along(&cut.out)));
+                jobs.push((format!("{}.bias", node.name), Job::Along(cut.out.clone())));
             }
             Op::Linear {
                 in_features: inf,
@@ -178,30 +171,79 @@ pub fn remove_channels(
                 *inf -= in_features;
                 jobs.push((
                     format!("{}.weight", node.name),
-                    Job::TwoD(&cut.out, feature_drop),
+                    Job::TwoD(cut.out.clone(), feature_drop),
                 ));
-                jobs.push((format!("{}.bias", node.name), Job::Along(&cut.out)));
+                jobs.push((format!("{}.bias", node.name), Job::Along(cut.out.clone())));
             }
             Op::BatchNorm2d { features, .. } => {
                 *features -= cut.norm.len();
                 for k in ["weight", "bias", "running_mean", "running_var"] {
-                    jobs.push((format!("{}.{k}", node.name), Job::Along(&cut.norm)));
+                    jobs.push((format!("{}.{k}", node.name), Job::Along(cut.norm.clone())));
                 }
                 jobs.push((format!("{}.num_batches_tracked", node.name), Job::Copy));
             }
-            Op::LayerNorm2d { features, .. } => {
+            Op::LayerNorm2d { features, .. } | Op::LayerNorm { features, .. } => {
                 *features -= cut.norm.len();
                 for k in ["weight", "bias"] {
-                    jobs.push((format!("{}.{k}", node.name), Job::Along(&cut.norm)));
+                    jobs.push((format!("{}.{k}", node.name), Job::Along(cut.norm.clone())));
                 }
             }
             Op::LayerScale { features } => {
                 *features -= cut.norm.len();
-                jobs.push((format!("{}.layer_scale", node.name), Job::Along(&cut.norm)));
+                jobs.push((
+                    format!("{}.layer_scale", node.name),
+                    Job::Along(cut.norm.clone()),
+                ));
+            }
+            Op::ClassToken { features } | Op::PosEmbedding { features, .. } => {
+                *features -= cut.norm.len();
+                jobs.push((node.name.clone(), Job::Last(cut.norm.clone())));
+            }
+            Op::MultiheadAttention {
+                embed,
+                heads,
+                head_dim,
+                bias,
+            } => {
+                // Rows of the removed heads in each of the query, key and
+                // value blocks; their columns of the output projection.
+                let a = *heads * *head_dim;
+                let head_cols: BTreeSet<usize> = cut
+                    .head
+                    .iter()
+                    .flat_map(|&h| h * *head_dim..(h + 1) * *head_dim)
+                    .collect();
+                let head_rows: BTreeSet<usize> = (0..3)
+                    .flat_map(|s| head_cols.iter().map(move |&j| s * a + j))
+                    .collect();
+                *embed -= cut.out.len();
+                *heads -= cut.head.len();
+                let key = |s: &str| format!("{}.{s}", node.name);
+                jobs.push((
+                    key("in_proj_weight"),
+                    Job::TwoD(head_rows.clone(), channel_drop),
+                ));
+                jobs.push((
+                    key("out_proj.weight"),
+                    Job::TwoD(cut.out.clone(), head_cols),
+                ));
+                if *bias {
+                    jobs.push((key("in_proj_bias"), Job::Along(head_rows)));
+                    jobs.push((key("out_proj.bias"), Job::Along(cut.out.clone())));
+                }
             }
             _ => {}
         }
     }
+    // Tensors of modules that lose channels are rebuilt from `sd` below;
+    // only the others are copied as they are.
+    let cut_keys: BTreeSet<&str> = jobs.iter().map(|(k, _)| k.as_str()).collect();
+    let mut weights: Option<StateDict> = sd.map(|sd| {
+        sd.iter()
+            .filter(|(k, _)| !cut_keys.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
     if let (Some(src), Some(sd)) = (sd, weights.as_mut()) {
         let present: Vec<(String, &Tensor, Job)> = jobs
             .into_iter()
@@ -210,6 +252,7 @@ pub fn remove_channels(
         let cut = super::par_map(&present, |(_, t, job)| match job {
             Job::TwoD(drop0, drop1) => drop_2d(t, drop0, drop1),
             Job::Along(drop) => drop_along(t, 0, drop),
+            Job::Last(drop) => drop_along(t, t.shape.len().saturating_sub(1), drop),
             Job::Copy => (*t).clone(),
         });
         for ((k, _, _), t) in present.into_iter().zip(cut) {
@@ -220,11 +263,14 @@ pub fn remove_channels(
 }
 
 /// What becomes of one tensor of a module that loses channels.
-enum Job<'a> {
+enum Job {
     /// Drop output rows and input columns (conv and linear weights).
-    TwoD(&'a BTreeSet<usize>, BTreeSet<usize>),
+    TwoD(BTreeSet<usize>, BTreeSet<usize>),
     /// Drop entries along the first dimension.
-    Along(&'a BTreeSet<usize>),
+    Along(BTreeSet<usize>),
+    /// Drop entries along the last dimension (a class token's or position
+    /// embedding's features).
+    Last(BTreeSet<usize>),
     /// Keep as it is.
     Copy,
 }

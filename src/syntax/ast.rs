@@ -285,6 +285,8 @@ pub enum Granularity {
     Channels,
     /// Whole residual blocks, replaced by their identity path.
     Blocks,
+    /// Whole attention heads, physically removed.
+    Heads,
 }
 
 /// Importance criteria.

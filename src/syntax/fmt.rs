@@ -427,6 +427,7 @@ fn granularity(g: Granularity) -> String {
         Granularity::Weights => "weights".into(),
         Granularity::Channels => "channels".into(),
         Granularity::Blocks => "blocks".into(),
+        Granularity::Heads => "heads".into(),
         Granularity::NM { n, m } => format!("{n}:{m}"),
     }
 }

@@ -427,6 +427,7 @@ impl<'s> Lower<'s> {
             Some(Rule::k_weights) => Granularity::Weights,
             Some(Rule::k_channels) => Granularity::Channels,
             Some(Rule::k_blocks) => Granularity::Blocks,
+            Some(Rule::k_heads) => Granularity::Heads,
             _ => return self.shape(g, "a granularity"),
         };
         let granularity = Spanned::new(granularity, self.span(g));

@@ -58,12 +58,25 @@ class SimpleCNN(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+def vit_mini(c=1, hw=28, classes=10):
+    """prunex's `vit_mini`: torchvision's VisionTransformer at 28x28."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    m = VisionTransformer(image_size=hw, patch_size=4, num_layers=4, num_heads=4,
+                          hidden_dim=64, mlp_dim=128, num_classes=classes)
+    if c != 3:
+        m.conv_proj = nn.Conv2d(c, 64, 4, 4)
+    return m
+
+
 def build(case):
     name, (c, h, w), classes = case["model"], case["input"], case["classes"]
     if name == "lenet5":
         return LeNet5(c, h, classes)
     if name == "simplecnn":
         return SimpleCNN(c, h, classes)
+    if name == "vit_mini":
+        return vit_mini(c, h, classes)
     m = getattr(torchvision.models, name)(num_classes=classes)
     if c != 3:
         if name.startswith("resnet"):
@@ -85,6 +98,15 @@ def randomise(m, seed):
                 mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.1)
                 mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
                 mod.num_batches_tracked.fill_(7)
+            if isinstance(mod, nn.LayerNorm):
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+        # torchvision starts a ViT's class token and head at zero, which
+        # would make every output 0 and the comparison vacuous.
+        for name in ("class_token", "heads.head.weight", "heads.head.bias"):
+            if name in dict(m.named_parameters()):
+                p = m.get_parameter(name)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def make(out, cases):

@@ -564,6 +564,7 @@ impl Resolver<'_> {
             ast::Granularity::Weights => Granularity::Weights,
             ast::Granularity::Channels => Granularity::Channels,
             ast::Granularity::Blocks => Granularity::Blocks,
+            ast::Granularity::Heads => Granularity::Heads,
             ast::Granularity::NM { n, m } => Granularity::NM {
                 n: n as usize,
                 m: m as usize,

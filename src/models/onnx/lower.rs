@@ -1160,6 +1160,7 @@ impl<'a> Lowering<'a> {
         Some(match a.shapes[x] {
             crate::graph::Shape::Map { c, h, w } => vec![c, h, w],
             crate::graph::Shape::Flat(f) => vec![f],
+            crate::graph::Shape::Tokens { t, f } => vec![t, f],
         })
     }
 

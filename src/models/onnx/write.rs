@@ -183,6 +183,15 @@ fn build(graph: &Graph, sd: &StateDict) -> Result<(ModelProto, usize), String> {
                     vec![ints("perm", &[0, 3, 1, 2])],
                 );
             }
+            Op::Linear { bias, .. } if matches!(a.shapes[node.inputs[0]], Shape::Tokens { .. }) => {
+                let weight = w.param(&p("weight"))?;
+                let b = if *bias {
+                    Some(w.param(&p("bias"))?)
+                } else {
+                    None
+                };
+                w.linear(name, &ins[0], weight, b, &out);
+            }
             Op::Linear { bias, .. } => {
                 let mut inputs = vec![ins[0].clone(), w.param(&p("weight"))?];
                 if *bias {
@@ -345,6 +354,89 @@ fn build(graph: &Graph, sd: &StateDict) -> Result<(ModelProto, usize), String> {
                 let back = w.ints_constant(&format!("{out}.shape"), &[-1, c, h, wd]);
                 w.node("Reshape", name, vec![swapped, back], &out, vec![]);
             }
+            Op::ToTokens => {
+                // [N, C, H, W] → [N, C, H·W] → [N, H·W, C].
+                let Shape::Map { c, .. } = a.shapes[node.inputs[0]] else {
+                    return Err(format!("`{name}`: tokens of a map"));
+                };
+                let shape = w.ints_constant(&format!("{out}.shape"), &[0, c as i64, -1]);
+                let flat = format!("{out}.flat");
+                w.node("Reshape", name, vec![ins[0].clone(), shape], &flat, vec![]);
+                w.node(
+                    "Transpose",
+                    name,
+                    vec![flat],
+                    &out,
+                    vec![ints("perm", &[0, 2, 1])],
+                );
+            }
+            Op::ClassToken { features } => {
+                // The token expanded to [N, 1, F], then first in the sequence.
+                let batch = format!("{out}.batch");
+                w.node(
+                    "Shape",
+                    name,
+                    vec![ins[0].clone()],
+                    &batch,
+                    vec![int("start", 0), int("end", 1)],
+                );
+                let rest = w.ints_constant(&format!("{out}.rest"), &[1, *features as i64]);
+                let shape = format!("{out}.shape");
+                w.node(
+                    "Concat",
+                    name,
+                    vec![batch, rest],
+                    &shape,
+                    vec![int("axis", 0)],
+                );
+                let token = w.param(&node.key(""))?;
+                let expanded = format!("{out}.expanded");
+                w.node("Expand", name, vec![token, shape], &expanded, vec![]);
+                w.node(
+                    "Concat",
+                    name,
+                    vec![expanded, ins[0].clone()],
+                    &out,
+                    vec![int("axis", 1)],
+                );
+            }
+            Op::PosEmbedding { .. } => {
+                let e = w.param(&node.key(""))?;
+                w.node("Add", name, vec![ins[0].clone(), e], &out, vec![]);
+            }
+            Op::LayerNorm { eps, .. } => {
+                let inputs = vec![ins[0].clone(), w.param(&p("weight"))?, w.param(&p("bias"))?];
+                w.node(
+                    "LayerNormalization",
+                    name,
+                    inputs,
+                    &out,
+                    vec![int("axis", -1), float("epsilon", *eps as f32)],
+                );
+            }
+            Op::MultiheadAttention {
+                heads,
+                head_dim,
+                bias,
+                ..
+            } => w.attention(name, &ins[0], &out, *heads, *head_dim, *bias)?,
+            Op::TokenSelect { index } => {
+                let at = format!("{out}.index");
+                w.inits.push(tensor(
+                    &at,
+                    &Tensor {
+                        shape: vec![],
+                        data: TensorData::I64(vec![*index as i64]),
+                    },
+                ));
+                w.node(
+                    "Gather",
+                    name,
+                    vec![ins[0].clone(), at],
+                    &out,
+                    vec![int("axis", 1)],
+                );
+            }
             Op::Slice { start, end } => {
                 let starts = w.ints_constant(&format!("{out}.starts"), &[*start as i64]);
                 let ends = w.ints_constant(&format!("{out}.ends"), &[*end as i64]);
@@ -421,6 +513,135 @@ impl Writer<'_> {
             vec![ints("perm", &[0, 2, 3, 1])],
         );
         last
+    }
+
+    /// `x · Wᵀ (+ b)` on the last axis of a tensor of any rank (a linear
+    /// layer on tokens: `Gemm` takes only matrices).
+    fn linear(&mut self, name: &str, x: &str, weight: String, bias: Option<String>, out: &str) {
+        let wt = format!("{out}.weight_t");
+        self.node(
+            "Transpose",
+            name,
+            vec![weight],
+            &wt,
+            vec![ints("perm", &[1, 0])],
+        );
+        match bias {
+            Some(b) => {
+                let y = format!("{out}.matmul");
+                self.node("MatMul", name, vec![x.to_owned(), wt], &y, vec![]);
+                self.node("Add", name, vec![y, b], out, vec![]);
+            }
+            None => self.node("MatMul", name, vec![x.to_owned(), wt], out, vec![]),
+        }
+    }
+
+    /// `nn.MultiheadAttention` on `x` `[N, T, E]`, as PyTorch computes it:
+    /// the packed projection, per head softmax(q·kᵀ/√d)·v, the heads side
+    /// by side, the output projection.
+    fn attention(
+        &mut self,
+        name: &str,
+        x: &str,
+        out: &str,
+        heads: usize,
+        head_dim: usize,
+        bias: bool,
+    ) -> Result<(), String> {
+        let key = |s: &str| format!("{name}.{s}");
+        let a = (heads * head_dim) as i64;
+        let qkv = format!("{out}.qkv");
+        let w_in = self.param(&key("in_proj_weight"))?;
+        let b_in = if bias {
+            Some(self.param(&key("in_proj_bias"))?)
+        } else {
+            None
+        };
+        self.linear(name, x, w_in, b_in, &qkv);
+        // [N, T, 3A] → [N, T, 3, H, d] → [3, N, H, T, d].
+        let split = self.ints_constant(
+            &format!("{out}.split_shape"),
+            &[0, 0, 3, heads as i64, head_dim as i64],
+        );
+        let parts = format!("{out}.parts");
+        self.node("Reshape", name, vec![qkv, split], &parts, vec![]);
+        let stacked = format!("{out}.stacked");
+        self.node(
+            "Transpose",
+            name,
+            vec![parts],
+            &stacked,
+            vec![ints("perm", &[2, 0, 3, 1, 4])],
+        );
+        let mut qkv = Vec::new();
+        for (i, part) in ["q", "k", "v"].iter().enumerate() {
+            let at = format!("{out}.{part}_index");
+            self.inits.push(tensor(
+                &at,
+                &Tensor {
+                    shape: vec![],
+                    data: TensorData::I64(vec![i as i64]),
+                },
+            ));
+            let v = format!("{out}.{part}");
+            self.node(
+                "Gather",
+                name,
+                vec![stacked.clone(), at],
+                &v,
+                vec![int("axis", 0)],
+            );
+            qkv.push(v);
+        }
+        let kt = format!("{out}.k_t");
+        self.node(
+            "Transpose",
+            name,
+            vec![qkv[1].clone()],
+            &kt,
+            vec![ints("perm", &[0, 1, 3, 2])],
+        );
+        let scale = self.constant(&format!("{out}.scale"), 1.0 / (head_dim as f32).sqrt());
+        let q = format!("{out}.q_scaled");
+        self.node("Mul", name, vec![qkv[0].clone(), scale], &q, vec![]);
+        let scores = format!("{out}.scores");
+        self.node("MatMul", name, vec![q, kt], &scores, vec![]);
+        let weights = format!("{out}.softmax");
+        self.node(
+            "Softmax",
+            name,
+            vec![scores],
+            &weights,
+            vec![int("axis", -1)],
+        );
+        let mixed = format!("{out}.mixed");
+        self.node(
+            "MatMul",
+            name,
+            vec![weights, qkv[2].clone()],
+            &mixed,
+            vec![],
+        );
+        // [N, H, T, d] → [N, T, H, d] → [N, T, A].
+        let side = format!("{out}.heads_last");
+        self.node(
+            "Transpose",
+            name,
+            vec![mixed],
+            &side,
+            vec![ints("perm", &[0, 2, 1, 3])],
+        );
+        let joined_shape = self.ints_constant(&format!("{out}.joined_shape"), &[0, 0, a]);
+        let joined = format!("{out}.joined");
+        self.node("Reshape", name, vec![side, joined_shape], &joined, vec![]);
+        let w_out = self.param(&key("out_proj.weight"))?;
+        let b_out = if bias {
+            Some(self.param(&key("out_proj.bias"))?)
+        } else {
+            None
+        };
+        self.linear(name, &joined, w_out, b_out, out);
+        Ok(())
     }
 
     /// The initializer of `state_dict` key `key` (once, for a shared

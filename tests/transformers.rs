@@ -1,0 +1,336 @@
+//! Transformers against PyTorch and Torch-Pruning: a ViT pruned by heads
+//! and by width computes in onnxruntime (its `model.onnx`) and in
+//! torchvision's own class (loaded by `python/prunex_load`, strict) what it
+//! computes in prunex; on torchvision's `vit_b_16`, the embedding and MLP
+//! widths prunex keeps are the ones Torch-Pruning 1.6.1 keeps, and heads
+//! and width together give its parameter count.
+//!
+//! (Forward parity of the dense `vit_b_16` and `vit_mini` with torchvision,
+//! and their parameters and MACs against Torch-Pruning's counter, are in
+//! `tests/parity.rs` with the other zoo models.)
+//!
+//! References are generated at test time by `tests/parity/vit_reference.py`
+//! and kept under `target/tmp/vit-references`.
+
+mod common;
+
+#[path = "common/io.rs"]
+mod reference_io;
+
+#[path = "../src/exec/convert.rs"]
+mod convert;
+
+#[path = "../src/exec/model.rs"]
+#[allow(dead_code)]
+mod model;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use prunex::graph::{analyze, coupling, Graph, GroupKind, Op};
+use prunex::models::onnx;
+use prunex::models::weights::{self, StateDict, Tensor};
+use prunex::models::zoo::{self, ZooOptions};
+use prunex::prune::importance::{select_local, Selection};
+use prunex::prune::surgery::{remove_channels, Removal};
+
+fn references() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| common::generated("vit-references", "vit_reference.py", "[]"))
+}
+
+fn zoo_model(name: &str, input: [usize; 3], classes: usize) -> Graph {
+    zoo::build(name, ZooOptions { input, classes })
+        .unwrap()
+        .unwrap()
+}
+
+fn load(id: &str, g: &Graph) -> StateDict {
+    weights::load_for(&references().join(format!("{id}.safetensors")), g)
+        .unwrap()
+        .0
+}
+
+/// Removes `ratio` of every prunable group of `kind` (local L2 magnitude,
+/// Torch-Pruning's `MagnitudeImportance(p=2)`); the removal too.
+fn prune(g: &Graph, sd: &StateDict, kind: GroupKind, ratio: f64) -> (Graph, StateDict, Removal) {
+    let c = coupling(g).unwrap();
+    let ratios = c
+        .groups
+        .iter()
+        .filter(|gr| gr.kind == kind && gr.frozen.is_none())
+        .map(|gr| (gr.id, ratio))
+        .collect();
+    let removal = select_local(g, &c, sd, &ratios, Selection::l2_magnitude(), None);
+    let (pruned, psd) = remove_channels(g, &c, &removal, Some(sd));
+    (pruned, psd.unwrap(), removal)
+}
+
+fn forward(g: &Graph, sd: &StateDict, x: &tch::Tensor) -> tch::Tensor {
+    let mut m = model::TorchModel::new(g, tch::Device::Cpu);
+    m.load(sd).unwrap();
+    tch::no_grad(|| m.forward(x, false)).unwrap()
+}
+
+/// The tensor `y` of a safetensors file.
+fn output_y(path: &Path) -> tch::Tensor {
+    let y = weights::read_safetensors(&std::fs::read(path).unwrap()).unwrap();
+    let y = &y["y"];
+    let shape: Vec<i64> = y.shape.iter().map(|&d| d as i64).collect();
+    tch::Tensor::from_slice(y.as_f32().unwrap()).reshape(&shape)
+}
+
+/// `model` run by onnxruntime on case `id`'s input.
+fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.onnx");
+    std::fs::write(&path, model).unwrap();
+    let out = dir.path().join("y.safetensors");
+    let io = references().join(format!("{id}.io.safetensors"));
+    common::python(
+        "onnx_run.py",
+        &[path.as_os_str(), io.as_os_str(), out.as_os_str()],
+    );
+    output_y(&out)
+}
+
+/// torchvision's class for `name` with `weights` loaded by the helper, run
+/// on case `id`'s input.
+fn python_helper(name: &str, classes: usize, weights: &StateDict, id: &str) -> tch::Tensor {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("weights.safetensors");
+    std::fs::write(&w, weights::to_safetensors(weights)).unwrap();
+    let out = dir.path().join("y.safetensors");
+    let classes = classes.to_string();
+    let io = references().join(format!("{id}.io.safetensors"));
+    common::python(
+        "helper_check.py",
+        &[
+            name.as_ref(),
+            classes.as_ref(),
+            w.as_os_str(),
+            io.as_os_str(),
+            out.as_os_str(),
+        ],
+    );
+    output_y(&out)
+}
+
+fn max_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+fn attention(g: &Graph) -> Vec<(usize, usize, usize)> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::MultiheadAttention {
+                embed,
+                heads,
+                head_dim,
+                ..
+            } => Some((embed, heads, head_dim)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `vit_mini` with half its heads removed (the attention then narrower
+/// than the tokens), and with half its heads and then half its embedding
+/// and MLP widths removed: onnxruntime runs each `model.onnx` to prunex's
+/// outputs, and the helper loads each into torchvision's
+/// `VisionTransformer` (strict) with the same outputs.
+#[test]
+fn a_vit_pruned_by_heads_and_width_runs_in_onnxruntime_and_torchvision() {
+    let id = "vit_mini";
+    let g = zoo_model(id, [1, 28, 28], 10);
+    let sd = load(id, &g);
+    let (x, y) = reference_io::io(references(), id);
+    assert!(max_diff(&forward(&g, &sd, &x), &y) < 1e-4, "dense");
+    let (heads, heads_sd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
+    assert_eq!(attention(&heads), vec![(64, 2, 16); 4]);
+    let (both, both_sd, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    assert_eq!(attention(&both), vec![(32, 2, 16); 4]);
+    for (what, pg, psd) in [
+        ("heads", &heads, &heads_sd),
+        ("heads and width", &both, &both_sd),
+    ] {
+        weights::check(psd, pg, "pruned").unwrap();
+        let ours = forward(pg, psd, &x);
+        assert!(
+            max_diff(&ours, &y) > 1e-3,
+            "{what}: pruning changed nothing"
+        );
+        let theirs = onnxruntime(&onnx::to_onnx(pg, psd).unwrap(), id);
+        let diff = max_diff(&ours, &theirs);
+        assert!(diff < 1e-4, "{what}: onnxruntime differs by {diff}");
+        let helper = python_helper(id, 10, psd, id);
+        let diff = max_diff(&ours, &helper);
+        assert!(diff < 1e-4, "{what}: the helper's module differs by {diff}");
+    }
+}
+
+/// A pruned head is gone from the attention: the pruned model computes
+/// what the original computes with that head's query, key and value rows
+/// and output-projection columns zeroed.
+#[test]
+fn removing_a_head_equals_silencing_it() {
+    let id = "vit_mini";
+    let g = zoo_model(id, [1, 28, 28], 10);
+    let sd = load(id, &g);
+    let (x, _) = reference_io::io(references(), id);
+    let (pg, psd, removal) = prune(&g, &sd, GroupKind::Heads, 0.25);
+    let c = coupling(&g).unwrap();
+    let mut silenced = sd.clone();
+    for (&gid, heads) in &removal {
+        let grp = &c.groups[gid];
+        assert_eq!(grp.kind, GroupKind::Heads);
+        let node = &g.nodes[grp.producers[0]];
+        let Op::MultiheadAttention {
+            heads: h, head_dim, ..
+        } = node.op
+        else {
+            panic!("a head group's producer is an attention")
+        };
+        let a = h * head_dim;
+        for &head in heads {
+            let cols: BTreeSet<usize> = (head * head_dim..(head + 1) * head_dim).collect();
+            let zero_rows = |t: &mut Tensor, rows: &BTreeSet<usize>| {
+                let row: usize = t.shape[1..].iter().product();
+                if let weights::TensorData::F32(v) = &mut t.data {
+                    for &r in rows {
+                        v[r * row..(r + 1) * row].fill(0.0);
+                    }
+                }
+            };
+            let rows: BTreeSet<usize> = (0..3)
+                .flat_map(|s| cols.iter().map(move |&j| s * a + j))
+                .collect();
+            zero_rows(
+                silenced.get_mut(&node.key("in_proj_weight")).unwrap(),
+                &rows,
+            );
+            zero_rows(silenced.get_mut(&node.key("in_proj_bias")).unwrap(), &rows);
+            let w = silenced.get_mut(&node.key("out_proj.weight")).unwrap();
+            let width = w.shape[1];
+            if let weights::TensorData::F32(v) = &mut w.data {
+                for (k, x) in v.iter_mut().enumerate() {
+                    if cols.contains(&(k % width)) {
+                        *x = 0.0;
+                    }
+                }
+            }
+        }
+    }
+    let diff = max_diff(&forward(&pg, &psd, &x), &forward(&g, &silenced, &x));
+    assert!(diff < 1e-5, "differs by {diff}");
+}
+
+/// The rows `i`, `E + i` and `2E + i` for each kept `i`: the query, key and
+/// value rows Torch-Pruning keeps with the embedding channels.
+fn gather_rows(t: &Tensor, blocks: usize, kept: &[usize]) -> Tensor {
+    let row: usize = t.shape[1..].iter().product();
+    let e = t.shape[0] / blocks;
+    let v = t.as_f32().unwrap();
+    let mut out = Vec::new();
+    for b in 0..blocks {
+        for &i in kept {
+            let r = b * e + i;
+            out.extend_from_slice(&v[r * row..(r + 1) * row]);
+        }
+    }
+    let mut shape = t.shape.clone();
+    shape[0] = blocks * kept.len();
+    Tensor::f32(shape, out)
+}
+
+/// The columns `kept` of a matrix.
+fn gather_cols(t: &Tensor, kept: &[usize]) -> Tensor {
+    let cols = t.shape[1];
+    let v = t.as_f32().unwrap();
+    let out = v
+        .chunks_exact(cols)
+        .flat_map(|r| kept.iter().map(|&c| r[c]))
+        .collect();
+    Tensor::f32(vec![t.shape[0], kept.len()], out)
+}
+
+/// Torch-Pruning's default setting on `vit_b_16` (L2 magnitude, local 50 %,
+/// `heads.head` ignored) keeps an embedding width of 384 and MLP widths of
+/// 1536; prunex's `prune channels` at 50 % keeps the same channels, shown
+/// by identical tensors outside the attention and, inside it, by the
+/// input-projection columns and output-projection rows. Torch-Pruning also
+/// ties each attention's query, key and value rows to the embedding
+/// channel of the same index, so 12 heads narrow to 32 features each;
+/// prunex prunes heads as a unit of their own instead, and half the heads
+/// and half the width give Torch-Pruning's parameter count exactly
+/// (22,050,664) and its MACs but for the softmax of 6 heads instead of 12.
+#[test]
+fn vit_b_16_keeps_the_widths_torch_pruning_keeps() {
+    let id = "vit_b_16";
+    let g = zoo_model(id, [3, 224, 224], 1000);
+    let sd = load(id, &g);
+    let tp_sd = weights::read(&references().join("vit_b_16.tp.safetensors"))
+        .unwrap()
+        .0;
+    let tp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(references().join("vit_b_16.tp.json")).unwrap())
+            .unwrap();
+    let dense = analyze(&g, g.input).unwrap();
+    assert_eq!(dense.total_params, tp["params_before"].as_u64().unwrap());
+    assert_eq!(dense.total_macs, tp["macs_before"].as_u64().unwrap());
+
+    let (width, width_sd, removal) = prune(&g, &sd, GroupKind::Channels, 0.5);
+    let c = coupling(&g).unwrap();
+    let stream = c.group_of[&1]; // conv_proj's group: the residual stream
+    let gone: BTreeSet<usize> = removal[&stream].iter().copied().collect();
+    let kept: Vec<usize> = (0..768).filter(|i| !gone.contains(i)).collect();
+    assert_eq!(kept.len(), 384);
+    for (k, t) in &tp_sd {
+        let ours = &width_sd[k];
+        if k.ends_with("in_proj_weight") || k.ends_with("in_proj_bias") {
+            // Torch-Pruning keeps rows i, E + i, 2E + i with channel i.
+            assert_eq!(&gather_rows(ours, 3, &kept), t, "`{k}`");
+        } else if k.ends_with("out_proj.weight") {
+            assert_eq!(&gather_cols(ours, &kept), t, "`{k}`");
+        } else {
+            assert_eq!(
+                ours, t,
+                "`{k}`: prunex kept other channels than Torch-Pruning"
+            );
+        }
+    }
+    assert!(attention(&width).iter().all(|&a| a == (384, 12, 64)));
+
+    let (heads, heads_sd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
+    let (both, _, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    assert!(attention(&both).iter().all(|&a| a == (384, 6, 64)));
+    let a = analyze(&both, both.input).unwrap();
+    assert_eq!(a.total_params, tp["params"].as_u64().unwrap());
+    assert_eq!(a.total_params, 22_050_664);
+    // Per layer, the softmax and the two attention products of 197 tokens:
+    // Torch-Pruning's 12 heads × 32 features against prunex's 6 × 64.
+    let t = 197u64;
+    let heads_macs = |h: u64, d: u64| h * (2 * t * t * d + t * t);
+    let softmax_gap = 12 * (heads_macs(12, 32) - heads_macs(6, 64));
+    assert_eq!(a.total_macs + softmax_gap, tp["macs"].as_u64().unwrap());
+    assert_eq!(a.total_macs, 4_613_728_240);
+}
+
+/// The pruned `vit_b_16` (half the heads, half the widths) loads into
+/// torchvision's `vit_b_16` through the helper, strict, and computes what
+/// prunex computes.
+#[test]
+fn a_pruned_vit_b_16_loads_back_into_torchvision() {
+    let id = "vit_b_16";
+    let g = zoo_model(id, [3, 224, 224], 1000);
+    let sd = load(id, &g);
+    let (x, _) = reference_io::io(references(), id);
+    let (heads, heads_sd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
+    let (both, both_sd, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    let ours = forward(&both, &both_sd, &x);
+    let helper = python_helper(id, 1000, &both_sd, id);
+    let diff = max_diff(&ours, &helper);
+    assert!(diff < 1e-4, "the helper's module differs by {diff}");
+}
