@@ -36,7 +36,7 @@ fn check_passes_on_good_recipes_and_counts_fragments() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "checked 21 recipes and 1 fragment: 0 errors",
+            "checked 22 recipes and 1 fragment: 0 errors",
         ));
 }
 
@@ -275,6 +275,15 @@ fn grouped_convolutions_show_their_steps() {
         ["32 (steps of 4)", "0.3 (stage)", "20"],
         "{row}"
     );
+}
+
+/// A ViT's groups: the residual stream, one group of heads per attention
+/// layer, one MLP width per block; `prunex plan` counts heads kept.
+#[test]
+fn attention_heads_are_groups_and_plans_count_them() {
+    insta::assert_snapshot!(stdout_of(&["inspect", "vit_mini", "--groups"]));
+    let plan = stdout_of(&["plan", "tests/fixtures/ok/vit-heads-and-widths.prune"]);
+    insta::assert_snapshot!("vit_plan", plan);
 }
 
 #[test]

@@ -305,10 +305,14 @@ fn compare(case: &Case, plan: &Plan, report: &serde_json::Value, dir: &Path) {
             let zeros: u64 = stage
                 .layers
                 .iter()
-                .map(|l| {
-                    let w = sd[&format!("{}.weight", l.layer)].as_f32().unwrap();
-                    w.iter().filter(|x| **x == 0.0).count() as u64
+                .flat_map(|l| {
+                    // A layer's weight, or an attention's two projections.
+                    ["weight", "in_proj_weight", "out_proj.weight"]
+                        .into_iter()
+                        .filter_map(|k| sd.get(&format!("{}.{k}", l.layer)))
+                        .collect::<Vec<_>>()
                 })
+                .map(|t| t.as_f32().unwrap().iter().filter(|x| **x == 0.0).count() as u64)
                 .sum();
             assert_eq!(plan.params_before - zeros, stage.params_after, "zeros held");
             assert_eq!(macs, stage.macs_after, "MACs");

@@ -347,6 +347,46 @@ pub enum CheckError {
         matched: String,
     },
 
+    /// A `prune heads` rule that names no attention layer.
+    #[error("`{pattern}` names no attention layer: {matched}")]
+    #[diagnostic(
+        code(prunex::check::no_heads),
+        help("`prune heads` removes heads of attention layers (`multihead_attention`); name those (`prunex inspect {model} --groups` lists their groups), or prune these layers' channels in a `prune channels` stage")
+    )]
+    NoHeads {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The pattern.
+        #[label("no attention heads here")]
+        span: SourceSpan,
+        /// The pattern.
+        pattern: String,
+        /// What it matched.
+        matched: String,
+        /// The model.
+        model: String,
+    },
+
+    /// `bn_scale` where no BatchNorm follows what the stage prunes.
+    #[error("`bn_scale` ranks by BatchNorm γ, but no BatchNorm follows the {what} this stage prunes in `{model}`")]
+    #[diagnostic(
+        code(prunex::check::no_batchnorm),
+        help("every score would be 0 and the first {what} would go: rank by weights instead, `by l2` (or `l1`, or `taylor`)")
+    )]
+    NoBatchNorm {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The stage.
+        #[label("ranked by bn_scale")]
+        span: SourceSpan,
+        /// Channels or heads.
+        what: &'static str,
+        /// The model.
+        model: String,
+    },
+
     /// A rule on a BatchNorm.
     #[error("`{layer}` is a BatchNorm: it is not pruned on its own")]
     #[diagnostic(code(prunex::check::batchnorm_rule), help("{help}"))]

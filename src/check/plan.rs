@@ -115,16 +115,44 @@ impl Ctx<'_> {
         found
     }
 
-    /// The prunable layers (conv/linear) among matches; reports a rule that
-    /// names only layers without weights, or only BatchNorms.
-    fn prunable(&mut self, pattern: &Spanned<String>, found: &[NodeId], rule: Span) -> Vec<NodeId> {
+    /// The prunable layers among matches: conv/linear layers (and attention
+    /// layers, whose output projection is a producer of their channels), or
+    /// attention layers for `prune heads`; reports a rule that names only
+    /// layers without weights, only BatchNorms, or no attention for heads.
+    fn prunable(
+        &mut self,
+        pattern: &Spanned<String>,
+        found: &[NodeId],
+        rule: Span,
+        granularity: Granularity,
+    ) -> Vec<NodeId> {
+        let heads = granularity == Granularity::Heads;
         let layers: Vec<NodeId> = found
             .iter()
             .copied()
-            .filter(|&n| matches!(self.g.nodes[n].op, Op::Conv2d { .. } | Op::Linear { .. }))
+            .filter(|&n| match self.g.nodes[n].op {
+                Op::MultiheadAttention { .. } => true,
+                Op::Conv2d { .. } | Op::Linear { .. } => !heads,
+                _ => false,
+            })
             .collect();
         if !layers.is_empty() || found.is_empty() {
             return layers;
+        }
+        if heads {
+            let kinds: Vec<String> = found
+                .iter()
+                .take(3)
+                .map(|&n| format!("`{}` ({})", self.g.nodes[n].name, self.g.nodes[n].op.kind()))
+                .collect();
+            self.push(CheckError::NoHeads {
+                src: self.src(rule),
+                span: pattern.span.source_span(),
+                pattern: pattern.node.clone(),
+                matched: kinds.join(", "),
+                model: self.g.name.clone(),
+            });
+            return Vec::new();
         }
         let first = found[0];
         if let Op::BatchNorm2d { .. } = self.g.nodes[first].op {
@@ -166,7 +194,10 @@ impl Ctx<'_> {
             .iter()
             .map(|r| {
                 let found = self.matches(&r.pattern);
-                (r, self.prunable(&r.pattern, &found, r.span))
+                (
+                    r,
+                    self.prunable(&r.pattern, &found, r.span, spec.granularity),
+                )
             })
             .collect()
     }
@@ -233,6 +264,28 @@ pub fn plan(
             Ok(c) => c,
             Err(e) => return failed(cx, e),
         };
+        // bn_scale needs BatchNorms after what the stage prunes: heads
+        // never have one, and a model without any has none.
+        let no_bn = match spec.granularity {
+            Granularity::Heads => true,
+            Granularity::Channels => !current
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::BatchNorm2d { .. })),
+            _ => false,
+        };
+        if spec.importance == Some(Criterion::BnScale) && no_bn {
+            cx.push(CheckError::NoBatchNorm {
+                src: cx.src(spec.span),
+                span: spec.span.source_span(),
+                what: if spec.granularity == Granularity::Heads {
+                    "heads"
+                } else {
+                    "channels"
+                },
+                model: g.name.clone(),
+            });
+        }
         let mut stage = match spec.granularity {
             Granularity::Channels | Granularity::Heads => {
                 channels(&mut cx, spec, &c, steps, &current)
@@ -802,12 +855,30 @@ fn coupled_conflict(cx: &mut Ctx<'_>, g: &Graph, grp: &crate::graph::Group, rule
         .collect();
     let value = rules.iter().map(|r| r.value).fold(f64::INFINITY, f64::min);
     let pattern = &rules[rules.len() - 1].pattern.node;
+    // A rule on an attention in a channels stage sets the embedding width
+    // its tokens share with the whole residual stream; its heads are
+    // pruned by their own stage.
+    let attention = grp.producers.iter().map(|&p| &g.nodes[p]).find(|n| {
+        matches!(n.op, Op::MultiheadAttention { .. })
+            && rules.iter().any(|r| {
+                r.kind == RuleKind::Layer
+                    && Glob::new(&r.pattern.node)
+                        .map(|gl| gl.compile_matcher().is_match(&n.name))
+                        .unwrap_or(false)
+            })
+    });
+    let heads = attention.map_or(String::new(), |n| {
+        format!(
+            ". To prune `{}`'s heads instead, rule it in a `prune heads` stage",
+            n.name
+        )
+    });
     cx.push(CheckError::CoupledRatio {
         src: cx.src(rules[0].span),
         labels,
         kind: if kind.is_empty() { "coupled".into() } else { format!("{kind}-coupled") },
         help: format!(
-            "{} are coupled (by {}): they keep or lose the same channels. Give the group one ratio: `group \"{pattern}\" ratio {value}`",
+            "{} are coupled (by {}): they keep or lose the same channels. Give the group one ratio: `group \"{pattern}\" ratio {value}`{heads}",
             list(&members),
             couplers.join(", ")
         ),
@@ -833,16 +904,12 @@ fn masks(cx: &mut Ctx<'_>, spec: &PruneSpec, schedule: Vec<Step>, g: &Graph) -> 
         .map(|id| cx.g.nodes[id].name.clone())
         .collect();
     let mut layers = Vec::new();
-    let mut seen = BTreeSet::new();
-    for (_, node) in g.modules() {
-        if !matches!(node.op, Op::Conv2d { .. } | Op::Linear { .. }) || !seen.insert(&node.name) {
-            continue;
-        }
-        let weights: u64 = node
-            .op
-            .state()
-            .first()
-            .map_or(0, |(_, s)| s.iter().product::<usize>() as u64);
+    for (id, matrices) in g.weight_layers() {
+        let node = &g.nodes[id];
+        let weights: u64 = matrices
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() as u64)
+            .sum();
         let (target, set_by) = if ignored.contains(&node.name) {
             (Target::Ignored, Vec::new())
         } else if let Granularity::NM { n, m } = spec.granularity {

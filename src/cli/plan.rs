@@ -62,6 +62,7 @@ fn stage_table(s: &Stage) -> String {
                 },
                 target: g.target.describe(),
                 keep: match (g.keep, g.rounded) {
+                    (Some(k), Some(r)) if heads => format!("{k} heads ({})", r.describe()),
                     (Some(k), Some(r)) => format!("{k} ({})", r.describe()),
                     (Some(k), None) if heads => format!("{k} heads"),
                     (Some(k), None) => k.to_string(),

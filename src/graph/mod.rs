@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub use coupling::{coupling, Coupling, Frozen, Group, GroupKind, Role, Slot};
 pub use shape::{analyze, Analysis, GraphError, Shape};
 
+/// A `state_dict` key and its tensor's shape.
+pub type KeyShape = (String, Vec<usize>);
+
 /// Index of a node in [`Graph::nodes`].
 pub type NodeId = usize;
 
@@ -358,6 +361,20 @@ impl Op {
         )
     }
 
+    /// The weight matrices of a layer that weight pruning (masks, N:M)
+    /// prunes, as `(suffix, shape)`: a convolution's or linear layer's
+    /// weight, an attention's input and output projections.
+    pub fn weight_matrices(&self) -> Vec<(&'static str, Vec<usize>)> {
+        match self {
+            Op::Conv2d { .. } | Op::Linear { .. } | Op::MultiheadAttention { .. } => self
+                .state()
+                .into_iter()
+                .filter(|(k, _)| matches!(*k, "weight" | "in_proj_weight" | "out_proj.weight"))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The parameters and buffers of the module, as `(suffix, shape)`, in
     /// PyTorch's `state_dict` order. An empty suffix is a parameter outside
     /// any module, whose key is the node's name ([`Node::key`]).
@@ -469,6 +486,24 @@ impl Graph {
             }
         }
         out
+    }
+
+    /// The layers weight pruning prunes (convolutions, linear layers,
+    /// attentions; each module once), with the `state_dict` keys and
+    /// shapes of their weight matrices.
+    pub fn weight_layers(&self) -> Vec<(NodeId, Vec<KeyShape>)> {
+        let mut seen = std::collections::HashSet::new();
+        self.modules()
+            .filter(|(_, n)| seen.insert(n.name.as_str()))
+            .filter_map(|(id, n)| {
+                let m: Vec<(String, Vec<usize>)> =
+                    n.op.weight_matrices()
+                        .into_iter()
+                        .map(|(k, s)| (n.key(k), s))
+                        .collect();
+                (!m.is_empty()).then_some((id, m))
+            })
+            .collect()
     }
 
     /// The nodes that read node `id`'s tensor.

@@ -300,24 +300,29 @@ fn remove_blocks(stage: &Stage, at: &Step, g: &Graph, inputs: Inputs<'_>) -> Out
     Outcome::Rebuilt { graph, weights }
 }
 
-/// The weight shape of a layer of `g` by module name.
-fn shape_of(g: &Graph, layer: &str) -> Option<Vec<usize>> {
-    let node = g.nodes.iter().find(|n| n.name == layer)?;
-    node.op.state().first().map(|(_, s)| s.clone())
+/// The weight matrices of a layer of `g` by module name: keys and shapes.
+fn matrices_of(g: &Graph, layer: &str) -> Vec<(String, Vec<usize>)> {
+    let Some(node) = g.nodes.iter().find(|n| n.name == layer) else {
+        return Vec::new();
+    };
+    node.op
+        .weight_matrices()
+        .into_iter()
+        .map(|(k, s)| (node.key(k), s))
+        .collect()
 }
 
 fn masks(stage: &Stage, at: &Step, g: &Graph, inputs: Inputs<'_>) -> Outcome {
-    // Every layer the stage does not ignore, with its weight shape.
+    // Every weight matrix of the layers the stage does not ignore, with
+    // its layer's target and its shape.
     let layers: Vec<(String, &Target, Vec<usize>)> = stage
         .layers
         .iter()
         .filter(|l| l.target != Target::Ignored)
-        .filter_map(|l| {
-            Some((
-                format!("{}.weight", l.layer),
-                &l.target,
-                shape_of(g, &l.layer)?,
-            ))
+        .flat_map(|l| {
+            matrices_of(g, &l.layer)
+                .into_iter()
+                .map(move |(k, s)| (k, &l.target, s))
         })
         .collect();
     let keys: Vec<String> = layers.iter().map(|(k, _, _)| k.clone()).collect();

@@ -295,14 +295,10 @@ fn execute(
     }
     let before = analyze(graph, graph.input).map_err(|e| tch::TchError::Kind(e.to_string()))?;
     let dense_weights: u64 = graph
-        .modules()
-        .filter(|(_, n)| {
-            matches!(
-                n.op,
-                prunex::graph::Op::Conv2d { .. } | prunex::graph::Op::Linear { .. }
-            )
-        })
-        .map(|(_, n)| n.op.state()[0].1.iter().product::<usize>() as u64)
+        .weight_layers()
+        .iter()
+        .flat_map(|(_, m)| m.iter())
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
         .sum();
     // The weights' content: an ONNX model's initializers may live in
     // external data files, so its weights are hashed as read.
@@ -617,22 +613,24 @@ fn execute(
         .map_err(|e| tch::TchError::Kind(e.to_string()))?;
     let final_sd = s.model.state_dict()?;
     let layers = graph
-        .modules()
-        .filter(|(_, n)| {
-            matches!(
-                n.op,
-                prunex::graph::Op::Conv2d { .. } | prunex::graph::Op::Linear { .. }
-            )
-        })
-        .map(|(id, n)| {
-            let key = format!("{}.weight", n.name);
-            let shape_before = n.op.state()[0].1.clone();
-            let numel: usize = shape_before.iter().product();
+        .weight_layers()
+        .into_iter()
+        .map(|(id, matrices)| {
+            let n = &graph.nodes[id];
+            // The first matrix's shape (an attention's input projection);
+            // the sparsity of all of them.
+            let shape_before = matrices[0].1.clone();
+            let numel: usize = matrices
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum();
             let after_id = s.model.graph.nodes.iter().position(|m| m.name == n.name);
-            let w = final_sd.get(&key);
-            let nonzero = w
-                .and_then(|t| t.as_f32())
-                .map_or(0, |v| v.iter().filter(|x| **x != 0.0).count());
+            let w = final_sd.get(&matrices[0].0);
+            let nonzero: usize = matrices
+                .iter()
+                .filter_map(|(k, _)| final_sd.get(k).and_then(|t| t.as_f32()))
+                .map(|v| v.iter().filter(|x| **x != 0.0).count())
+                .sum();
             LayerReport {
                 layer: n.name.clone(),
                 shape_before,

@@ -141,21 +141,16 @@ impl Session {
         Ok((results[0], dense.is_some().then_some(results[1])))
     }
 
-    /// Zero or removed conv/linear weights, relative to the dense model.
+    /// Zero or removed weights of convolutions, linear layers and
+    /// attention projections, relative to the dense model.
     pub(super) fn sparsity(&self) -> f64 {
         let mut nonzero = 0u64;
-        for (name, t) in self.model.vs.variables() {
-            let module = name.rsplit_once('.').map_or("", |(m, _)| m);
-            let is_weight = name.ends_with(".weight")
-                && self.model.graph.nodes.iter().any(|n| {
-                    n.name == module
-                        && matches!(
-                            n.op,
-                            prunex::graph::Op::Conv2d { .. } | prunex::graph::Op::Linear { .. }
-                        )
-                });
-            if is_weight {
-                nonzero += t.ne(0.0).sum(Kind::Int64).int64_value(&[]) as u64;
+        let vars = self.model.vs.variables();
+        for (_, matrices) in self.model.graph.weight_layers() {
+            for (key, _) in matrices {
+                if let Some(t) = vars.get(&key) {
+                    nonzero += t.ne(0.0).sum(Kind::Int64).int64_value(&[]) as u64;
+                }
             }
         }
         1.0 - nonzero as f64 / self.dense_weights.max(1) as f64
