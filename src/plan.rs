@@ -27,6 +27,8 @@ pub mod defaults {
     pub const ALPHA: f64 = 0.9;
     /// Taylor importance: batches of gradients gathered.
     pub const TAYLOR_BATCHES: u64 = 100;
+    /// Wanda: calibration batches whose activations are measured.
+    pub const WANDA_BATCHES: u64 = 16;
     /// Network Slimming's L1 strength on BatchNorm γ.
     pub const PENALTY: f64 = 1e-4;
 }
@@ -277,7 +279,7 @@ macro_rules! spelled {
     };
 }
 
-spelled!(Criterion { L1 => "l1", L2 => "l2", BnScale => "bn_scale", Taylor => "taylor", Random => "random" });
+spelled!(Criterion { L1 => "l1", L2 => "l2", BnScale => "bn_scale", Taylor => "taylor", Random => "random", Wanda => "wanda" });
 spelled!(Aggregate { Sum => "sum", Mean => "mean", Max => "max" });
 spelled!(Scope { Local => "local", Global => "global" });
 spelled!(Curve { Linear => "linear", Cubic => "cubic", Exp => "exp" });
@@ -300,6 +302,10 @@ pub enum Criterion {
     BnScale,
     /// |w · gradient|, summed like L1.
     Taylor,
+    /// Wanda (Sun et al., 2023): |w| times the L2 norm of the input
+    /// feature it multiplies, over calibration batches; weights compete
+    /// within their output row.
+    Wanda,
     /// Uniform random scores (seeded).
     Random,
 }
@@ -357,7 +363,8 @@ pub struct Stage {
     pub min: Option<f64>,
     /// Channel counts are kept multiples of this.
     pub round_to: Option<usize>,
-    /// Taylor importance: batches of gradients gathered.
+    /// Taylor importance: batches of gradients gathered; Wanda:
+    /// calibration batches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batches: Option<u64>,
     /// Network Slimming: L1 strength on BatchNorm γ while training.

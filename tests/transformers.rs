@@ -334,3 +334,76 @@ fn a_pruned_vit_b_16_loads_back_into_torchvision() {
     let diff = max_diff(&ours, &helper);
     assert!(diff < 1e-4, "the helper's module differs by {diff}");
 }
+
+/// Wanda's masks at 50 % on `vit_mini` (calibrated on the reference batch)
+/// equal a PyTorch reference's: the executor's recorded input norms of
+/// every linear layer, convolution and attention projection (the output
+/// projection's input measured inside the attention), |W|·‖X‖ scores, and
+/// each output row keeping its highest half.
+#[test]
+fn wanda_masks_equal_a_pytorch_reference() {
+    use prunex::prune::mask;
+    let id = "vit_mini";
+    let g = zoo_model(id, [1, 28, 28], 10);
+    let sd = load(id, &g);
+    let (x, _) = reference_io::io(references(), id);
+    let mut m = model::TorchModel::new(&g, tch::Device::Cpu);
+    m.load(&sd).unwrap();
+    m.record = Some(Default::default());
+    let _ = tch::no_grad(|| m.forward(&x, false)).unwrap();
+    let acts: mask::Activations = m
+        .record
+        .take()
+        .unwrap()
+        .into_iter()
+        .map(|(k, s)| {
+            let v = Vec::<f64>::try_from(s.sqrt().to_kind(tch::Kind::Double)).unwrap();
+            (k, v)
+        })
+        .collect();
+    let keys: Vec<String> = g
+        .weight_layers()
+        .into_iter()
+        .flat_map(|(_, m)| m.into_iter().map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        4 * 4 + 2,
+        "two projections and two MLP layers per block, the patch convolution and the head"
+    );
+    // Every weight matrix's input was measured, and nothing else.
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(acts.keys().cloned().collect::<Vec<_>>(), sorted);
+    let scored = mask::wanda_scores(&sd, &keys, Some(&acts));
+    let targets = keys.iter().map(|k| (k.clone(), 0.5)).collect();
+    let ours = mask::local_rows(&scored, &targets);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("masks.safetensors");
+    common::python(
+        "wanda_reference.py",
+        &[
+            references().join("vit_mini.safetensors").as_os_str(),
+            references().join("vit_mini.io.safetensors").as_os_str(),
+            "0.5".as_ref(),
+            out.as_os_str(),
+        ],
+    );
+    let theirs = weights::read_safetensors(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(theirs.len(), keys.len());
+    for k in &keys {
+        let want: Vec<bool> = theirs[k]
+            .as_f32()
+            .unwrap()
+            .iter()
+            .map(|&v| v > 0.5)
+            .collect();
+        assert_eq!(ours[k], want, "`{k}`");
+    }
+    // And not what magnitude alone keeps.
+    let magnitude = mask::local_rows(&sd, &targets);
+    assert!(
+        keys.iter().any(|k| magnitude[k] != ours[k]),
+        "Wanda chose what magnitude chooses"
+    );
+}

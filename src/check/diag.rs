@@ -368,6 +368,23 @@ pub enum CheckError {
         model: String,
     },
 
+    /// Wanda on a structured granularity.
+    #[error("`wanda` ranks single weights, but this stage prunes {granularity}")]
+    #[diagnostic(
+        code(prunex::check::wanda_structured),
+        help("use `wanda` in a `prune weights` or `prune 2:4` stage; rank {granularity} by `l2`, `l1` or `taylor`")
+    )]
+    WandaStructured {
+        /// The file.
+        #[source_code]
+        src: NamedSource<Arc<str>>,
+        /// The stage.
+        #[label("ranked by wanda")]
+        span: SourceSpan,
+        /// The stage's granularity.
+        granularity: String,
+    },
+
     /// `bn_scale` where no BatchNorm follows what the stage prunes.
     #[error("`bn_scale` ranks by BatchNorm γ, but no BatchNorm follows the {what} this stage prunes in `{model}`")]
     #[diagnostic(

@@ -274,6 +274,18 @@ pub fn plan(
                 .any(|n| matches!(n.op, Op::BatchNorm2d { .. })),
             _ => false,
         };
+        if spec.importance == Some(Criterion::Wanda)
+            && !matches!(
+                spec.granularity,
+                Granularity::Weights | Granularity::NM { .. }
+            )
+        {
+            cx.push(CheckError::WandaStructured {
+                src: cx.src(spec.span),
+                span: spec.span.source_span(),
+                granularity: spec.granularity.to_string(),
+            });
+        }
         if spec.importance == Some(Criterion::BnScale) && no_bn {
             cx.push(CheckError::NoBatchNorm {
                 src: cx.src(spec.span),
@@ -787,10 +799,14 @@ fn stage(spec: &PruneSpec, schedule: Vec<Step>, importance: Criterion) -> Stage 
         max: spec.max,
         min: spec.min,
         round_to: spec.round_to.map(|r| r as usize),
-        batches: (importance == Criterion::Taylor).then(|| {
-            spec.batches
-                .unwrap_or(crate::plan::defaults::TAYLOR_BATCHES)
-        }),
+        batches: match importance {
+            Criterion::Taylor => Some(
+                spec.batches
+                    .unwrap_or(crate::plan::defaults::TAYLOR_BATCHES),
+            ),
+            Criterion::Wanda => Some(spec.batches.unwrap_or(crate::plan::defaults::WANDA_BATCHES)),
+            _ => None,
+        },
         penalty: (importance == Criterion::BnScale)
             .then(|| spec.penalty.unwrap_or(crate::plan::defaults::PENALTY)),
         schedule,

@@ -90,6 +90,28 @@ pub struct TorchModel {
     params: Vec<Params>,
     /// `num_batches_tracked` of each BatchNorm, by module path.
     pub batches_tracked: BTreeMap<String, i64>,
+    /// When set, forward adds the sum of squares of every input feature
+    /// of every weight matrix here, by its key (Wanda's calibration).
+    pub record: Option<BTreeMap<String, Tensor>>,
+}
+
+/// Adds the sum of squares of `x`'s features (dimension 1 of a map, the
+/// last of tokens or vectors) to `rec[key]`.
+fn record(rec: &mut BTreeMap<String, Tensor>, key: String, x: &Tensor) -> Result<(), TchError> {
+    let dims: Vec<i64> = if x.dim() == 4 {
+        vec![0, 2, 3]
+    } else {
+        (0..x.dim() as i64 - 1).collect()
+    };
+    let s = x
+        .f_square()?
+        .f_sum_dim_intlist(dims.as_slice(), false, tch::Kind::Float)?;
+    let sum = match rec.remove(&key) {
+        Some(prev) => prev.f_add(&s)?,
+        None => s,
+    };
+    rec.insert(key, sum);
+    Ok(())
 }
 
 fn ints(v: [usize; 2]) -> [i64; 2] {
@@ -231,6 +253,7 @@ impl TorchModel {
             vs,
             params,
             batches_tracked,
+            record: None,
         }
     }
 
@@ -308,12 +331,19 @@ impl TorchModel {
                 )
         };
         let mut counted = std::collections::HashSet::new();
+        let mut rec = self.record.take();
         for (id, node) in g.nodes.iter().enumerate() {
             let arg = |k: usize| -> Result<&Tensor, TchError> {
                 values[node.inputs[k]]
                     .as_ref()
                     .ok_or_else(|| TchError::Kind(format!("`{}` reads a freed value", node.name)))
             };
+            if let Some(rec) = rec.as_mut() {
+                // What the layer's first weight matrix multiplies.
+                if let Some((suffix, _)) = node.op.weight_matrices().first() {
+                    record(rec, node.key(suffix), arg(0)?)?;
+                }
+            }
             let out = match (&node.op, &self.params[id]) {
                 (Op::Relu, _) if reusable(node.inputs[0]) => {
                     let mut v = values[node.inputs[0]].take().ok_or_else(|| {
@@ -392,6 +422,7 @@ impl TorchModel {
                     let x = arg(0)?;
                     let (n, t, _) = x.size3()?;
                     let (h, d) = (*heads as i64, *head_dim as i64);
+                    let out_key = node.key("out_proj.weight");
                     // [N, T, 3A] → [3, N, H, T, d].
                     let qkv = x
                         .f_linear(in_w, in_b.as_ref())?
@@ -403,12 +434,15 @@ impl TorchModel {
                         qkv.f_select(0, 2)?,
                     );
                     // torchvision's ViTs have no attention dropout.
-                    Tensor::f_scaled_dot_product_attention::<Tensor>(
+                    let mixed = Tensor::f_scaled_dot_product_attention::<Tensor>(
                         &q, &k, &v, None, 0.0, false, None, false,
                     )?
                     .f_transpose(1, 2)?
-                    .f_reshape([n, t, h * d])?
-                    .f_linear(out_w, out_b.as_ref())?
+                    .f_reshape([n, t, h * d])?;
+                    if let Some(rec) = rec.as_mut() {
+                        record(rec, out_key, &mixed)?;
+                    }
+                    mixed.f_linear(out_w, out_b.as_ref())?
                 }
                 (Op::TokenSelect { index }, _) => arg(0)?.f_select(1, *index as i64)?,
                 (Op::BatchNorm2d { eps, momentum, .. }, Params::Bn { w, b, mean, var }) => {
@@ -515,6 +549,7 @@ impl TorchModel {
                 }
             }
         }
+        self.record = rec;
         values[g.output]
             .take()
             .ok_or_else(|| TchError::Kind("the output was freed".into()))

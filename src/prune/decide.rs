@@ -31,7 +31,12 @@ pub struct Inputs<'a> {
     pub grads: Option<&'a Gradients>,
     /// Seed of `random` importance.
     pub seed: u64,
+    /// Wanda: per weight key, the L2 norm of each input feature (channel)
+    /// over the calibration batches.
+    pub activations: Option<&'a Activations>,
 }
+
+pub use super::mask::Activations;
 
 /// What a step does to the model.
 #[derive(Clone, Debug)]
@@ -331,6 +336,9 @@ fn masks(stage: &Stage, at: &Step, g: &Graph, inputs: Inputs<'_>) -> Outcome {
     // pick the masks: masks apply to the model's weights.
     // Only Taylor scoring needs a copy of the weights.
     let scored: Option<Cow<'_, StateDict>> = match (inputs.weights, inputs.grads) {
+        (Some(sd), _) if stage.importance == Criterion::Wanda => Some(Cow::Owned(
+            mask::wanda_scores(sd, &keys, inputs.activations),
+        )),
         (Some(sd), Some(gr)) if stage.importance == Criterion::Taylor => {
             let mut sd = sd.clone();
             for (k, t) in sd.iter_mut() {
@@ -371,7 +379,14 @@ fn masks(stage: &Stage, at: &Step, g: &Graph, inputs: Inputs<'_>) -> Outcome {
                 .iter()
                 .map(|(k, _, s)| ((numel(s) as f64) * targets[k]).round() as u64)
                 .sum();
-            (scored.map(|sd| mask::local(&sd, &targets)), zeros)
+            let masks = scored.map(|sd| {
+                if stage.importance == Criterion::Wanda {
+                    mask::local_rows(&sd, &targets)
+                } else {
+                    mask::local(&sd, &targets)
+                }
+            });
+            (masks, zeros)
         }
     };
     Outcome::Masks { masks, zeros }

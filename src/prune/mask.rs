@@ -5,10 +5,38 @@
 
 use std::collections::BTreeMap;
 
-use crate::tensor::StateDict;
+use crate::tensor::{StateDict, TensorData};
 
 /// Per weight key, which entries are kept.
 pub type Masks = BTreeMap<String, Vec<bool>>;
+
+/// Per weight key, the norm of each of its input features (a linear
+/// layer's input features, a convolution's input channels, an attention
+/// projection's inputs) over calibration data, as the executor measures it.
+pub type Activations = BTreeMap<String, Vec<f64>>;
+
+/// The weights of `keys` scaled by the norm of the input feature each
+/// multiplies (Wanda's |W|·‖X‖): entry `[o, i, …]` by `norms[i]`. A layer
+/// without measured activations keeps its magnitudes.
+pub fn wanda_scores(sd: &StateDict, keys: &[String], acts: Option<&Activations>) -> StateDict {
+    keys.iter()
+        .filter_map(|k| Some((k, sd.get(k)?)))
+        .map(|(k, t)| {
+            let mut t = t.clone();
+            let norms = acts.and_then(|a| a.get(k));
+            if let (TensorData::F32(w), Some(norms)) = (&mut t.data, norms) {
+                let cols = t.shape.get(1).copied().unwrap_or(1);
+                let inner: usize = t.shape.iter().skip(2).product();
+                if norms.len() == cols {
+                    for (j, x) in w.iter_mut().enumerate() {
+                        *x = x.abs() * norms[(j / inner.max(1)) % cols] as f32;
+                    }
+                }
+            }
+            (k.clone(), t)
+        })
+        .collect()
+}
 
 fn magnitudes(sd: &StateDict, key: &str) -> Vec<f32> {
     sd[key]
@@ -44,6 +72,29 @@ pub fn local(sd: &StateDict, targets: &BTreeMap<String, f64>) -> Masks {
             let mag = magnitudes(sd, key);
             let remove = ((mag.len() as f64) * s).round() as usize;
             (key.clone(), keep_top(&mag, remove))
+        })
+        .collect()
+}
+
+/// Layer by layer, each output row against itself (Wanda's comparison
+/// group): a weight key loses `round(n · sparsity)` entries in all, spread
+/// over its rows as evenly as whole numbers allow (the first rows lose one
+/// more), each row its smallest scores.
+pub fn local_rows(sd: &StateDict, targets: &BTreeMap<String, f64>) -> Masks {
+    targets
+        .iter()
+        .map(|(key, &s)| {
+            let t = &sd[key];
+            let mag = magnitudes(sd, key);
+            let rows = t.shape.first().copied().unwrap_or(1).max(1);
+            let per = mag.len() / rows;
+            let remove = ((mag.len() as f64) * s).round() as usize;
+            let keep: Vec<bool> = mag
+                .chunks(per.max(1))
+                .enumerate()
+                .flat_map(|(r, row)| keep_top(row, remove / rows + usize::from(r < remove % rows)))
+                .collect();
+            (key.clone(), keep)
         })
         .collect()
 }

@@ -302,6 +302,8 @@ pub enum Importance {
     BnScale,
     /// First-order Taylor |weight x gradient|.
     Taylor,
+    /// Wanda: |weight| x the norm of its input feature on calibration data.
+    Wanda,
 }
 
 /// `ratio` or `sparsity`: two names for the fraction removed.

@@ -439,6 +439,7 @@ fn importance(i: Importance) -> &'static str {
         Importance::Random => "random",
         Importance::BnScale => "bn_scale",
         Importance::Taylor => "taylor",
+        Importance::Wanda => "wanda",
     }
 }
 

@@ -439,6 +439,7 @@ impl<'s> Lower<'s> {
                 Rule::k_random => Importance::Random,
                 Rule::k_bn_scale => Importance::BnScale,
                 Rule::k_taylor => Importance::Taylor,
+                Rule::k_wanda => Importance::Wanda,
                 _ => return self.shape(ip, "an importance"),
             };
             (Some(Spanned::new(imp, self.span(ip))), 4)

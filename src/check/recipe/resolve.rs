@@ -576,6 +576,7 @@ impl Resolver<'_> {
             ast::Importance::Random => Criterion::Random,
             ast::Importance::BnScale => Criterion::BnScale,
             ast::Importance::Taylor => Criterion::Taylor,
+            ast::Importance::Wanda => Criterion::Wanda,
         });
         let mut spec = PruneSpec {
             granularity,

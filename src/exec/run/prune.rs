@@ -54,6 +54,33 @@ impl Session {
         Ok(grads)
     }
 
+    /// Wanda's calibration: the L2 norm of every input feature of every
+    /// weight matrix over `n` training batches, the model in eval mode.
+    pub(super) fn gather_activations(&mut self, n: u64) -> Result<decide::Activations, RunError> {
+        let data = batches(
+            &self.data.train,
+            &self.transform,
+            self.batch,
+            Some(&mut self.rng),
+        );
+        self.model.record = Some(BTreeMap::new());
+        let ran = tch::no_grad(|| -> Result<(), RunError> {
+            for b in data.iter().take(n as usize) {
+                let (x, _) = to_tensor(b, self.device);
+                let _ = self.model.forward(&x, false)?;
+            }
+            Ok(())
+        });
+        let sums = self.model.record.take().unwrap_or_default();
+        ran?;
+        let mut out = decide::Activations::new();
+        for (k, s) in sums {
+            let v: Vec<f64> = Vec::<f64>::try_from(s.f_sqrt()?.f_to_kind(tch::Kind::Double)?)?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
     /// Prunes one stage to its schedule step `at`, as [`decide::step`]
     /// decides from the plan (the same function `prunex plan` predicts with).
     pub(super) fn prune(&mut self, stage: &Stage, at: &Step) -> Result<(), RunError> {
@@ -62,10 +89,15 @@ impl Session {
             (Criterion::Taylor, Some(n)) => Some(self.gather_gradients(n)?),
             _ => None,
         };
+        let activations = match (stage.importance, stage.batches) {
+            (Criterion::Wanda, Some(n)) => Some(self.gather_activations(n)?),
+            _ => None,
+        };
         let inputs = decide::Inputs {
             weights: Some(&sd),
             grads: grads.as_ref(),
             seed: self.seed,
+            activations: activations.as_ref(),
         };
         let graph = self.model.graph.clone();
         match decide::step(stage, at, &graph, inputs)
