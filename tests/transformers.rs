@@ -407,3 +407,51 @@ fn wanda_masks_equal_a_pytorch_reference() {
         "Wanda chose what magnitude chooses"
     );
 }
+
+/// `vit_mini` exported by both of torch 2.13's exporters imports as the
+/// zoo's `vit_mini`: the same `state_dict` keys, shapes and values (the
+/// TorchScript exporter's transposed projections and shared initializers
+/// included), parameters and MACs, and torchvision's outputs. prunex's own
+/// `model.onnx` of a head- and width-pruned ViT reads back to its graph and
+/// weights.
+#[test]
+fn onnx_exports_of_a_vit_import_from_both_exporters() {
+    use prunex::syntax::FsLoader;
+    let id = "vit_mini";
+    let g = zoo_model(id, [1, 28, 28], 10);
+    let sd = load(id, &g);
+    let (x, y) = reference_io::io(references(), id);
+    let dense = analyze(&g, g.input).unwrap();
+    let mut want = g.state_keys();
+    want.sort();
+    for export in ["dynamo", "torchscript"] {
+        let path = references().join(format!("{id}.{export}.onnx"));
+        let (imported, isd) = onnx::import_weights(&path, &FsLoader).unwrap();
+        let ig = imported.graph;
+        let mut keys = ig.state_keys();
+        keys.sort();
+        assert_eq!(keys, want, "{export}: state_dict keys and shapes");
+        for (k, t) in &sd {
+            assert_eq!(isd.get(k), Some(t), "{export}: `{k}`");
+        }
+        let a = analyze(&ig, ig.input).unwrap();
+        assert_eq!(
+            (a.total_params, a.total_macs),
+            (dense.total_params, dense.total_macs),
+            "{export}"
+        );
+        let diff = max_diff(&forward(&ig, &isd, &x), &y);
+        assert!(diff < 1e-4, "{export}: differs from torchvision by {diff}");
+    }
+    let (heads, heads_sd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
+    let (both, both_sd, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.onnx");
+    std::fs::write(&file, onnx::to_onnx(&both, &both_sd).unwrap()).unwrap();
+    let (back, back_sd) = onnx::import_weights(&file, &FsLoader).unwrap();
+    assert_eq!(back.graph.state_keys(), both.state_keys(), "round trip");
+    assert_eq!(attention(&back.graph), attention(&both));
+    for (k, v) in &back_sd {
+        assert_eq!(Some(v), both_sd.get(k), "round trip: `{k}`");
+    }
+}

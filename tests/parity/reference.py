@@ -101,6 +101,10 @@ def randomise(m, seed):
             if isinstance(mod, nn.LayerNorm):
                 mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
                 mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * 0.1)
+            if isinstance(mod, nn.MultiheadAttention):
+                # PyTorch starts both projection biases at zero.
+                mod.in_proj_bias.copy_(torch.randn(mod.in_proj_bias.shape, generator=g) * 0.1)
+                mod.out_proj.bias.copy_(torch.randn(mod.out_proj.bias.shape, generator=g) * 0.1)
         # torchvision starts a ViT's class token and head at zero, which
         # would make every output 0 and the comparison vacuous.
         for name in ("class_token", "heads.head.weight", "heads.head.bias"):

@@ -6,6 +6,9 @@
     classes) with seeded random weights (LayerNorms, class token and head
     randomised too: torchvision starts the last two at zero), an input `x`
     and its eval-mode output `y`;
+  vit_mini.dynamo.onnx (+ .data), vit_mini.torchscript.onnx: that model
+    exported by torch.onnx.export, by the dynamo exporter (optimize=False)
+    and by the TorchScript one;
   vit_b_16.safetensors, vit_b_16.io.safetensors: the same for torchvision's
     vit_b_16 at 224x224;
   vit_b_16.tp.safetensors, vit_b_16.tp.json: vit_b_16 pruned by
@@ -16,6 +19,8 @@
     parameters and MACs by Torch-Pruning's counter, before and after.
 CASES.json is unused (the cases are fixed); it keeps the harness uniform.
 """
+import contextlib
+import io
 import json
 import os
 import sys
@@ -40,7 +45,13 @@ def make(out):
     torch.manual_seed(0)
     m = vit_mini().eval()
     randomise(m, 0)
-    save(m, out, "vit_mini", torch.randn([2, 1, 28, 28], generator=torch.Generator().manual_seed(1)))
+    x = torch.randn([2, 1, 28, 28], generator=torch.Generator().manual_seed(1))
+    save(m, out, "vit_mini", x)
+    # Both exporters, at the batch of 2 they write into their shapes.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (x,), os.path.join(out, "vit_mini.dynamo.onnx"), optimize=False)
+        torch.onnx.export(m, (x,), os.path.join(out, "vit_mini.torchscript.onnx"), dynamo=False)
 
     torch.manual_seed(0)
     m = torchvision.models.vit_b_16().eval()

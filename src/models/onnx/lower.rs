@@ -1,5 +1,7 @@
 //! ONNX nodes to graph operations, named by PyTorch module path.
 
+mod attention;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::proto::{attribute_proto::AttributeType, AttributeProto, NodeProto};
@@ -38,6 +40,12 @@ enum Val {
     /// A map split along the channels into a sequence (`SplitToSequence`):
     /// each part's channel range.
     Parts(NodeId, Vec<(usize, usize)>),
+    /// A map reshaped to `[N, C, H·W]`; transposed to `[N, H·W, C]` it is
+    /// the map's tokens.
+    Seq(NodeId),
+    /// A `[1, 1, F]` initializer expanded over the batch: a class token
+    /// on its way to be concatenated before the tokens.
+    Token(usize),
     /// The output of a node prunex does not import.
     Unknown,
 }
@@ -55,6 +63,8 @@ impl Val {
                 | Val::Runs(..)
                 | Val::Swapped(..)
                 | Val::Parts(..)
+                | Val::Seq(_)
+                | Val::Token(_)
                 | Val::Unknown
         )
     }
@@ -86,6 +96,9 @@ struct Lowering<'a> {
     absorbed: HashMap<String, Val>,
     /// The model input's `[C, H, W]`.
     input: [usize; 3],
+    /// The batch size the export fixed (shapes the tracer wrote out hold
+    /// it), or -1 when dynamic.
+    batch: i64,
 }
 
 /// Lowers `model` to a graph. Constants the graph's shape arithmetic needs
@@ -113,6 +126,7 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
         unsupported: BTreeMap::new(),
         absorbed: HashMap::new(),
         input: [0; 3],
+        batch: -1,
     };
     for (name, &i) in &lw.inits {
         lw.vals.insert((*name).to_owned(), Val::Init(i));
@@ -140,6 +154,7 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
         }
     };
     lw.input = chw;
+    lw.batch = dims.first().copied().flatten().map_or(-1, |n| n as i64);
     lw.nodes.push(Node {
         name: "input".into(),
         op: Op::Input,
@@ -148,7 +163,45 @@ pub fn lower(model: &Model, loader: &dyn Loader) -> Result<Imported, OnnxError> 
     });
     lw.names.insert("input".into());
     lw.vals.insert(input.name().to_owned(), Val::Node(0));
-    for node in &graph.node {
+    let attention_modules = attention::modules(graph);
+    let mut k = 0;
+    while k < graph.node.len() {
+        let node = &graph.node[k];
+        k += 1;
+        let module = scope(node).0;
+        if node.op_type() != "Constant" && attention_modules.contains(&module) {
+            // A whole attention layer at once.
+            let end = attention::region_end(&graph.node, k - 1, &module);
+            let region = &graph.node[k - 1..end];
+            k = end;
+            let outs = match lw.attention(region, &module) {
+                Ok(v) => v,
+                Err(Skip::Unsupported(what)) => {
+                    let e =
+                        lw.unsupported
+                            .entry(what)
+                            .or_insert((0, node.name().to_owned(), module));
+                    e.0 += 1;
+                    region
+                        .iter()
+                        .map(|n| vec![Val::Unknown; n.output.len()])
+                        .collect()
+                }
+                Err(Skip::Downstream) => region
+                    .iter()
+                    .map(|n| vec![Val::Unknown; n.output.len()])
+                    .collect(),
+                Err(Skip::Error(e)) => return Err(e),
+            };
+            for (n, vs) in region.iter().zip(outs) {
+                for (name, v) in n.output.iter().zip(vs) {
+                    if !name.is_empty() {
+                        lw.vals.insert(name.clone(), v);
+                    }
+                }
+            }
+            continue;
+        }
         let outs = match lw.node(node) {
             Ok(v) => v,
             Err(Skip::Unsupported(what)) => {
@@ -271,10 +324,30 @@ pub fn weights(
                 model.tensor(&graph.initializer[by_name[name.as_str()]], loader)?
             }
             ParamSource::Const(t) => t.clone(),
+            ParamSource::Transposed(name) => {
+                let t = model.tensor(&graph.initializer[by_name[name.as_str()]], loader)?;
+                transpose2(&t).ok_or_else(|| OnnxError::BadGraph {
+                    path: model.path.display().to_string(),
+                    reason: format!("`{name}` is not a matrix"),
+                })?
+            }
         };
         out.insert(key.clone(), t);
     }
     Ok(out)
+}
+
+/// A matrix transposed.
+fn transpose2(t: &Tensor) -> Option<Tensor> {
+    let [r, c] = <[usize; 2]>::try_from(t.shape.as_slice()).ok()?;
+    let v = t.as_f32()?;
+    let mut out = vec![0.0f32; v.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    Some(Tensor::f32(vec![c, r], out))
 }
 
 /// Why a node was not lowered.
@@ -538,7 +611,13 @@ impl<'a> Lowering<'a> {
         let name = match from_weight {
             Some(n) => n,
             None => {
-                if let Some(n) = self.init_name(weight) {
+                // A linear layer's transposed weight (`onnx::MatMul_N`) is
+                // named by its scope, which is its module's path: nothing
+                // is lost.
+                if let Some(n) = self
+                    .init_name(weight)
+                    .filter(|n| !n.starts_with("onnx::MatMul"))
+                {
                     self.anonymous.push(n);
                 }
                 if scope_path.is_empty() {
@@ -598,7 +677,12 @@ impl<'a> Lowering<'a> {
         self.names.insert(name.to_owned());
         for (suffix, v) in params {
             let s = self.source(node, v)?;
-            self.sources.push((format!("{name}.{suffix}"), s));
+            let key = if suffix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name}.{suffix}")
+            };
+            self.sources.push((key, s));
         }
         Ok(false)
     }
@@ -624,6 +708,15 @@ impl<'a> Lowering<'a> {
         let op = node.op_type();
         if let Some(v) = node.output.first().and_then(|o| self.absorbed.get(o)) {
             return Ok(vec![v.clone()]);
+        }
+        // A class token expanded over the batch (before constant arithmetic,
+        // which would fold the parameter away).
+        if op == "Expand" {
+            if let Ok(Val::Init(i)) = self.val(node, 0) {
+                if matches!(self.const_shape(&Val::Init(i)).as_deref(), Some([1, 1, _])) {
+                    return Ok(vec![Val::Token(i)]);
+                }
+            }
         }
         // Constant arithmetic first: exporters compute shapes and zero
         // biases with these.
@@ -660,6 +753,11 @@ impl<'a> Lowering<'a> {
             "Add" | "Mul" => self.binary(node),
             "Concat" => {
                 let axis = attr_i(node, "axis", 0);
+                if let (1, Val::Token(i), Ok(Val::Node(x))) =
+                    (axis, self.val(node, 0)?, self.val(node, 1))
+                {
+                    return self.class_token(node, i, x);
+                }
                 if axis != 1 && axis != -3 {
                     return Err(Skip::Unsupported(format!("Concat (axis {axis})")));
                 }
@@ -849,6 +947,10 @@ impl<'a> Lowering<'a> {
             (Val::Node(x), [0, 2, 3, 1]) => Ok(vec![Val::Last(*x)]),
             (Val::Last(x), [0, 3, 1, 2]) => Ok(vec![Val::Node(*x)]),
             (Val::Runs(x, g), [0, 2, 1, 3, 4]) => Ok(vec![Val::Swapped(*x, *g)]),
+            (Val::Seq(x), [0, 2, 1]) => {
+                let x = *x;
+                self.functional(node, Op::ToTokens, vec![x])
+            }
             _ => Err(Skip::Unsupported(format!(
                 "Transpose (perm {perm:?}{})",
                 match v {
@@ -863,6 +965,9 @@ impl<'a> Lowering<'a> {
     /// `LayerNormalization` over the channels of a channels-last map:
     /// torchvision's `LayerNorm2d`, ConvNeXt's `LayerNorm`.
     fn layer_norm(&mut self, node: &NodeProto) -> Lowered {
+        if let Val::Node(x) = self.val(node, 0)? {
+            return self.token_norm(node, x);
+        }
         let Val::Last(x) = self.val(node, 0)? else {
             return Err(Skip::Unsupported(
                 "LayerNormalization (other than over the channels of a feature map)".into(),
@@ -905,13 +1010,24 @@ impl<'a> Lowering<'a> {
     /// bias when that follows.
     fn matmul(&mut self, node: &NodeProto) -> Lowered {
         let (x, w) = (self.val(node, 0)?, self.val(node, 1)?);
-        let (Val::Last(input) | Val::Node(input), Val::InitT(i)) = (&x, &w) else {
-            return Err(Skip::Unsupported(
-                "MatMul (other than a linear layer's x · Wᵀ)".into(),
-            ));
+        // Wᵀ: a Transpose of the weight (dynamo), or an initializer the
+        // TorchScript exporter stored transposed (`onnx::MatMul_N`).
+        let (input, weight, stored_t) = match (&x, &w) {
+            (Val::Last(input) | Val::Node(input), Val::InitT(i)) => (*input, Val::Init(*i), false),
+            (Val::Node(input), Val::Init(i))
+                if self
+                    .init_name(&w)
+                    .is_some_and(|n| n.starts_with("onnx::MatMul")) =>
+            {
+                (*input, Val::Init(*i), true)
+            }
+            _ => {
+                return Err(Skip::Unsupported(
+                    "MatMul (other than a linear layer's x · Wᵀ)".into(),
+                ))
+            }
         };
-        let (input, weight) = (*input, Val::Init(*i));
-        let Some([out_features, in_features]) = self
+        let Some(mut dims) = self
             .const_shape(&weight)
             .and_then(|s| <[usize; 2]>::try_from(s).ok())
         else {
@@ -919,6 +1035,10 @@ impl<'a> Lowering<'a> {
                 "MatMul (by a weight that is not 2-D)".into(),
             ));
         };
+        if stored_t {
+            dims.reverse();
+        }
+        let [out_features, in_features] = dims;
         // The bias: an `Add` of a [out_features] initializer, the product's
         // only reader.
         let graph = self.model.proto.graph.as_ref().expect("checked");
@@ -946,11 +1066,30 @@ impl<'a> Lowering<'a> {
             out_features,
             bias: bias.is_some(),
         };
-        let mut params = vec![("weight", &weight)];
-        if let Some((_, b)) = &bias {
-            params.push(("bias", b));
+        if stored_t {
+            // Registered by hand: its initializer's shape is the transpose
+            // of the layer's weight.
+            if self.modules.contains_key(&name) {
+                return Err(Skip::Unsupported(
+                    "MatMul (a linear layer called twice)".into(),
+                ));
+            }
+            let w_name = self.init_name(&weight).unwrap_or_default();
+            self.modules.insert(name.clone(), w_name.clone());
+            self.names.insert(name.clone());
+            self.sources
+                .push((format!("{name}.weight"), ParamSource::Transposed(w_name)));
+            if let Some((_, b)) = &bias {
+                let s = self.source(node, b)?;
+                self.sources.push((format!("{name}.bias"), s));
+            }
+        } else {
+            let mut params = vec![("weight", &weight)];
+            if let Some((_, b)) = &bias {
+                params.push(("bias", b));
+            }
+            self.params(node, &name, &op, &params)?;
         }
-        self.params(node, &name, &op, &params)?;
         let Val::Node(id) = self.push(name, op, vec![input], false) else {
             unreachable!("push pushes a node")
         };
@@ -963,6 +1102,107 @@ impl<'a> Lowering<'a> {
             self.absorbed.insert(add, v.clone());
         }
         Ok(vec![v])
+    }
+
+    /// A `[1, 1, F]` parameter concatenated before the tokens: the class
+    /// token, named by its initializer (a parameter outside modules).
+    fn class_token(&mut self, node: &NodeProto, token: usize, x: NodeId) -> Lowered {
+        let v = Val::Init(token);
+        let name = self.init_name(&v).unwrap_or_default();
+        let Some(&[1, 1, features]) = self.const_shape(&v).as_deref() else {
+            return Err(self.malformed(node, "a class token that is not [1, 1, F]"));
+        };
+        if !matches!(self.shape_of(x).as_deref(), Some(&[_, f]) if f == features) {
+            return Err(Skip::Unsupported(
+                "Concat (of a parameter and a tensor other than tokens)".into(),
+            ));
+        }
+        let op = Op::ClassToken { features };
+        self.params(node, &name, &op, &[("", &v)])?;
+        Ok(vec![self.push(name, op, vec![x], false)])
+    }
+
+    /// Tokens plus a `[1, T, F]` parameter: a position embedding, named by
+    /// its initializer; `None` for any other `Add`.
+    fn pos_embedding(&mut self, node: &NodeProto) -> Result<Option<Val>, Skip> {
+        let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+        let (e, x) = match (&a, &b) {
+            (Val::Init(_), Val::Node(x)) => (a.clone(), *x),
+            (Val::Node(x), Val::Init(_)) => (b.clone(), *x),
+            _ => return Ok(None),
+        };
+        let (Some(&[1, tokens, features]), Some(&[t, f])) =
+            (self.const_shape(&e).as_deref(), self.shape_of(x).as_deref())
+        else {
+            return Ok(None);
+        };
+        if (t, f) != (tokens, features) {
+            return Ok(None);
+        }
+        let name = self.init_name(&e).unwrap_or_default();
+        let op = Op::PosEmbedding { tokens, features };
+        self.params(node, &name, &op, &[("", &e)])?;
+        Ok(Some(self.push(name, op, vec![x], false)))
+    }
+
+    /// `LayerNormalization` over the last dimension of tokens or of a
+    /// `[N, features]` batch: `nn.LayerNorm`.
+    fn token_norm(&mut self, node: &NodeProto, x: NodeId) -> Lowered {
+        let features = match self.shape_of(x).as_deref() {
+            Some(&[_, f]) | Some(&[f]) => f,
+            _ => {
+                return Err(Skip::Unsupported(
+                    "LayerNormalization (over a feature map's last axis)".into(),
+                ))
+            }
+        };
+        let axis = attr_i(node, "axis", -1);
+        if axis != -1 {
+            return Err(Skip::Unsupported(format!(
+                "LayerNormalization (axis {axis})"
+            )));
+        }
+        let (w, b) = (self.val(node, 1)?, self.val(node, 2)?);
+        if self.const_shape(&w) != Some(vec![features]) || matches!(b, Val::Unknown) {
+            return Err(Skip::Unsupported(
+                "LayerNormalization (without [features] weight and bias)".into(),
+            ));
+        }
+        let name = self.module_name(node, &w);
+        let op = Op::LayerNorm {
+            features,
+            eps: f64::from(attr_f(node, "epsilon", 1e-5)),
+        };
+        self.params(node, &name, &op, &[("weight", &w), ("bias", &b)])?;
+        Ok(vec![self.push(name, op, vec![x], false)])
+    }
+
+    /// `Gather` of one token (`x[:, i]`, axis 1, a scalar index).
+    fn token_select(&mut self, node: &NodeProto, x: NodeId) -> Lowered {
+        let Some(&[t, _]) = self.shape_of(x).as_deref() else {
+            return Err(Skip::Unsupported("Gather (of a feature map)".into()));
+        };
+        let idx = self.constant(&self.val(node, 1)?)?;
+        match idx.map(|i| (i.shape, i.data)) {
+            Some((shape, TensorData::I64(v)))
+                if shape.is_empty() && attr_i(node, "axis", 0) == 1 && v.len() == 1 =>
+            {
+                let index = if v[0] < 0 { v[0] + t as i64 } else { v[0] };
+                if !(0..t as i64).contains(&index) {
+                    return Err(self.malformed(node, format!("token {} of {t}", v[0])));
+                }
+                self.functional(
+                    node,
+                    Op::TokenSelect {
+                        index: index as usize,
+                    },
+                    vec![x],
+                )
+            }
+            _ => Err(Skip::Unsupported(
+                "Gather (other than one token of a sequence)".into(),
+            )),
+        }
     }
 
     /// `x · layer_scale` with a `[C, 1, 1]` parameter named `….layer_scale`
@@ -995,6 +1235,9 @@ impl<'a> Lowering<'a> {
     /// shape: the map itself (how the exporter writes the `as_strided` of
     /// an adaptive average pool to 1×1).
     fn gather(&mut self, node: &NodeProto) -> Lowered {
+        if let Val::Node(x) = self.val(node, 0)? {
+            return self.token_select(node, x);
+        }
         let Val::Raveled(x) = self.val(node, 0)? else {
             return Err(Skip::Unsupported("Gather (of a feature map)".into()));
         };
@@ -1024,10 +1267,17 @@ impl<'a> Lowering<'a> {
             _ => return Err(Skip::Unsupported("Reshape (to a computed shape)".into())),
         };
         // The batch dimension as exporters write it: 1 (traced), -1 or 0.
-        let batch = |d: i64| (-1..=1).contains(&d);
+        let batch = |d: i64| (-1..=1).contains(&d) || d == self.batch;
         match (&v, shape.as_slice()) {
             (Val::Node(x), [n, _]) if batch(*n) => self.functional(node, Op::Flatten, vec![*x]),
             (Val::Node(x), [-1]) => Ok(vec![Val::Raveled(*x)]),
+            (Val::Node(x), [n, c, hw]) if batch(*n) => match self.shape_of(*x).as_deref() {
+                // A ViT's patches: [N, C, H·W], then transposed to tokens.
+                Some(&[mc, h, w]) if mc as i64 == *c && ((h * w) as i64 == *hw || *hw == -1) => {
+                    Ok(vec![Val::Seq(*x)])
+                }
+                _ => Err(Skip::Unsupported(format!("Reshape (to {shape:?})"))),
+            },
             (Val::Node(x), [n, g, per, h, w]) if batch(*n) && *g > 0 => {
                 let want = [(*g * *per) as usize, *h as usize, *w as usize];
                 if self.shape_of(*x).as_deref() == Some(&want[..]) {
@@ -1186,6 +1436,11 @@ impl<'a> Lowering<'a> {
     }
 
     fn binary(&mut self, node: &NodeProto) -> Lowered {
+        if node.op_type() == "Add" {
+            if let Some(v) = self.pos_embedding(node)? {
+                return Ok(vec![v]);
+            }
+        }
         if node.op_type() == "Mul" {
             if let Some(v) = self.layer_scale(node)? {
                 return Ok(vec![v]);
@@ -1295,6 +1550,8 @@ impl<'a> Lowering<'a> {
                 | "Div"
                 | "ConstantOfShape"
                 | "Gather"
+                | "Equal"
+                | "Where"
         ) {
             return Ok(None);
         }
@@ -1438,6 +1695,29 @@ impl<'a> Lowering<'a> {
                         vec![n]
                     },
                     data: t0.data,
+                }
+            }
+            // Shape arithmetic (`expand(n, -1, -1)` in a TorchScript
+            // export): integer vectors of one length, or a scalar.
+            "Equal" | "Where" => {
+                let Some(vs) = ts.iter().map(ints).collect::<Option<Vec<Vec<i64>>>>() else {
+                    return Ok(None);
+                };
+                let n = vs.iter().map(Vec::len).max().unwrap_or(0);
+                if n > MAX_FOLDED || vs.iter().any(|v| v.len() != n && v.len() != 1) {
+                    return Err(bad("operands of different shapes"));
+                }
+                let at = |v: &Vec<i64>, i: usize| if v.len() == 1 { v[0] } else { v[i] };
+                let data = (0..n)
+                    .map(|i| match op {
+                        "Equal" => i64::from(at(&vs[0], i) == at(&vs[1], i)),
+                        _ if at(&vs[0], i) != 0 => at(&vs[1], i),
+                        _ => at(&vs[2], i),
+                    })
+                    .collect();
+                Tensor {
+                    shape: vec![n],
+                    data: TensorData::I64(data),
                 }
             }
             "Gather" => {

@@ -61,6 +61,9 @@ pub enum ParamSource {
     /// A constant the import computed (`num_batches_tracked`, a folded
     /// expression).
     Const(crate::tensor::Tensor),
+    /// A 2-D initializer, by name, stored transposed (the TorchScript
+    /// exporter writes a linear layer's `Wᵀ` for `MatMul`).
+    Transposed(String),
 }
 
 /// Imports the graph of the ONNX file at `path`; weights are not read.

@@ -419,7 +419,15 @@ fn build(graph: &Graph, sd: &StateDict) -> Result<(ModelProto, usize), String> {
                 head_dim,
                 bias,
                 ..
-            } => w.attention(name, &ins[0], &out, *heads, *head_dim, *bias)?,
+            } => {
+                let from = w.nodes.len();
+                w.attention(name, &ins[0], &out, *heads, *head_dim, *bias)?;
+                // The scope and class the dynamo exporter writes, so that
+                // prunex (and readers of that metadata) see one module.
+                for n in &mut w.nodes[from..] {
+                    n.metadata_props = attention_scope(name);
+                }
+            }
             Op::TokenSelect { index } => {
                 let at = format!("{out}.index");
                 w.inits.push(tensor(
@@ -676,6 +684,25 @@ impl Writer<'_> {
         ));
         name.to_owned()
     }
+}
+
+/// Node metadata naming module `name` an `nn.MultiheadAttention`, as the
+/// dynamo exporter writes it.
+fn attention_scope(name: &str) -> Vec<super::proto::StringStringEntryProto> {
+    let entry = |k: &str, v: String| super::proto::StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    vec![
+        entry(
+            "pkg.torch.onnx.name_scopes",
+            format!("['', '{name}', 'attention']"),
+        ),
+        entry(
+            "pkg.torch.onnx.class_hierarchy",
+            "['prunex', 'torch.nn.modules.activation.MultiheadAttention', 'attention']".into(),
+        ),
+    ]
 }
 
 fn tensor(name: &str, t: &Tensor) -> TensorProto {
