@@ -455,3 +455,111 @@ fn onnx_exports_of_a_vit_import_from_both_exporters() {
         assert_eq!(Some(v), both_sd.get(k), "round trip: `{k}`");
     }
 }
+
+/// A small transformer in each attention layout prunex reads: timm's
+/// packed `qkv`/`proj`, and separate `q_proj`/`k_proj`/`v_proj`/`o_proj`
+/// with grouped-query attention (4 query heads on 2 key/value heads).
+const LAYOUTS: &[(&str, &str)] = &[
+    ("timm", "style: timm"),
+    ("gqa", "style: separate, kv_heads: 2"),
+];
+
+fn layout_model(attention: &str) -> String {
+    format!(
+        "name: tiny\ninput: [1, 8, 8]\nlayers:\n\
+  - {{name: patch, op: conv2d, in_channels: 1, out_channels: 16, kernel: 4, stride: 4}}\n\
+  - {{name: tokens, op: to_tokens, functional: true}}\n\
+  - {{name: cls, op: class_token, features: 16}}\n\
+  - {{name: pos, op: pos_embedding, tokens: 5, features: 16}}\n\
+  - {{name: blocks.0.norm1, op: layernorm, features: 16}}\n\
+  - {{name: blocks.0.attn, op: multihead_attention, embed: 16, heads: 4, head_dim: 4, {attention}}}\n\
+  - {{name: blocks.0.add, op: add, inputs: [blocks.0.attn, pos], functional: true}}\n\
+  - {{name: blocks.0.norm2, op: layernorm, features: 16}}\n\
+  - {{name: blocks.0.mlp.fc1, op: linear, in_features: 16, out_features: 32}}\n\
+  - {{name: blocks.0.mlp.act, op: gelu}}\n\
+  - {{name: blocks.0.mlp.fc2, op: linear, in_features: 32, out_features: 16}}\n\
+  - {{name: blocks.0.add_1, op: add, inputs: [blocks.0.add, blocks.0.mlp.fc2], functional: true}}\n\
+  - {{name: norm, op: layernorm, features: 16}}\n\
+  - {{name: select, op: token_select, functional: true}}\n\
+  - {{name: head, op: linear, in_features: 16, out_features: 3}}\n"
+    )
+}
+
+/// Each layout computes what PyTorch code with its `state_dict` names
+/// computes (`tests/parity/yaml_model.py`); with half its heads removed
+/// (for grouped-query attention, one key/value head with the two query
+/// heads it serves), the pruned model's description and weights load into
+/// that code again (strict) with prunex's outputs, and its `model.onnx`
+/// gives them in onnxruntime.
+#[test]
+fn attention_layouts_compute_what_pytorch_computes_before_and_after_pruning() {
+    use prunex::models::yaml;
+    for (id, layout) in LAYOUTS {
+        let dir = tempfile::tempdir().unwrap();
+        let desc = dir.path().join("model.yaml");
+        std::fs::write(&desc, layout_model(layout)).unwrap();
+        let (w, io) = (
+            dir.path().join("w.safetensors"),
+            dir.path().join("case.io.safetensors"),
+        );
+        common::python(
+            "yaml_forward.py",
+            &[
+                "init".as_ref(),
+                desc.as_os_str(),
+                w.as_os_str(),
+                io.as_os_str(),
+            ],
+        );
+        let g = yaml::from_yaml(&std::fs::read_to_string(&desc).unwrap(), "model.yaml").unwrap();
+        let sd = weights::load_for(&w, &g).unwrap().0;
+        let (x, y) = reference_io::io(dir.path(), "case");
+        let diff = max_diff(&forward(&g, &sd, &x), &y);
+        assert!(diff < 1e-5, "{id}: differs from PyTorch by {diff}");
+        let (pg, psd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
+        assert_eq!(attention(&pg), vec![(16, 2, 4)], "{id}: 2 heads of 4 left");
+        if *id == "gqa" {
+            assert!(
+                matches!(
+                    pg.nodes.iter().find_map(|n| match n.op {
+                        Op::MultiheadAttention { kv_heads, .. } => kv_heads,
+                        _ => None,
+                    }),
+                    Some(1)
+                ),
+                "gqa keeps one key/value head for its two query heads"
+            );
+        }
+        let ours = forward(&pg, &psd, &x);
+        assert!(max_diff(&ours, &y) > 1e-3, "{id}: pruning changed nothing");
+        let pdesc = dir.path().join("pruned.yaml");
+        std::fs::write(&pdesc, yaml::to_yaml(&pg)).unwrap();
+        let pw = dir.path().join("pruned.safetensors");
+        std::fs::write(&pw, weights::to_safetensors(&psd)).unwrap();
+        let out = dir.path().join("y.safetensors");
+        common::python(
+            "yaml_forward.py",
+            &[
+                "run".as_ref(),
+                pdesc.as_os_str(),
+                pw.as_os_str(),
+                io.as_os_str(),
+                out.as_os_str(),
+            ],
+        );
+        let diff = max_diff(&ours, &output_y(&out));
+        assert!(
+            diff < 1e-5,
+            "{id}: the pruned model differs from PyTorch by {diff}"
+        );
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, onnx::to_onnx(&pg, &psd).unwrap()).unwrap();
+        let ort = dir.path().join("ort.safetensors");
+        common::python(
+            "onnx_run.py",
+            &[model.as_os_str(), io.as_os_str(), ort.as_os_str()],
+        );
+        let diff = max_diff(&ours, &output_y(&ort));
+        assert!(diff < 1e-5, "{id}: onnxruntime differs by {diff}");
+    }
+}

@@ -40,11 +40,10 @@ enum Params {
     Embedding {
         e: Tensor,
     },
+    /// Each projection's weight and bias, in the layout's order (the
+    /// output projection last).
     Attention {
-        in_w: Tensor,
-        in_b: Option<Tensor>,
-        out_w: Tensor,
-        out_b: Option<Tensor>,
+        proj: Vec<(Tensor, Option<Tensor>)>,
     },
 }
 
@@ -65,16 +64,8 @@ impl Params {
             Params::Ln { w, b } => Params::Ln { w: c(w), b: c(b) },
             Params::Scale { s } => Params::Scale { s: c(s) },
             Params::Embedding { e } => Params::Embedding { e: c(e) },
-            Params::Attention {
-                in_w,
-                in_b,
-                out_w,
-                out_b,
-            } => Params::Attention {
-                in_w: c(in_w),
-                in_b: o(in_b),
-                out_w: c(out_w),
-                out_b: o(out_b),
+            Params::Attention { proj } => Params::Attention {
+                proj: proj.iter().map(|(w, b)| (c(w), o(b))).collect(),
             },
             Params::None => Params::None,
         }
@@ -220,29 +211,34 @@ impl TorchModel {
                     )
                     .expect("a position embedding has a parameter"),
                 },
-                // PyTorch: Xavier-uniform packed projection, zero biases,
-                // the output projection as a linear layer's weight.
-                Op::MultiheadAttention {
-                    embed,
-                    heads,
-                    head_dim,
-                    ..
-                } => {
-                    let bound = (6.0 / (embed + 3 * heads * head_dim) as f64).sqrt();
-                    Params::Attention {
-                        in_w: var(
-                            "in_proj_weight",
-                            Init::Uniform {
-                                lo: -bound,
-                                up: bound,
-                            },
-                        )
-                        .expect("an attention has a projection"),
-                        in_b: var("in_proj_bias", Init::Const(0.0)),
-                        out_w: uniform("out_proj.weight", heads * head_dim)
-                            .expect("an attention has an output projection"),
-                        out_b: var("out_proj.bias", Init::Const(0.0)),
-                    }
+                // nn.MultiheadAttention: a Xavier-uniform packed
+                // projection, zero biases, the output projection as a
+                // linear layer's weight. Linear layers (timm's, separate
+                // projections): PyTorch's linear initialisation.
+                Op::MultiheadAttention { .. } => {
+                    let l = prunex::graph::AttentionLayout::of(&node.op).expect("an attention");
+                    let torch = l.style == prunex::graph::AttentionStyle::Torch;
+                    let proj = l
+                        .projections()
+                        .iter()
+                        .map(|p| {
+                            let [rows, cols] = l.shape(p);
+                            if torch && p.part != prunex::graph::attention::Part::Out {
+                                let bound = (6.0 / (rows + cols) as f64).sqrt();
+                                let w = Init::Uniform {
+                                    lo: -bound,
+                                    up: bound,
+                                };
+                                (var(p.weight, w), var(p.bias, Init::Const(0.0)))
+                            } else if torch {
+                                (uniform(p.weight, cols), var(p.bias, Init::Const(0.0)))
+                            } else {
+                                (uniform(p.weight, cols), uniform(p.bias, cols))
+                            }
+                        })
+                        .map(|(w, b)| (w.expect("a projection has a weight"), b))
+                        .collect();
+                    Params::Attention { proj }
                 }
                 _ => Params::None,
             };
@@ -339,8 +335,16 @@ impl TorchModel {
                     .ok_or_else(|| TchError::Kind(format!("`{}` reads a freed value", node.name)))
             };
             if let Some(rec) = rec.as_mut() {
-                // What the layer's first weight matrix multiplies.
-                if let Some((suffix, _)) = node.op.weight_matrices().first() {
+                // What the layer's weight matrices multiply: a layer's
+                // weight, an attention's projections that read the tokens
+                // (the output projection's input is measured inside it).
+                let matrices = node.op.weight_matrices();
+                let reads = if matches!(node.op, Op::MultiheadAttention { .. }) {
+                    matrices.len() - 1
+                } else {
+                    matrices.len().min(1)
+                };
+                for (suffix, _) in &matrices[..reads] {
                     record(rec, node.key(suffix), arg(0)?)?;
                 }
             }
@@ -408,41 +412,53 @@ impl TorchModel {
                     Tensor::f_cat(&[&token, x], 1)?
                 }
                 (Op::PosEmbedding { .. }, Params::Embedding { e }) => arg(0)?.f_add(e)?,
-                (
-                    Op::MultiheadAttention {
-                        heads, head_dim, ..
-                    },
-                    Params::Attention {
-                        in_w,
-                        in_b,
-                        out_w,
-                        out_b,
-                    },
-                ) => {
+                (Op::MultiheadAttention { .. }, Params::Attention { proj }) => {
+                    let l = prunex::graph::AttentionLayout::of(&node.op).expect("an attention");
                     let x = arg(0)?;
                     let (n, t, _) = x.size3()?;
-                    let (h, d) = (*heads as i64, *head_dim as i64);
-                    let out_key = node.key("out_proj.weight");
-                    // [N, T, 3A] → [3, N, H, T, d].
-                    let qkv = x
-                        .f_linear(in_w, in_b.as_ref())?
-                        .f_view([n, t, 3, h, d])?
-                        .f_permute([2, 0, 3, 1, 4])?;
-                    let (q, k, v) = (
-                        qkv.f_select(0, 0)?,
-                        qkv.f_select(0, 1)?,
-                        qkv.f_select(0, 2)?,
-                    );
-                    // torchvision's ViTs have no attention dropout.
+                    let (h, g, d) = (l.heads as i64, l.kv_heads as i64, l.head_dim as i64);
+                    let heads_of = |y: Tensor, k: i64| -> Result<Tensor, TchError> {
+                        y.f_view([n, t, k, d])?.f_transpose(1, 2)
+                    };
+                    let (q, k, v) = if let [(w, b), _] = &proj[..] {
+                        // Packed: [N, T, 3A] → [3, N, H, T, d].
+                        let qkv = x
+                            .f_linear(w, b.as_ref())?
+                            .f_view([n, t, 3, h, d])?
+                            .f_permute([2, 0, 3, 1, 4])?;
+                        (
+                            qkv.f_select(0, 0)?,
+                            qkv.f_select(0, 1)?,
+                            qkv.f_select(0, 2)?,
+                        )
+                    } else {
+                        let lin = |k: usize| x.f_linear(&proj[k].0, proj[k].1.as_ref());
+                        // Each key/value head serves `heads / kv_heads`
+                        // query heads in a row.
+                        let widen = |y: Tensor| -> Result<Tensor, TchError> {
+                            if g == h {
+                                Ok(y)
+                            } else {
+                                y.f_repeat_interleave_self_int(h / g, Some(1), None)
+                            }
+                        };
+                        (
+                            heads_of(lin(0)?, h)?,
+                            widen(heads_of(lin(1)?, g)?)?,
+                            widen(heads_of(lin(2)?, g)?)?,
+                        )
+                    };
+                    // No attention dropout (torchvision's ViTs have none).
                     let mixed = Tensor::f_scaled_dot_product_attention::<Tensor>(
                         &q, &k, &v, None, 0.0, false, None, false,
                     )?
                     .f_transpose(1, 2)?
                     .f_reshape([n, t, h * d])?;
                     if let Some(rec) = rec.as_mut() {
-                        record(rec, out_key, &mixed)?;
+                        record(rec, node.key(l.out().weight), &mixed)?;
                     }
-                    mixed.f_linear(out_w, out_b.as_ref())?
+                    let (w, b) = proj.last().expect("an output projection");
+                    mixed.f_linear(w, b.as_ref())?
                 }
                 (Op::TokenSelect { index }, _) => arg(0)?.f_select(1, *index as i64)?,
                 (Op::BatchNorm2d { eps, momentum, .. }, Params::Bn { w, b, mean, var }) => {

@@ -296,18 +296,17 @@ pub fn coupling(g: &Graph) -> Result<Coupling, GraphError> {
                 occupy(&mut slots, &x.elems, id, Role::Norm, 1);
                 x
             }
-            Op::MultiheadAttention {
-                heads, head_dim, ..
-            } => {
-                // PyTorch's attention reads and writes one embedding width:
-                // input feature i (in_proj column) and output feature i
-                // (out_proj row) are one channel. Its heads are units of
-                // their own group.
+            Op::MultiheadAttention { .. } => {
+                // An attention reads and writes one embedding width: input
+                // feature i (the projections' column) and output feature i
+                // (the output projection's row) are one channel. Its heads,
+                // by key/value group, are units of their own group.
                 let x = input(0);
                 occupy(&mut slots, &x.elems, id, Role::In, 1);
                 occupy(&mut slots, &x.elems, id, Role::Out, 1);
-                let hs = uf.fresh(*heads);
-                occupy(&mut slots, &hs, id, Role::Head, *head_dim);
+                let l = super::AttentionLayout::of(&node.op).expect("an attention");
+                let hs = uf.fresh(l.kv_heads);
+                occupy(&mut slots, &hs, id, Role::Head, l.group() * l.head_dim);
                 x
             }
             Op::Add | Op::Mul => {

@@ -9,11 +9,13 @@
 //! `torch.flatten`, `F.relu`) is marked `functional`: it has a name for
 //! messages, but no module, so recipe globs never match it.
 
+pub mod attention;
 pub mod coupling;
 pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
+pub use attention::{AttentionStyle, Layout as AttentionLayout};
 pub use coupling::{coupling, Coupling, Frozen, Group, GroupKind, Role, Slot};
 pub use shape::{analyze, Analysis, GraphError, Shape};
 
@@ -229,21 +231,31 @@ pub enum Op {
         #[serde(default = "ln_eps")]
         eps: f64,
     },
-    /// `nn.MultiheadAttention` as self-attention on tokens (`batch_first`,
-    /// `attn(x, x, x, need_weights=False)`), with PyTorch's packed
-    /// `in_proj_weight` `[3·A, embed]` (queries, keys, values) and
-    /// `out_proj` `[embed, A]`, where the attention width `A` is
-    /// `heads · head_dim`: `embed` in PyTorch, less once heads are pruned.
+    /// Multi-head self-attention on tokens (`batch_first`, no masks):
+    /// `nn.MultiheadAttention` called as `attn(x, x, x,
+    /// need_weights=False)` with its packed `in_proj_weight` `[3·A, embed]`
+    /// and `out_proj` `[embed, A]`, where the attention width `A` is
+    /// `heads · head_dim` (`embed` in PyTorch, less once heads are
+    /// pruned); or timm's `qkv`/`proj`, or separate `q_proj`/`k_proj`/
+    /// `v_proj`/`o_proj` with grouped-query attention (see
+    /// [`attention`]).
     MultiheadAttention {
         /// Features of the tokens it reads and writes.
         embed: usize,
-        /// Heads.
+        /// Query heads.
         heads: usize,
         /// Features per head.
         head_dim: usize,
         /// Whether the projections have biases.
         #[serde(default = "yes")]
         bias: bool,
+        /// Key/value heads, when fewer than `heads` (grouped-query
+        /// attention; `style: separate` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kv_heads: Option<usize>,
+        /// Where the projections are.
+        #[serde(default, skip_serializing_if = "AttentionStyle::is_torch")]
+        style: AttentionStyle,
     },
     /// One token of the sequence as a vector (`x[:, index]`: a ViT's
     /// class token before its head).
@@ -369,7 +381,12 @@ impl Op {
             Op::Conv2d { .. } | Op::Linear { .. } | Op::MultiheadAttention { .. } => self
                 .state()
                 .into_iter()
-                .filter(|(k, _)| matches!(*k, "weight" | "in_proj_weight" | "out_proj.weight"))
+                .filter(|(k, s)| {
+                    *k == "weight"
+                        || (s.len() == 2
+                            && attention::Layout::of(self)
+                                .is_some_and(|l| l.projections().iter().any(|p| p.weight == *k)))
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -429,20 +446,15 @@ impl Op {
             Op::LayerNorm { features, .. } => {
                 vec![("weight", vec![features]), ("bias", vec![features])]
             }
-            Op::MultiheadAttention {
-                embed,
-                heads,
-                head_dim,
-                bias,
-            } => {
-                let a = heads * head_dim;
-                let mut v = vec![("in_proj_weight", vec![3 * a, embed])];
-                if bias {
-                    v.push(("in_proj_bias", vec![3 * a]));
-                }
-                v.push(("out_proj.weight", vec![embed, a]));
-                if bias {
-                    v.push(("out_proj.bias", vec![embed]));
+            Op::MultiheadAttention { .. } => {
+                let l = attention::Layout::of(self).expect("an attention");
+                let mut v = Vec::new();
+                for p in l.projections() {
+                    let [r, c] = l.shape(p);
+                    v.push((p.weight, vec![r, c]));
+                    if l.bias {
+                        v.push((p.bias, vec![r]));
+                    }
                 }
                 v
             }

@@ -598,45 +598,16 @@ pub fn analyze(g: &Graph, input: [usize; 3]) -> Result<Analysis, GraphError> {
                         params[id] = (features as u64).saturating_mul(2);
                         s
                     }
-                    Op::MultiheadAttention {
-                        embed,
-                        heads,
-                        head_dim,
-                        bias,
-                    } => {
+                    Op::MultiheadAttention { embed, .. } => {
                         let (t, f) = tokens(s, &from)?;
                         channels(f, embed)?;
-                        if heads == 0 || head_dim == 0 {
-                            return Err(GraphError::Malformed {
-                                node: node.name.clone(),
-                                message: format!(
-                                    "it has {heads} heads of {head_dim} features; both must be positive"
-                                ),
-                            });
-                        }
-                        let a = heads.saturating_mul(head_dim);
-                        let (t64, e, a64) = (t as u64, embed as u64, a as u64);
-                        let b = u64::from(bias);
-                        // Torch-Pruning's counter, with the attention width
-                        // A apart from the embedding width E (they are equal
-                        // in PyTorch): the query scaling, the q/k/v
-                        // projections and their biases, per head the two
-                        // products and the softmax, and the output
-                        // projection with its bias at every token.
-                        let tt = t64.saturating_mul(t64);
-                        macs[id] = [
-                            t64.saturating_mul(a64),
-                            product(&[3, t, embed, a]),
-                            product(&[3, t, a]).saturating_mul(b),
-                            (heads as u64).saturating_mul(
-                                tt.saturating_mul(2 * head_dim as u64).saturating_add(tt),
-                            ),
-                            t64.saturating_mul(e).saturating_mul(a64.saturating_add(1)),
-                        ]
-                        .iter()
-                        .fold(0u64, |x, &y| x.saturating_add(y));
-                        params[id] = product(&[4, embed, a])
-                            .saturating_add((3 * a as u64 + e).saturating_mul(b));
+                        let l = super::AttentionLayout::of(op).expect("an attention");
+                        l.check().map_err(|message| GraphError::Malformed {
+                            node: node.name.clone(),
+                            message,
+                        })?;
+                        macs[id] = l.macs(t);
+                        params[id] = l.params();
                         s
                     }
                     Op::TokenSelect { index } => {

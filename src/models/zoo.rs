@@ -466,6 +466,8 @@ fn vit(b: &mut Builder, cfg: &VitConfig, classes: usize) -> R {
                 heads: cfg.heads,
                 head_dim: e / cfg.heads,
                 bias: true,
+                kv_heads: None,
+                style: Default::default(),
             },
             &[y],
             false,

@@ -179,9 +179,10 @@ pub fn scores(
         .collect()
 }
 
-/// Per head of attention node `node`: Σ|w|ᵖ (or |w·∂L/∂w|) over its
-/// query, key and value rows of `in_proj_weight` and its columns of
-/// `out_proj.weight`.
+/// Per key/value group (a head, without grouped-query attention) of
+/// attention node `node`: Σ|w|ᵖ (or |w·∂L/∂w|) over its rows of the
+/// projections that read the tokens (queries, keys, values) and its
+/// columns of the output projection.
 fn head_sums(
     g: &Graph,
     node: usize,
@@ -190,16 +191,12 @@ fn head_sums(
     criterion: Criterion,
 ) -> Vec<f64> {
     let n = &g.nodes[node];
-    let Op::MultiheadAttention {
-        heads, head_dim, ..
-    } = n.op
-    else {
+    let Some(l) = crate::graph::AttentionLayout::of(&n.op) else {
         return Vec::new();
     };
-    let a = heads * head_dim;
-    let mut acc = vec![0.0f64; heads];
-    for (suffix, by_row) in [("in_proj_weight", true), ("out_proj.weight", false)] {
-        let key = n.key(suffix);
+    let mut acc = vec![0.0f64; l.kv_heads];
+    for p in l.projections() {
+        let key = n.key(p.weight);
         let t = &sd[&key];
         let w = t.as_f32().expect("weights are floating point");
         let gr = match (criterion, grads) {
@@ -207,19 +204,15 @@ fn head_sums(
             _ => None,
         };
         let cols = t.shape[1];
+        let out = p.part == crate::graph::attention::Part::Out;
         for (k, &x) in w.iter().enumerate() {
             let x = gr.map_or(x, |gr| x * gr[k]);
             let term = match criterion {
                 Criterion::L2 => (x as f64) * (x as f64),
                 _ => (x as f64).abs(),
             };
-            let (row, col) = (k / cols, k % cols);
-            let head = if by_row {
-                (row % a) / head_dim
-            } else {
-                col / head_dim
-            };
-            acc[head] += term;
+            let at = if out { k % cols } else { k / cols };
+            acc[l.group_of(p, at)] += term;
         }
     }
     acc

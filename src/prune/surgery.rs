@@ -202,34 +202,34 @@ pub fn remove_channels(
             Op::MultiheadAttention {
                 embed,
                 heads,
-                head_dim,
-                bias,
+                kv_heads,
+                ..
             } => {
-                // Rows of the removed heads in each of the query, key and
-                // value blocks; their columns of the output projection.
-                let a = *heads * *head_dim;
-                let head_cols: BTreeSet<usize> = cut
-                    .head
-                    .iter()
-                    .flat_map(|&h| h * *head_dim..(h + 1) * *head_dim)
-                    .collect();
-                let head_rows: BTreeSet<usize> = (0..3)
-                    .flat_map(|s| head_cols.iter().map(move |&j| s * a + j))
-                    .collect();
+                // Removed heads (by key/value group): their rows of the
+                // projections that read the tokens, their columns of the
+                // output projection; removed channels: those projections'
+                // columns, the output projection's rows.
+                let l = crate::graph::AttentionLayout::of(&g.nodes[*id].op).expect("an attention");
+                for p in l.projections() {
+                    let heads_cut = l.indices(p, &cut.head);
+                    let key = |s: &str| g.nodes[*id].key(s);
+                    let (w, b) = (key(p.weight), key(p.bias));
+                    if p.part == crate::graph::attention::Part::Out {
+                        jobs.push((w, Job::TwoD(cut.out.clone(), heads_cut)));
+                        if l.bias {
+                            jobs.push((b, Job::Along(cut.out.clone())));
+                        }
+                    } else {
+                        jobs.push((w, Job::TwoD(heads_cut.clone(), channel_drop.clone())));
+                        if l.bias {
+                            jobs.push((b, Job::Along(heads_cut)));
+                        }
+                    }
+                }
                 *embed -= cut.out.len();
-                *heads -= cut.head.len();
-                let key = |s: &str| format!("{}.{s}", node.name);
-                jobs.push((
-                    key("in_proj_weight"),
-                    Job::TwoD(head_rows.clone(), channel_drop),
-                ));
-                jobs.push((
-                    key("out_proj.weight"),
-                    Job::TwoD(cut.out.clone(), head_cols),
-                ));
-                if *bias {
-                    jobs.push((key("in_proj_bias"), Job::Along(head_rows)));
-                    jobs.push((key("out_proj.bias"), Job::Along(cut.out.clone())));
+                *heads -= cut.head.len() * l.group();
+                if let Some(kv) = kv_heads {
+                    *kv -= cut.head.len();
                 }
             }
             _ => {}

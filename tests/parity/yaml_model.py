@@ -21,6 +21,48 @@ def pair(v):
     return tuple(v) if isinstance(v, list) else (v, v)
 
 
+class Attention(nn.Module):
+    """prunex's `multihead_attention` as PyTorch code computes it, with each
+    style's state_dict names: nn.MultiheadAttention's (`style: torch`; the
+    class itself where its width is the embedding's), timm's `qkv`/`proj`,
+    or separate `q_proj`/`k_proj`/`v_proj`/`o_proj` with grouped-query
+    attention (key/value head g serves query heads g*r .. g*r + r - 1)."""
+
+    def __init__(self, l):
+        super().__init__()
+        e, h, d, bias = l["embed"], l["heads"], l["head_dim"], l.get("bias", True)
+        self.h, self.g, self.d = h, l.get("kv_heads") or h, d
+        self.style = l.get("style", "torch")
+        a = h * d
+        if self.style == "torch":
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * a, e))
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * a)) if bias else None
+            self.out_proj = nn.Linear(a, e, bias=bias)
+        elif self.style == "timm":
+            self.qkv = nn.Linear(e, 3 * a, bias=bias)
+            self.proj = nn.Linear(a, e, bias=bias)
+        else:
+            self.q_proj = nn.Linear(e, a, bias=bias)
+            self.k_proj = nn.Linear(e, self.g * d, bias=bias)
+            self.v_proj = nn.Linear(e, self.g * d, bias=bias)
+            self.o_proj = nn.Linear(a, e, bias=bias)
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        h, g, d = self.h, self.g, self.d
+        if self.style in ("torch", "timm"):
+            w, b = (self.in_proj_weight, self.in_proj_bias) if self.style == "torch" else (self.qkv.weight, self.qkv.bias)
+            q, k, v = F.linear(x, w, b).view(n, t, 3, h, d).permute(2, 0, 3, 1, 4)
+            out = self.out_proj if self.style == "torch" else self.proj
+        else:
+            q = self.q_proj(x).view(n, t, h, d).transpose(1, 2)
+            k = self.k_proj(x).view(n, t, g, d).transpose(1, 2).repeat_interleave(h // g, dim=1)
+            v = self.v_proj(x).view(n, t, g, d).transpose(1, 2).repeat_interleave(h // g, dim=1)
+            out = self.o_proj
+        y = F.scaled_dot_product_attention(q, k, v)
+        return out(y.transpose(1, 2).reshape(n, t, h * d))
+
+
 class Described(nn.Module):
     def __init__(self, desc):
         super().__init__()
@@ -47,6 +89,15 @@ class Described(nn.Module):
             elif op == "layer_scale":
                 self._owner(l["name"]).register_parameter("layer_scale", nn.Parameter(torch.ones(l["features"], 1, 1)))
                 continue
+            elif op == "layernorm":
+                m = nn.LayerNorm(l["features"], eps=l.get("eps", 1e-6))
+            elif op in ("class_token", "pos_embedding"):
+                shape = (1, 1, l["features"]) if op == "class_token" else (1, l["tokens"], l["features"])
+                owner, _, leaf = l["name"].rpartition(".")
+                (self._owner(owner) if owner else self).register_parameter(leaf, nn.Parameter(torch.zeros(shape)))
+                continue
+            elif op == "multihead_attention":
+                m = Attention(l)
             else:
                 continue
             self._register(l["name"], m)
@@ -89,8 +140,16 @@ class Described(nn.Module):
                 y = self._get(l["name"])(a[0].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             elif op == "layer_scale":
                 y = self._get(l["name"]).layer_scale * a[0]
-            elif op in ("conv2d", "linear", "batchnorm2d"):
+            elif op in ("conv2d", "linear", "batchnorm2d", "layernorm", "multihead_attention"):
                 y = self._get(l["name"])(a[0])
+            elif op == "to_tokens":
+                y = a[0].flatten(2).transpose(1, 2)
+            elif op == "class_token":
+                y = torch.cat([self._get(l["name"]).expand(a[0].shape[0], -1, -1), a[0]], 1)
+            elif op == "pos_embedding":
+                y = a[0] + self._get(l["name"])
+            elif op == "token_select":
+                y = a[0][:, l.get("index", 0)]
             elif op == "relu":
                 y = F.relu(a[0])
             elif op == "relu6":

@@ -414,18 +414,21 @@ fn build(graph: &Graph, sd: &StateDict) -> Result<(ModelProto, usize), String> {
                     vec![int("axis", -1), float("epsilon", *eps as f32)],
                 );
             }
-            Op::MultiheadAttention {
-                heads,
-                head_dim,
-                bias,
-                ..
-            } => {
+            Op::MultiheadAttention { .. } => {
                 let from = w.nodes.len();
-                w.attention(name, &ins[0], &out, *heads, *head_dim, *bias)?;
-                // The scope and class the dynamo exporter writes, so that
-                // prunex (and readers of that metadata) see one module.
-                for n in &mut w.nodes[from..] {
-                    n.metadata_props = attention_scope(name);
+                let l = crate::graph::AttentionLayout::of(&node.op).expect("an attention");
+                let t = match a.shapes[node.inputs[0]] {
+                    Shape::Tokens { t, .. } => t,
+                    _ => return Err(format!("`{name}`: attention on a tensor other than tokens")),
+                };
+                w.attention(name, &ins[0], &out, &l, t)?;
+                // The scope and class the dynamo exporter writes for an
+                // `nn.MultiheadAttention`, so that prunex (and readers of
+                // that metadata) see one module and read it back.
+                if l.style == crate::graph::AttentionStyle::Torch {
+                    for n in &mut w.nodes[from..] {
+                        n.metadata_props = attention_scope(name);
+                    }
                 }
             }
             Op::TokenSelect { index } => {
@@ -552,54 +555,95 @@ impl Writer<'_> {
         name: &str,
         x: &str,
         out: &str,
-        heads: usize,
-        head_dim: usize,
-        bias: bool,
+        l: &crate::graph::AttentionLayout,
+        tokens: usize,
     ) -> Result<(), String> {
         let key = |s: &str| format!("{name}.{s}");
-        let a = (heads * head_dim) as i64;
-        let qkv = format!("{out}.qkv");
-        let w_in = self.param(&key("in_proj_weight"))?;
-        let b_in = if bias {
-            Some(self.param(&key("in_proj_bias"))?)
-        } else {
-            None
+        let (heads, kv, head_dim) = (l.heads as i64, l.kv_heads as i64, l.head_dim as i64);
+        let a = heads * head_dim;
+        let project = |w: &mut Self, p: &crate::graph::attention::Projection, y: &str| {
+            let weight = w.param(&key(p.weight))?;
+            let bias = if l.bias {
+                Some(w.param(&key(p.bias))?)
+            } else {
+                None
+            };
+            w.linear(name, x, weight, bias, y);
+            Ok::<(), String>(())
         };
-        self.linear(name, x, w_in, b_in, &qkv);
-        // [N, T, 3A] → [N, T, 3, H, d] → [3, N, H, T, d].
-        let split = self.ints_constant(
-            &format!("{out}.split_shape"),
-            &[0, 0, 3, heads as i64, head_dim as i64],
-        );
-        let parts = format!("{out}.parts");
-        self.node("Reshape", name, vec![qkv, split], &parts, vec![]);
-        let stacked = format!("{out}.stacked");
-        self.node(
-            "Transpose",
-            name,
-            vec![parts],
-            &stacked,
-            vec![ints("perm", &[2, 0, 3, 1, 4])],
-        );
+        let projections = l.projections();
         let mut qkv = Vec::new();
-        for (i, part) in ["q", "k", "v"].iter().enumerate() {
-            let at = format!("{out}.{part}_index");
-            self.inits.push(tensor(
-                &at,
-                &Tensor {
-                    shape: vec![],
-                    data: TensorData::I64(vec![i as i64]),
-                },
-            ));
-            let v = format!("{out}.{part}");
+        if projections.len() == 2 {
+            // Packed: [N, T, 3A] → [N, T, 3, H, d] → [3, N, H, T, d].
+            let packed = format!("{out}.qkv");
+            project(self, &projections[0], &packed)?;
+            let split =
+                self.ints_constant(&format!("{out}.split_shape"), &[0, 0, 3, heads, head_dim]);
+            let parts = format!("{out}.parts");
+            self.node("Reshape", name, vec![packed, split], &parts, vec![]);
+            let stacked = format!("{out}.stacked");
             self.node(
-                "Gather",
+                "Transpose",
                 name,
-                vec![stacked.clone(), at],
-                &v,
-                vec![int("axis", 0)],
+                vec![parts],
+                &stacked,
+                vec![ints("perm", &[2, 0, 3, 1, 4])],
             );
-            qkv.push(v);
+            for (i, part) in ["q", "k", "v"].iter().enumerate() {
+                let at = format!("{out}.{part}_index");
+                self.inits.push(tensor(
+                    &at,
+                    &Tensor {
+                        shape: vec![],
+                        data: TensorData::I64(vec![i as i64]),
+                    },
+                ));
+                let v = format!("{out}.{part}");
+                self.node(
+                    "Gather",
+                    name,
+                    vec![stacked.clone(), at],
+                    &v,
+                    vec![int("axis", 0)],
+                );
+                qkv.push(v);
+            }
+        } else {
+            // Separate: each [N, T, k·d] → [N, k, T, d]; a key/value head
+            // repeated for the query heads of its group.
+            for (p, part) in projections[..3].iter().zip(["q", "k", "v"]) {
+                let k = if part == "q" { heads } else { kv };
+                let y = format!("{out}.{part}_proj");
+                project(self, p, &y)?;
+                let shape =
+                    self.ints_constant(&format!("{out}.{part}_shape"), &[0, 0, k, head_dim]);
+                let split = format!("{out}.{part}_split");
+                self.node("Reshape", name, vec![y, shape], &split, vec![]);
+                let mut v = format!("{out}.{part}");
+                self.node(
+                    "Transpose",
+                    name,
+                    vec![split],
+                    &v,
+                    vec![ints("perm", &[0, 2, 1, 3])],
+                );
+                if k != heads {
+                    let axes = self.ints_constant(&format!("{out}.{part}_axes"), &[2]);
+                    let one = format!("{out}.{part}_one");
+                    self.node("Unsqueeze", name, vec![v, axes], &one, vec![]);
+                    let reps = self
+                        .ints_constant(&format!("{out}.{part}_reps"), &[1, 1, heads / kv, 1, 1]);
+                    let wide = format!("{out}.{part}_wide");
+                    self.node("Expand", name, vec![one, reps], &wide, vec![]);
+                    let back = self.ints_constant(
+                        &format!("{out}.{part}_heads"),
+                        &[0, heads, tokens as i64, head_dim],
+                    );
+                    v = format!("{out}.{part}_grouped");
+                    self.node("Reshape", name, vec![wide, back], &v, vec![]);
+                }
+                qkv.push(v);
+            }
         }
         let kt = format!("{out}.k_t");
         self.node(
@@ -642,9 +686,10 @@ impl Writer<'_> {
         let joined_shape = self.ints_constant(&format!("{out}.joined_shape"), &[0, 0, a]);
         let joined = format!("{out}.joined");
         self.node("Reshape", name, vec![side, joined_shape], &joined, vec![]);
-        let w_out = self.param(&key("out_proj.weight"))?;
-        let b_out = if bias {
-            Some(self.param(&key("out_proj.bias"))?)
+        let o = l.out();
+        let w_out = self.param(&key(o.weight))?;
+        let b_out = if l.bias {
+            Some(self.param(&key(o.bias))?)
         } else {
             None
         };

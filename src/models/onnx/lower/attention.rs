@@ -231,6 +231,8 @@ impl Lowering<'_> {
             heads,
             head_dim,
             bias,
+            kv_heads: None,
+            style: Default::default(),
         };
         if self.modules.contains_key(module) {
             return Err(unsupported("a module called twice"));
