@@ -749,3 +749,48 @@ fn a_shuffle_block_prunes_its_branch_and_keeps_the_shuffled_channels() {
     assert_eq!(sd["branch.3.weight"].shape, vec![8, 1, 3, 3]);
     assert_eq!(sd["branch.5.weight"].shape, vec![8, 8, 1, 1]);
 }
+
+/// `vit_mini` trained, half its heads and then half its widths pruned
+/// (two stages), fine-tuned: its `model.yaml` and weights give prunex's
+/// accuracy in PyTorch, and its `model.onnx` the same outputs in
+/// onnxruntime (`yaml_model.py` checks both).
+#[test]
+fn a_vit_is_pruned_by_heads_and_widths_and_pytorch_and_onnxruntime_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(
+        dir.path(),
+        r#"recipe "vit-small"
+seed 1
+device cpu
+model vit_mini { input [1, 28, 28] classes 10 }
+data fashion_mnist "DATA" { batch 32 eval_batch 100 normalize mean 0.2860 std 0.3530 }
+pretrain { epochs 1 optimizer adamw lr 0.002 }
+prune heads by l2 {
+    schedule oneshot
+    ratio 0.5
+}
+prune channels by l2 {
+    schedule oneshot
+    ratio 0.5
+    ignore "heads.head"
+}
+finetune { epochs 1 optimizer adamw lr 0.001 }
+export "out"
+"#,
+    );
+    let (sd, _) = weights::read(&dir.path().join("out/weights.safetensors")).unwrap();
+    let attn = "encoder.layers.encoder_layer_0.self_attention";
+    assert_eq!(
+        sd[&format!("{attn}.in_proj_weight")].shape,
+        vec![3 * 32, 32]
+    );
+    assert_eq!(sd[&format!("{attn}.out_proj.weight")].shape, vec![32, 32]);
+    assert_eq!(sd["class_token"].shape, vec![1, 1, 32]);
+    assert_eq!(sd["encoder.pos_embedding"].shape, vec![1, 50, 32]);
+    assert_eq!(
+        sd["encoder.layers.encoder_layer_0.mlp.0.weight"].shape,
+        vec![64, 32]
+    );
+    let final_acc = report["final_accuracy"].as_f64().unwrap();
+    assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+}
