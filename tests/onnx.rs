@@ -171,15 +171,7 @@ fn python_helper(
             out.as_os_str(),
         ],
     );
-    output_y(&out)
-}
-
-/// The tensor `y` of a safetensors file.
-fn output_y(path: &Path) -> tch::Tensor {
-    let y = weights::read_safetensors(&std::fs::read(path).unwrap()).unwrap();
-    let y = &y["y"];
-    let shape: Vec<i64> = y.shape.iter().map(|&d| d as i64).collect();
-    tch::Tensor::from_slice(y.as_f32().unwrap()).reshape(&shape)
+    reference_io::output_y(&out)
 }
 
 /// `model` run by onnxruntime on the case's input `x`.
@@ -198,7 +190,7 @@ fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
             out.as_os_str(),
         ],
     );
-    output_y(&out)
+    reference_io::output_y(&out)
 }
 
 /// A model whose weights pass what one ONNX file holds is written with its
@@ -244,7 +236,10 @@ fn large_weights_go_to_an_external_data_file() {
     m.load(&sd).unwrap();
     let (x, _) = reference_io::io(references(), id);
     let ours = tch::no_grad(|| m.forward(&x, false)).unwrap();
-    let diff = (&ours - &output_y(&out)).abs().max().double_value(&[]);
+    let diff = (&ours - &reference_io::output_y(&out))
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(diff < 1e-4, "onnxruntime differs by {diff}");
     // Inline below the limit.
     let inline = onnx::to_onnx_files(&g, &sd, "model.onnx.data", onnx::MAX_BYTES).unwrap();

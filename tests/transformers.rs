@@ -73,14 +73,6 @@ fn forward(g: &Graph, sd: &StateDict, x: &tch::Tensor) -> tch::Tensor {
     tch::no_grad(|| m.forward(x, false)).unwrap()
 }
 
-/// The tensor `y` of a safetensors file.
-fn output_y(path: &Path) -> tch::Tensor {
-    let y = weights::read_safetensors(&std::fs::read(path).unwrap()).unwrap();
-    let y = &y["y"];
-    let shape: Vec<i64> = y.shape.iter().map(|&d| d as i64).collect();
-    tch::Tensor::from_slice(y.as_f32().unwrap()).reshape(&shape)
-}
-
 /// `model` run by onnxruntime on case `id`'s input.
 fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +84,7 @@ fn onnxruntime(model: &[u8], id: &str) -> tch::Tensor {
         "onnx_run.py",
         &[path.as_os_str(), io.as_os_str(), out.as_os_str()],
     );
-    output_y(&out)
+    reference_io::output_y(&out)
 }
 
 /// torchvision's class for `name` with `weights` loaded by the helper, run
@@ -114,7 +106,7 @@ fn python_helper(name: &str, classes: usize, weights: &StateDict, id: &str) -> t
             out.as_os_str(),
         ],
     );
-    output_y(&out)
+    reference_io::output_y(&out)
 }
 
 fn max_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
@@ -547,7 +539,7 @@ fn attention_layouts_compute_what_pytorch_computes_before_and_after_pruning() {
                 out.as_os_str(),
             ],
         );
-        let diff = max_diff(&ours, &output_y(&out));
+        let diff = max_diff(&ours, &reference_io::output_y(&out));
         assert!(
             diff < 1e-5,
             "{id}: the pruned model differs from PyTorch by {diff}"
@@ -559,7 +551,7 @@ fn attention_layouts_compute_what_pytorch_computes_before_and_after_pruning() {
             "onnx_run.py",
             &[model.as_os_str(), io.as_os_str(), ort.as_os_str()],
         );
-        let diff = max_diff(&ours, &output_y(&ort));
+        let diff = max_diff(&ours, &reference_io::output_y(&ort));
         assert!(diff < 1e-5, "{id}: onnxruntime differs by {diff}");
     }
 }

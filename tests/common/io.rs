@@ -17,3 +17,12 @@ pub fn io(dir: &Path, id: &str) -> (tch::Tensor, tch::Tensor) {
     };
     (t("x"), t("y"))
 }
+
+/// The tensor `y` of a safetensors file (what a reference script wrote).
+#[allow(dead_code)] // not every test crate that includes this uses it
+pub fn output_y(path: &Path) -> tch::Tensor {
+    let y = prunex::models::weights::read_safetensors(&std::fs::read(path).unwrap()).unwrap();
+    let y = &y["y"];
+    let shape: Vec<i64> = y.shape.iter().map(|&d| d as i64).collect();
+    tch::Tensor::from_slice(y.as_f32().unwrap()).reshape(&shape)
+}
