@@ -22,8 +22,11 @@ cannot say what a pruned transformer is: an ``nn.MultiheadAttention``
 whose heads prunex removed keeps ``embed_dim`` wide tokens but attends in
 fewer heads, narrower than ``embed_dim``, which it cannot hold; it is
 replaced by ``PrunedMultiheadAttention``, which computes what it computes
-with the same ``state_dict`` keys. And a torchvision ``VisionTransformer``
-reads its width from ``hidden_dim``, which is set to the pruned width. A model whose blocks prunex removed (``prune
+with the same ``state_dict`` keys. A torchvision ``VisionTransformer``
+reads its width from ``hidden_dim``, and a timm ``Attention`` its heads
+from ``num_heads``: both are set to what the pruned weights hold. Other
+attention classes that keep their sizes in attributes need them set by
+hand (``model.yaml`` lists every layer's heads). A model whose blocks prunex removed (``prune
 blocks``) has a different structure: ``load_state_dict`` then names the
 missing keys; use ``model.onnx`` or ``model.yaml`` for such a model.
 """
@@ -177,6 +180,15 @@ def resize(model, state):
             owner, _, attr = key.rpartition(".")
             _parameter(model.get_submodule(owner) if owner else model, attr, target.shape)
             resized.append(key)
+    # timm's Attention reshapes by `num_heads` and `head_dim`: heads pruned
+    # keep their width, so the count follows the packed projection.
+    for module in model.modules():
+        qkv = getattr(module, "qkv", None)
+        heads, head_dim = getattr(module, "num_heads", None), getattr(module, "head_dim", None)
+        if isinstance(qkv, nn.Linear) and isinstance(heads, int) and isinstance(head_dim, int) and head_dim:
+            module.num_heads = qkv.out_features // (3 * head_dim)
+            if hasattr(module, "attn_dim"):
+                module.attn_dim = module.num_heads * head_dim
     # torchvision's VisionTransformer reshapes its patches to `hidden_dim`.
     conv = getattr(model, "conv_proj", None)
     if isinstance(getattr(model, "hidden_dim", None), int) and isinstance(conv, nn.Conv2d):
