@@ -555,3 +555,10 @@ fn attention_layouts_compute_what_pytorch_computes_before_and_after_pruning() {
         assert!(diff < 1e-5, "{id}: onnxruntime differs by {diff}");
     }
 }
+
+/// The Python helper follows a timm-style attention's head count
+/// (`tests/parity/helper_timm.py`).
+#[test]
+fn the_helper_loads_a_head_pruned_timm_attention() {
+    common::python("helper_timm.py", &[]);
+}
