@@ -94,7 +94,7 @@ impl Bytes<'_> {
 
 fn exercise_model(data: &[u8]) {
     let mut b = Bytes(data);
-    let zoo = ["lenet5", "simplecnn", "resnet18", "mobilenet_v2"];
+    let zoo = ["lenet5", "simplecnn", "resnet18", "mobilenet_v2", "vit_mini"];
     let name = zoo[b.byte() as usize % zoo.len()];
     let opts = crate::models::zoo::ZooOptions {
         input: [1 + (b.byte() % 3) as usize, 32, 32],
@@ -140,7 +140,17 @@ fn exercise_model(data: &[u8]) {
             // A layer's op name.
             2 => {
                 let ops = [
-                    "conv2d", "linear", "add", "concat", "flatten", "relu", "nope",
+                    "conv2d",
+                    "linear",
+                    "add",
+                    "concat",
+                    "flatten",
+                    "relu",
+                    "nope",
+                    "layernorm",
+                    "to_tokens",
+                    "multihead_attention",
+                    "token_select",
                 ];
                 if let Some(i) = text[at..].find("op: ").map(|i| at + i + 4) {
                     let end = text[i..]

@@ -108,7 +108,16 @@ pub fn groups_table(g: &Graph, c: &crate::graph::Coupling) -> String {
                 crate::graph::GroupKind::Channels => {
                     super::plan::channel_count(grp.channels.len(), grp.unit())
                 }
-                crate::graph::GroupKind::Heads => format!("{} heads", grp.channels.len()),
+                crate::graph::GroupKind::Heads => {
+                    match crate::graph::AttentionLayout::of(&g.nodes[grp.producers[0]].op) {
+                        Some(l) if l.kv_heads != l.heads => format!(
+                            "{} key/value heads ({} heads)",
+                            grp.channels.len(),
+                            l.heads
+                        ),
+                        _ => format!("{} heads", grp.channels.len()),
+                    }
+                }
             },
             producers: names(g, &grp.producers, 4),
             couplers: names(g, &grp.couplers, 3),
@@ -191,7 +200,7 @@ pub fn run(
                     .iter()
                     .any(|grp| grp.kind == crate::graph::GroupKind::Heads)
                 {
-                    println!("A group of heads loses whole heads of its attention layer (`prune heads`): their query, key and value rows and their columns of the output projection.");
+                    println!("A group of heads loses whole heads of its attention layer (`prune heads`): their query, key and value rows and their columns of the output projection; with grouped-query attention, a key/value head with the query heads it serves.");
                 }
                 OK
             }
