@@ -94,7 +94,13 @@ impl Bytes<'_> {
 
 fn exercise_model(data: &[u8]) {
     let mut b = Bytes(data);
-    let zoo = ["lenet5", "simplecnn", "resnet18", "mobilenet_v2", "vit_mini"];
+    let zoo = [
+        "lenet5",
+        "simplecnn",
+        "resnet18",
+        "mobilenet_v2",
+        "vit_mini",
+    ];
     let name = zoo[b.byte() as usize % zoo.len()];
     let opts = crate::models::zoo::ZooOptions {
         input: [1 + (b.byte() % 3) as usize, 32, 32],

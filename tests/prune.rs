@@ -220,6 +220,36 @@ fn blocks_with_identity_shortcuts_are_found_and_removed() {
     );
 }
 
+/// A transformer layer's two residual branches (attention, MLP) are two
+/// blocks, told apart by their layers, and an attention branch is scored
+/// by its projections (it has no convolution or linear layer).
+#[test]
+fn a_transformer_layer_has_two_blocks_each_scored_by_its_weights() {
+    let g = zoo::build(
+        "vit_mini",
+        ZooOptions {
+            input: [1, 28, 28],
+            classes: 10,
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let found = blocks::find(&g);
+    let names: Vec<&str> = found.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(
+        &names[..2],
+        [
+            "encoder.layers.encoder_layer_0 (ln_1 … dropout)",
+            "encoder.layers.encoder_layer_0 (ln_2 … mlp.4)"
+        ]
+    );
+    assert_eq!(found.len(), 8);
+    let sd = weights(&g);
+    for b in &found {
+        assert!(blocks::score(&g, b, &sd, false) > 0.0, "{}", b.name);
+    }
+}
+
 #[test]
 fn taylor_selection_follows_the_gradients() {
     use prunex::prune::importance::select_local;

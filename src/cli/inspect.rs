@@ -110,11 +110,9 @@ pub fn groups_table(g: &Graph, c: &crate::graph::Coupling) -> String {
                 }
                 crate::graph::GroupKind::Heads => {
                     match crate::graph::AttentionLayout::of(&g.nodes[grp.producers[0]].op) {
-                        Some(l) if l.kv_heads != l.heads => format!(
-                            "{} key/value heads ({} heads)",
-                            grp.channels.len(),
-                            l.heads
-                        ),
+                        Some(l) if l.kv_heads != l.heads => {
+                            format!("{} key/value heads ({} heads)", grp.channels.len(), l.heads)
+                        }
                         _ => format!("{} heads", grp.channels.len()),
                     }
                 }

@@ -74,6 +74,25 @@ pub fn find(g: &Graph) -> Vec<Block> {
             }
         }
     }
+    // Blocks of one module (a transformer layer's attention and MLP
+    // branches) are told apart by their layers.
+    let names: Vec<String> = out.iter().map(|b| b.name.clone()).collect();
+    for b in &mut out {
+        if names.iter().filter(|n| **n == b.name).count() > 1 {
+            let layers: Vec<&str> = b
+                .branch
+                .iter()
+                .filter(|&&n| !g.nodes[n].functional)
+                .map(|&n| {
+                    let name = g.nodes[n].name.as_str();
+                    name.strip_prefix(&format!("{}.", b.name)).unwrap_or(name)
+                })
+                .collect();
+            if let (Some(first), Some(last)) = (layers.first(), layers.last()) {
+                b.name = format!("{} ({first} … {last})", b.name);
+            }
+        }
+    }
     out
 }
 
@@ -106,13 +125,11 @@ pub fn score(g: &Graph, b: &Block, sd: &StateDict, bn_scale: bool) -> f64 {
             return w.iter().map(|x| x.abs() as f64).sum::<f64>() / w.len().max(1) as f64;
         }
     }
+    // Convolutions, linear layers and attention projections.
     let (mut sum, mut n) = (0.0, 0usize);
     for &id in &b.branch {
-        if matches!(g.nodes[id].op, Op::Conv2d { .. } | Op::Linear { .. }) {
-            if let Some(w) = sd
-                .get(&format!("{}.weight", g.nodes[id].name))
-                .and_then(|t| t.as_f32())
-            {
+        for (suffix, _) in g.nodes[id].op.weight_matrices() {
+            if let Some(w) = sd.get(&g.nodes[id].key(suffix)).and_then(|t| t.as_f32()) {
                 sum += w.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>();
                 n += w.len();
             }
