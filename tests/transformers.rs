@@ -562,3 +562,25 @@ fn attention_layouts_compute_what_pytorch_computes_before_and_after_pruning() {
 fn the_helper_loads_a_head_pruned_timm_attention() {
     common::python("helper_timm.py", &[]);
 }
+
+/// Torch-Pruning 1.6.1 prunes whole heads of a timm-style attention (it
+/// cannot on `nn.MultiheadAttention`): on the same weights, prunex's `prune
+/// heads by l2` at 50 % removes the same 4 of 8 heads, shown by identical
+/// pruned tensors (`tests/parity/tp_heads.py`).
+#[test]
+fn heads_pruned_are_the_heads_torch_pruning_prunes() {
+    use prunex::models::yaml;
+    let dir = tempfile::tempdir().unwrap();
+    common::python("tp_heads.py", &[dir.path().as_os_str()]);
+    let text = std::fs::read_to_string(dir.path().join("heads.yaml")).unwrap();
+    let g = yaml::from_yaml(&text, "heads.yaml").unwrap();
+    let sd = weights::load_for(&dir.path().join("heads.safetensors"), &g)
+        .unwrap()
+        .0;
+    let (pg, psd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
+    assert_eq!(attention(&pg), vec![(64, 4, 8)]);
+    let tp = weights::read(&dir.path().join("heads.tp.safetensors"))
+        .unwrap()
+        .0;
+    assert_eq!(psd, tp, "prunex removed other heads than Torch-Pruning");
+}
