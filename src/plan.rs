@@ -459,6 +459,11 @@ pub struct GroupPlan {
     /// convolutions split the channels, else 1): counts move in steps of it.
     #[serde(skip_serializing_if = "is_one")]
     pub unit: usize,
+    /// Query heads per pruned unit, in a group of heads with grouped-query
+    /// attention (a unit is a key/value head and the query heads it
+    /// serves); 1 otherwise.
+    #[serde(skip_serializing_if = "is_one")]
+    pub heads_per_unit: usize,
     /// The target.
     pub target: Target,
     /// Channels kept after the last step (for local scope; global ranking

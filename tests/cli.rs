@@ -36,7 +36,7 @@ fn check_passes_on_good_recipes_and_counts_fragments() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "checked 23 recipes and 1 fragment: 0 errors",
+            "checked 24 recipes and 1 fragment: 0 errors",
         ));
 }
 
@@ -284,6 +284,19 @@ fn attention_heads_are_groups_and_plans_count_them() {
     insta::assert_snapshot!(stdout_of(&["inspect", "vit_mini", "--groups"]));
     let plan = stdout_of(&["plan", "tests/fixtures/ok/vit-heads-and-widths.prune"]);
     insta::assert_snapshot!("vit_plan", plan);
+    // Grouped-query attention: units are key/value heads with their query
+    // heads; the plan counts query heads.
+    let plan = stdout_of(&["plan", "tests/fixtures/ok/gqa-heads.prune"]);
+    let row = plan
+        .lines()
+        .find(|l| l.contains("│ attn "))
+        .unwrap_or_else(|| panic!("{plan}"));
+    let cells: Vec<&str> = row.split('│').map(str::trim).collect();
+    assert_eq!(
+        cells[3..6],
+        ["4 heads (2 key/value)", "0.5 (stage)", "2 heads"],
+        "{row}"
+    );
 }
 
 #[test]

@@ -753,6 +753,13 @@ fn channels(
             coupled_by,
             channels: n,
             unit: grp.unit(),
+            heads_per_unit: match grp.kind {
+                GroupKind::Heads => {
+                    crate::graph::AttentionLayout::of(&g.nodes[grp.producers[0]].op)
+                        .map_or(1, |l| l.group())
+                }
+                GroupKind::Channels => 1,
+            },
             target,
             keep: None,
             rounded: None,

@@ -55,16 +55,24 @@ fn stage_table(s: &Stage) -> String {
             .map(|g| GroupRow {
                 group: g.group.to_string(),
                 layers: crate::plan::shorten_layers(&g.layers),
-                channels: if heads {
+                channels: if heads && g.heads_per_unit > 1 {
+                    format!(
+                        "{} heads ({} key/value)",
+                        g.channels * g.heads_per_unit,
+                        g.channels
+                    )
+                } else if heads {
                     format!("{} heads", g.channels)
                 } else {
                     channel_count(g.channels, g.unit)
                 },
                 target: g.target.describe(),
                 keep: match (g.keep, g.rounded) {
-                    (Some(k), Some(r)) if heads => format!("{k} heads ({})", r.describe()),
+                    (Some(k), Some(r)) if heads => {
+                        format!("{} heads ({})", k * g.heads_per_unit, r.describe())
+                    }
                     (Some(k), Some(r)) => format!("{k} ({})", r.describe()),
-                    (Some(k), None) if heads => format!("{k} heads"),
+                    (Some(k), None) if heads => format!("{} heads", k * g.heads_per_unit),
                     (Some(k), None) => k.to_string(),
                     (None, _) => String::new(),
                 },
