@@ -264,17 +264,22 @@ fn grouped_convolutions_show_their_steps() {
         "tests/fixtures/ok/models/grouped-cnn.yaml",
         "--groups"
     ]));
-    let plan = stdout_of(&["plan", "tests/fixtures/ok/grouped-convolutions.prune"]);
+    assert_eq!(
+        plan_row("tests/fixtures/ok/grouped-convolutions.prune", "grouped"),
+        ["32 (steps of 4)", "0.3 (stage)", "20"]
+    );
+}
+
+/// The channels, target and keep cells of the `prunex plan` row whose
+/// layers start with `layer`.
+fn plan_row(recipe: &str, layer: &str) -> Vec<String> {
+    let plan = stdout_of(&["plan", recipe]);
     let row = plan
         .lines()
-        .find(|l| l.contains("│ grouped "))
+        .find(|l| l.contains(&format!("│ {layer} ")))
         .unwrap_or_else(|| panic!("{plan}"));
-    let cells: Vec<&str> = row.split('│').map(str::trim).collect();
-    assert_eq!(
-        cells[3..6],
-        ["32 (steps of 4)", "0.3 (stage)", "20"],
-        "{row}"
-    );
+    let cells: Vec<String> = row.split('│').map(|c| c.trim().to_owned()).collect();
+    cells[3..6].to_vec()
 }
 
 /// A ViT's groups: the residual stream, one group of heads per attention
@@ -286,16 +291,9 @@ fn attention_heads_are_groups_and_plans_count_them() {
     insta::assert_snapshot!("vit_plan", plan);
     // Grouped-query attention: units are key/value heads with their query
     // heads; the plan counts query heads.
-    let plan = stdout_of(&["plan", "tests/fixtures/ok/gqa-heads.prune"]);
-    let row = plan
-        .lines()
-        .find(|l| l.contains("│ attn "))
-        .unwrap_or_else(|| panic!("{plan}"));
-    let cells: Vec<&str> = row.split('│').map(str::trim).collect();
     assert_eq!(
-        cells[3..6],
-        ["4 heads (2 key/value)", "0.5 (stage)", "2 heads"],
-        "{row}"
+        plan_row("tests/fixtures/ok/gqa-heads.prune", "attn"),
+        ["4 heads (2 key/value)", "0.5 (stage)", "2 heads"]
     );
 }
 
