@@ -67,6 +67,13 @@ fn prune(g: &Graph, sd: &StateDict, kind: GroupKind, ratio: f64) -> (Graph, Stat
     (pruned, psd.unwrap(), removal)
 }
 
+/// Half the heads of every attention, then half of every width group.
+fn half_heads_then_widths(g: &Graph, sd: &StateDict) -> (Graph, StateDict) {
+    let (heads, heads_sd, _) = prune(g, sd, GroupKind::Heads, 0.5);
+    let (both, both_sd, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    (both, both_sd)
+}
+
 fn forward(g: &Graph, sd: &StateDict, x: &tch::Tensor) -> tch::Tensor {
     let mut m = model::TorchModel::new(g, tch::Device::Cpu);
     m.load(sd).unwrap();
@@ -295,8 +302,7 @@ fn vit_b_16_keeps_the_widths_torch_pruning_keeps() {
     }
     assert!(attention(&width).iter().all(|&a| a == (384, 12, 64)));
 
-    let (heads, heads_sd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
-    let (both, _, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    let (both, _) = half_heads_then_widths(&g, &sd);
     assert!(attention(&both).iter().all(|&a| a == (384, 6, 64)));
     let a = analyze(&both, both.input).unwrap();
     assert_eq!(a.total_params, tp["params"].as_u64().unwrap());
@@ -319,8 +325,7 @@ fn a_pruned_vit_b_16_loads_back_into_torchvision() {
     let g = zoo_model(id, [3, 224, 224], 1000);
     let sd = load(id, &g);
     let (x, _) = reference_io::io(references(), id);
-    let (heads, heads_sd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
-    let (both, both_sd, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    let (both, both_sd) = half_heads_then_widths(&g, &sd);
     let ours = forward(&both, &both_sd, &x);
     let helper = python_helper(id, 1000, &both_sd, id);
     let diff = max_diff(&ours, &helper);
@@ -435,8 +440,7 @@ fn onnx_exports_of_a_vit_import_from_both_exporters() {
         let diff = max_diff(&forward(&ig, &isd, &x), &y);
         assert!(diff < 1e-4, "{export}: differs from torchvision by {diff}");
     }
-    let (heads, heads_sd, _) = prune(&g, &sd, GroupKind::Heads, 0.5);
-    let (both, both_sd, _) = prune(&heads, &heads_sd, GroupKind::Channels, 0.5);
+    let (both, both_sd) = half_heads_then_widths(&g, &sd);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("m.onnx");
     std::fs::write(&file, onnx::to_onnx(&both, &both_sd).unwrap()).unwrap();

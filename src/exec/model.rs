@@ -338,13 +338,21 @@ impl TorchModel {
                 // What the layer's weight matrices multiply: a layer's
                 // weight, an attention's projections that read the tokens
                 // (the output projection's input is measured inside it).
-                let matrices = node.op.weight_matrices();
-                let reads = if matches!(node.op, Op::MultiheadAttention { .. }) {
-                    matrices.len() - 1
-                } else {
-                    matrices.len().min(1)
+                let reads: Vec<&str> = match prunex::graph::AttentionLayout::of(&node.op) {
+                    Some(l) => l
+                        .projections()
+                        .iter()
+                        .filter(|p| p.part != prunex::graph::attention::Part::Out)
+                        .map(|p| p.weight)
+                        .collect(),
+                    None => node
+                        .op
+                        .weight_matrices()
+                        .first()
+                        .map(|(s, _)| vec![*s])
+                        .unwrap_or_default(),
                 };
-                for (suffix, _) in &matrices[..reads] {
+                for suffix in reads {
                     record(rec, node.key(suffix), arg(0)?)?;
                 }
             }

@@ -58,6 +58,22 @@ class SimpleCNN(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class TimmAttention(nn.Module):
+    """timm's `Attention` as its forward computes it: a packed `qkv` and a
+    `proj` linear layer, sized by `num_heads` and `head_dim` attributes."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1))
+
+
 def vit_mini(c=1, hw=28, classes=10):
     """prunex's `vit_mini`: torchvision's VisionTransformer at 28x28."""
     from torchvision.models.vision_transformer import VisionTransformer

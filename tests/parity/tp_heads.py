@@ -18,23 +18,11 @@ import sys
 import warnings
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from safetensors.torch import save_file
 from torch import nn
 
-
-class Attention(nn.Module):
-    def __init__(self, dim, num_heads):
-        super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        b, n, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1))
+from reference import TimmAttention as Attention
 
 
 class Net(nn.Module):

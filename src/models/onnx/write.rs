@@ -561,22 +561,24 @@ impl Writer<'_> {
         let key = |s: &str| format!("{name}.{s}");
         let (heads, kv, head_dim) = (l.heads as i64, l.kv_heads as i64, l.head_dim as i64);
         let a = heads * head_dim;
-        let project = |w: &mut Self, p: &crate::graph::attention::Projection, y: &str| {
-            let weight = w.param(&key(p.weight))?;
-            let bias = if l.bias {
-                Some(w.param(&key(p.bias))?)
-            } else {
-                None
+        // Projection `p` of `input` into `y`.
+        let project =
+            |w: &mut Self, p: &crate::graph::attention::Projection, input: &str, y: &str| {
+                let weight = w.param(&key(p.weight))?;
+                let bias = if l.bias {
+                    Some(w.param(&key(p.bias))?)
+                } else {
+                    None
+                };
+                w.linear(name, input, weight, bias, y);
+                Ok::<(), String>(())
             };
-            w.linear(name, x, weight, bias, y);
-            Ok::<(), String>(())
-        };
         let projections = l.projections();
         let mut qkv = Vec::new();
         if projections.len() == 2 {
             // Packed: [N, T, 3A] → [N, T, 3, H, d] → [3, N, H, T, d].
             let packed = format!("{out}.qkv");
-            project(self, &projections[0], &packed)?;
+            project(self, &projections[0], x, &packed)?;
             let split =
                 self.ints_constant(&format!("{out}.split_shape"), &[0, 0, 3, heads, head_dim]);
             let parts = format!("{out}.parts");
@@ -614,7 +616,7 @@ impl Writer<'_> {
             for (p, part) in projections[..3].iter().zip(["q", "k", "v"]) {
                 let k = if part == "q" { heads } else { kv };
                 let y = format!("{out}.{part}_proj");
-                project(self, p, &y)?;
+                project(self, p, x, &y)?;
                 let shape =
                     self.ints_constant(&format!("{out}.{part}_shape"), &[0, 0, k, head_dim]);
                 let split = format!("{out}.{part}_split");
@@ -686,15 +688,7 @@ impl Writer<'_> {
         let joined_shape = self.ints_constant(&format!("{out}.joined_shape"), &[0, 0, a]);
         let joined = format!("{out}.joined");
         self.node("Reshape", name, vec![side, joined_shape], &joined, vec![]);
-        let o = l.out();
-        let w_out = self.param(&key(o.weight))?;
-        let b_out = if l.bias {
-            Some(self.param(&key(o.bias))?)
-        } else {
-            None
-        };
-        self.linear(name, &joined, w_out, b_out, out);
-        Ok(())
+        project(self, &l.out(), &joined, out)
     }
 
     /// The initializer of `state_dict` key `key` (once, for a shared

@@ -112,6 +112,26 @@ impl Lowering<'_> {
                 _ => None,
             }
         };
+        // The parameter a Transpose in the run reads, by the Transpose's
+        // output (dynamo writes `x · Wᵀ` as MatMul(x, Transpose(W))).
+        let transposed = |name: &str| {
+            nodes
+                .iter()
+                .find(|n| {
+                    n.output.first().map(String::as_str) == Some(name) && n.op_type() == "Transpose"
+                })
+                .and_then(|tr| init(tr.input.first()?))
+        };
+        // The bias an Add in the run adds to `product`, when it has `rows`.
+        let bias_of = |product: &str, rows: usize| {
+            nodes
+                .iter()
+                .find(|n| n.op_type() == "Add" && n.input.iter().any(|i| i == product))
+                .and_then(|add| add.input.iter().find(|i| *i != product))
+                .and_then(|b| init(b))
+                .filter(|(_, s)| *s == [rows])
+                .map(|(src, _)| src)
+        };
         // The packed projection: x · Wᵀ, with Wᵀ an initializer the
         // TorchScript exporter stored transposed, or a Transpose of
         // `in_proj_weight` (dynamo).
@@ -122,18 +142,11 @@ impl Lowering<'_> {
                 (ParamSource::Transposed(name), s[1])
             }
             Some(_) => return Err(unsupported("an input projection of another shape")),
-            None => {
-                let tr = nodes
-                    .iter()
-                    .find(|n| n.output.first() == Some(&w_name) && n.op_type() == "Transpose")
-                    .ok_or_else(|| unsupported("an input projection it computes"))?;
-                match init(tr.input.first().map_or("", String::as_str)) {
-                    Some((src @ ParamSource::Init(_), s)) if s.len() == 2 && s[1] == e => {
-                        (src, s[0])
-                    }
-                    _ => return Err(unsupported("an input projection of another shape")),
-                }
-            }
+            None => match transposed(&w_name) {
+                Some((src @ ParamSource::Init(_), s)) if s.len() == 2 && s[1] == e => (src, s[0]),
+                Some(_) => return Err(unsupported("an input projection of another shape")),
+                None => return Err(unsupported("an input projection it computes")),
+            },
         };
         if a3 % 3 != 0 {
             return Err(unsupported(
@@ -141,14 +154,7 @@ impl Lowering<'_> {
             ));
         }
         let a = a3 / 3;
-        let product = matmul.output.first().cloned().unwrap_or_default();
-        let in_b = nodes
-            .iter()
-            .find(|n| n.op_type() == "Add" && n.input.contains(&product))
-            .and_then(|add| add.input.iter().find(|i| **i != product))
-            .and_then(|b| init(b))
-            .filter(|(_, s)| *s == [a3])
-            .map(|(src, _)| src);
+        let in_b = bias_of(matmul.output.first().map_or("", String::as_str), a3);
         // The output projection: a Gemm (both exporters) or prunex's own
         // MatMul by a transposed weight and Add, its last MatMul.
         let (out_w, out_b) = match first("Gemm") {
@@ -175,23 +181,11 @@ impl Lowering<'_> {
                     .find(|n| n.op_type() == "MatMul")
                     .filter(|n| !std::ptr::eq(*n, matmul))
                     .ok_or_else(|| unsupported("no output projection"))?;
-                let w_name = mm.input.get(1).cloned().unwrap_or_default();
-                let w = nodes
-                    .iter()
-                    .find(|n| n.output.first() == Some(&w_name) && n.op_type() == "Transpose")
-                    .and_then(|tr| init(tr.input.first()?))
+                let w = transposed(mm.input.get(1).map_or("", String::as_str))
                     .filter(|(_, s)| *s == [e, a])
                     .map(|(src, _)| src)
                     .ok_or_else(|| unsupported("an output projection of another shape"))?;
-                let product = mm.output.first().cloned().unwrap_or_default();
-                let b = nodes
-                    .iter()
-                    .find(|n| n.op_type() == "Add" && n.input.contains(&product))
-                    .and_then(|add| add.input.iter().find(|i| **i != product))
-                    .and_then(|b| init(b))
-                    .filter(|(_, s)| *s == [e])
-                    .map(|(src, _)| src);
-                (w, b)
+                (w, bias_of(mm.output.first().map_or("", String::as_str), e))
             }
         };
         if in_b.is_some() != out_b.is_some() {
