@@ -36,7 +36,7 @@ fn check_passes_on_good_recipes_and_counts_fragments() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "checked 24 recipes and 1 fragment: 0 errors",
+            "checked 25 recipes and 1 fragment: 0 errors",
         ));
 }
 
