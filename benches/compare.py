@@ -1045,7 +1045,7 @@ def main():
            "Written by `benches/compare` — prunex beside PyTorch and Torch-Pruning on the same machine, "
            "model, data, seeds and threads, in one run per section. Ratios and medians, not single timings. "
            "Each section names the command and date that measured it; `benches/compare` re-measures "
-           "everything (about 2 hours on 2 cores), `--sections NAME,...` only those.", ""]
+           "everything (about 4 hours on 2 cores: the zoo and ViT sections take about an hour each), `--sections NAME,...` only those.", ""]
     if a.quick:
         out.insert(2, "**Quick run: fewer rounds and images; not the published figures.**\n")
     for name in SECTIONS:
