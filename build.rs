@@ -23,6 +23,60 @@ fn onnx_types() {
         .expect("prost generates the ONNX types");
 }
 
+/// The distributed shim: c10d's TCPStore, ProcessGroupGloo (and
+/// ProcessGroupNCCL with the `nccl` feature), the Reducer and a synchronised
+/// BatchNorm behind an `extern "C"` API (`src/exec/dist/ffi.rs`). It
+/// compiles against the torch wheel's headers and gloo's (Debian's
+/// libgloo-dev, which `scripts/setup` installs; `GLOO_INCLUDE` points
+/// elsewhere); libtorch_cpu already holds gloo's code, so nothing else is
+/// linked.
+fn c10d_shim(root: &std::path::Path) {
+    println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
+    println!("cargo:rerun-if-env-changed=CUDA_INCLUDE");
+    let gloo = env::var_os("GLOO_INCLUDE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/include"));
+    if !gloo.join("gloo/algorithm.h").exists() {
+        panic!(
+            "\n\nprunex's distributed shim needs gloo's headers, which are not in {}.\n\
+             Run scripts/setup (it installs Debian's libgloo-dev), or set GLOO_INCLUDE to a \
+             folder that holds gloo/algorithm.h.\n",
+            gloo.display()
+        );
+    }
+    let abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    let mut b = cc::Build::new();
+    b.cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .include(&gloo)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .define("USE_DISTRIBUTED", None)
+        .define("USE_C10D_GLOO", None)
+        .file("csrc/c10d_shim.cpp");
+    if env::var_os("CARGO_FEATURE_NCCL").is_some() {
+        // site-packages/nvidia beside site-packages/torch.
+        let nv = root
+            .canonicalize()
+            .unwrap_or_else(|_| root.to_path_buf())
+            .parent()
+            .map(|p| p.join("nvidia"))
+            .unwrap_or_default();
+        b.define("USE_C10D_NCCL", None)
+            .include(nv.join("nccl/include"))
+            .include(nv.join("cu13/include"));
+        if let Some(cuda) = env::var_os("CUDA_INCLUDE") {
+            b.include(cuda);
+        }
+    }
+    b.compile("c10d_shim");
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=grammar/prune.pest");
@@ -55,6 +109,7 @@ fn main() {
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return;
     }
+    c10d_shim(root);
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
     if lib_dir.join("libtorch_cuda.so").exists() {

@@ -25,4 +25,9 @@ pub struct RunArgs {
     /// Take nothing from the cache: pretrain, prune and fine-tune anew.
     #[arg(long)]
     pub fresh: bool,
+    /// Train on N local processes (data-parallel, c10d's Gloo on the CPU or
+    /// NCCL on one GPU each); the recipe's `batch` is per process. Under
+    /// `torchrun` or `srun`, leave it out: their variables say the rest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub nproc: Option<u16>,
 }

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod data;
 pub mod diagnostics;
+pub mod distributed;
 pub mod fuzz;
 pub mod graph;
 pub mod invocation;

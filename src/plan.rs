@@ -53,6 +53,10 @@ pub struct Plan {
     pub seed: u64,
     /// Where the run happens.
     pub device: Device,
+    /// In a distributed run, BatchNorm normalises over all ranks' batches
+    /// (PyTorch's SyncBatchNorm) instead of each rank's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_bn: bool,
     /// The starting weights; without them the model is trained first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,

@@ -333,6 +333,7 @@ pub fn plan(
             overrides: Vec::new(),
             seed: settings.seed,
             device: settings.device,
+            sync_bn: settings.sync_bn,
             weights: settings.weights,
             data: settings.data,
             pretrain: settings.pretrain,

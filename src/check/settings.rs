@@ -16,6 +16,8 @@ pub struct Settings {
     pub seed: u64,
     /// Device.
     pub device: Device,
+    /// BatchNorm over all ranks' batches.
+    pub sync_bn: bool,
     /// Starting weights.
     pub weights: Option<PathBuf>,
     /// Data.
@@ -88,6 +90,7 @@ pub fn resolve(recipe: &Recipe, teacher: Option<Teacher>) -> Option<Settings> {
     Some(Settings {
         seed: recipe.seed.unwrap_or(defaults::SEED),
         device: recipe.device.unwrap_or(Device::Auto),
+        sync_bn: recipe.sync_bn.unwrap_or(false),
         weights,
         data,
         pretrain,

@@ -5,6 +5,7 @@ mod check;
 mod diff;
 mod fmt;
 pub mod inspect;
+pub(crate) mod launch;
 mod plan;
 mod run;
 mod version;
@@ -167,7 +168,10 @@ pub fn run(cli: Cli) -> u8 {
             groups,
         } => inspect::run(&model, input, classes, weights, yaml, groups),
         Command::Plan { recipe, set, yaml } => plan::run(&recipe, &set, yaml),
-        Command::Run(a) => run::run(&a.recipe, &a.set, a.threads, a.resume, a.fresh),
+        Command::Run(a) => match a.nproc {
+            Some(n) if n > 1 => launch::launch(&a, n as usize),
+            _ => run::run(&a.recipe, &a.set, a.threads, a.resume, a.fresh),
+        },
         Command::Watch {
             recipe,
             set,

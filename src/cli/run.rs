@@ -18,7 +18,8 @@ use crate::syntax::FsLoader;
 /// The running executor's pid (0: none), for the Ctrl-C handler.
 pub(crate) static CHILD: AtomicI32 = AtomicI32::new(0);
 
-/// Asks the running executor, if any, to stop (SIGINT: it saves and exits).
+/// Asks the running executor, if any, to stop (SIGINT: it saves and
+/// exits), and every worker of a distributed run.
 pub(crate) fn interrupt_child() {
     let pid = CHILD.load(Ordering::SeqCst);
     if pid > 0 {
@@ -27,6 +28,7 @@ pub(crate) fn interrupt_child() {
             libc::kill(pid, libc::SIGINT);
         }
     }
+    super::launch::signal_workers(libc::SIGINT);
 }
 
 /// Installs the Ctrl-C handler that passes Ctrl-C on to the executor;
@@ -53,6 +55,20 @@ pub(crate) fn spawn_exec(
     threads: Option<i32>,
     reuse: Reuse,
 ) -> Result<Child, u8> {
+    let c = spawn_exec_with(recipe, set, threads, reuse, &[])?;
+    CHILD.store(c.id() as i32, Ordering::SeqCst);
+    Ok(c)
+}
+
+/// Starts `prunex-exec run` in its own process group with these
+/// environment variables (a distributed run's worker).
+pub(crate) fn spawn_exec_with(
+    recipe: &Path,
+    set: &[String],
+    threads: Option<i32>,
+    reuse: Reuse,
+    env: &[(&str, String)],
+) -> Result<Child, u8> {
     use std::os::unix::process::CommandExt;
     let exec = match exec_path() {
         Ok(p) if p.exists() => p,
@@ -78,12 +94,12 @@ pub(crate) fn spawn_exec(
         }
         Reuse::Dense => {}
     }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.process_group(0);
     match cmd.spawn() {
-        Ok(c) => {
-            CHILD.store(c.id() as i32, Ordering::SeqCst);
-            Ok(c)
-        }
+        Ok(c) => Ok(c),
         Err(e) => {
             eprintln!("error[prunex::cli::executor_failed]: cannot start prunex-exec: {e}");
             Err(TROUBLE)
@@ -91,24 +107,37 @@ pub(crate) fn spawn_exec(
     }
 }
 
-/// Runs the subcommand.
-pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, resume: bool, fresh: bool) -> u8 {
+/// Checks the recipe before any process starts; `Err` is the exit code.
+pub(crate) fn precheck(recipe: &Path, set: &[String]) -> Result<(), u8> {
     let color = color();
     let Some(overrides) = super::overrides(set, color) else {
-        return FAILED;
+        return Err(FAILED);
     };
     let checked = check_path(recipe, &FsLoader, &overrides, Mode::Single);
     if checked.reports.iter().any(|r| is_error(r.as_ref())) {
         eprint!("{}", render_many(&checked.reports, color, ""));
-        return FAILED;
+        return Err(FAILED);
     }
-    let reuse = if resume {
+    Ok(())
+}
+
+/// How `--resume` and `--fresh` use the cache.
+pub(crate) fn reuse_of(resume: bool, fresh: bool) -> Reuse {
+    if resume {
         Reuse::Resume
     } else if fresh {
         Reuse::Fresh
     } else {
         Reuse::Dense
-    };
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, resume: bool, fresh: bool) -> u8 {
+    if let Err(code) = precheck(recipe, set) {
+        return code;
+    }
+    let reuse = reuse_of(resume, fresh);
     on_ctrl_c(|| {});
     let mut child = match spawn_exec(recipe, set, threads, reuse) {
         Ok(c) => c,

@@ -616,11 +616,29 @@ pub struct Batch {
 
 /// Makes the batches of one pass over `images`: shuffled and augmented when
 /// `rng` is given (training), in order and unaugmented otherwise.
-pub fn batches(
+pub fn batches(images: &Images, t: &Transform, batch: usize, rng: Option<&mut Rng>) -> Vec<Batch> {
+    batches_of_rank(images, t, batch, rng, 0, 1)
+}
+
+/// How many samples the `k`-th of the batches of `batch` over `n` samples
+/// holds (the last may be short).
+pub fn batch_len(n: usize, batch: usize, k: usize) -> usize {
+    n.saturating_sub(k * batch.max(1)).min(batch.max(1))
+}
+
+/// Rank `rank`'s share of each batch of one pass (of `world` ranks): the
+/// pass is drawn as [`batches`] draws it for batches of `batch` samples —
+/// the same order and the same augmentation of every sample — and each
+/// batch is cut into `world` contiguous slices
+/// ([`crate::distributed::shard`]), so the ranks together see exactly what
+/// one process would. A slice may be empty.
+pub fn batches_of_rank(
     images: &Images,
     t: &Transform,
     batch: usize,
     mut rng: Option<&mut Rng>,
+    rank: usize,
+    world: usize,
 ) -> Vec<Batch> {
     let mut order: Vec<usize> = (0..images.len()).collect();
     if let Some(r) = rng.as_deref_mut() {
@@ -630,12 +648,12 @@ pub fn batches(
     let [_, oh, ow] = t.shape(images.shape);
     let per = c * h * w;
     let mut out = Vec::new();
-    for chunk in order.chunks(batch.max(1)) {
+    for whole in order.chunks(batch.max(1)) {
+        let (from, to) = crate::distributed::shard(whole.len(), rank, world);
+        let chunk = &whole[from..to];
         let mut x = vec![0f32; chunk.len() * c * oh * ow];
         let mut y = Vec::with_capacity(chunk.len());
-        for (bi, &i) in chunk.iter().enumerate() {
-            y.push(images.labels[i] as i64);
-            let img = &images.pixels[i * per..(i + 1) * per];
+        for (j, &i) in whole.iter().enumerate() {
             // Random crop: shift the padded image by up to `crop` pixels.
             let (dy, dx, flip) = match rng.as_deref_mut() {
                 Some(r) if t.crop > 0 || t.flip => {
@@ -653,6 +671,14 @@ pub fn batches(
                 }
                 _ => (0, 0, false),
             };
+            // Other ranks' samples still draw their augmentation, so that
+            // this rank's draws are the ones one process would make.
+            if j < from || j >= to {
+                continue;
+            }
+            let bi = j - from;
+            y.push(images.labels[i] as i64);
+            let img = &images.pixels[i * per..(i + 1) * per];
             for ch in 0..c {
                 let mean = t.mean.get(ch).or(t.mean.first()).copied().unwrap_or(0.0);
                 let std = t.std.get(ch).or(t.std.first()).copied().unwrap_or(1.0);

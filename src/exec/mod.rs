@@ -3,6 +3,7 @@
 //! `prunex` front end never loads libtorch (see build.rs).
 
 pub mod convert;
+pub mod dist;
 pub mod loss;
 pub mod model;
 pub mod optim;
@@ -117,6 +118,7 @@ pub fn main() -> ExitCode {
             threads,
             resume,
             fresh,
+            nproc: _,
         }) => {
             if let Some(n) = threads.filter(|&n| n > 0) {
                 tch::set_num_threads(n);
@@ -151,6 +153,13 @@ pub fn main() -> ExitCode {
                     let report = miette::Report::new(e);
                     eprint!("{}", prunex::diagnostics::render_human(&report, color()));
                     ExitCode::from(130)
+                }
+                // Another rank failed first: its message is the one that
+                // matters, and the launcher tells the two apart by this code.
+                Err(e @ run::RunError::Dist(dist::DistError::PeerLost { .. })) => {
+                    let report = miette::Report::new(e);
+                    eprint!("{}", prunex::diagnostics::render_human(&report, color()));
+                    ExitCode::from(prunex::distributed::PEER_LOST_EXIT)
                 }
                 Err(e) => {
                     let report = miette::Report::new(e);

@@ -84,7 +84,15 @@ pub struct TorchModel {
     /// When set, forward adds the sum of squares of every input feature
     /// of every weight matrix here, by its key (Wanda's calibration).
     pub record: Option<BTreeMap<String, Tensor>>,
+    /// When set, BatchNorm in training mode calls this instead of
+    /// libtorch's (a distributed run's synchronised BatchNorm).
+    pub batch_norm: Option<std::rc::Rc<BatchNormFn>>,
 }
+
+/// A BatchNorm in training mode: `(x, γ, β, running mean, running var,
+/// momentum, eps)` to the output, updating the running statistics.
+pub type BatchNormFn =
+    dyn Fn(&Tensor, &Tensor, &Tensor, &Tensor, &Tensor, f64, f64) -> Result<Tensor, TchError>;
 
 /// Adds the sum of squares of `x`'s features (dimension 1 of a map, the
 /// last of tokens or vectors) to `rec[key]`.
@@ -250,6 +258,7 @@ impl TorchModel {
             params,
             batches_tracked,
             record: None,
+            batch_norm: None,
         }
     }
 
@@ -473,16 +482,19 @@ impl TorchModel {
                     if train && counted.insert(node.name.clone()) {
                         *self.batches_tracked.entry(node.name.clone()).or_insert(0) += 1;
                     }
-                    arg(0)?.f_batch_norm(
-                        Some(w),
-                        Some(b),
-                        Some(mean),
-                        Some(var),
-                        train,
-                        *momentum,
-                        *eps,
-                        true,
-                    )?
+                    match self.batch_norm.as_ref().filter(|_| train) {
+                        Some(f) => f(arg(0)?, w, b, mean, var, *momentum, *eps)?,
+                        None => arg(0)?.f_batch_norm(
+                            Some(w),
+                            Some(b),
+                            Some(mean),
+                            Some(var),
+                            train,
+                            *momentum,
+                            *eps,
+                            true,
+                        )?,
+                    }
                 }
                 (Op::Relu, _) => arg(0)?.f_relu()?,
                 (Op::Relu6, _) => arg(0)?.f_clamp(0.0, 6.0)?,

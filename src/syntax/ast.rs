@@ -62,6 +62,8 @@ pub enum Item {
     Seed(SValue),
     /// `device auto|cpu|cuda|cuda:N`
     Device(SValue),
+    /// `sync_bn true|false`: BatchNorm over all ranks' batches.
+    SyncBn(SValue),
     /// `include "file.prune"`
     Include(Spanned<String>),
     /// `let name = value`
@@ -94,6 +96,7 @@ impl Item {
             Item::Recipe(_) => "recipe",
             Item::Seed(_) => "seed",
             Item::Device(_) => "device",
+            Item::SyncBn(_) => "sync_bn",
             Item::Include(_) => "include",
             Item::Let { .. } => "let",
             Item::Model(_) => "model",

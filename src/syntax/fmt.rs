@@ -160,6 +160,7 @@ impl Printer<'_> {
             Item::Recipe(v) => self.line(0, start, end, simple("recipe", v)),
             Item::Seed(v) => self.line(0, start, end, simple("seed", v)),
             Item::Device(v) => self.line(0, start, end, simple("device", v)),
+            Item::SyncBn(v) => self.line(0, start, end, simple("sync_bn", v)),
             Item::Export(v) => self.line(0, start, end, simple("export", v)),
             Item::Include(path) => {
                 self.line(0, start, end, format!("include {}", quote(&path.node)))

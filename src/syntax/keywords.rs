@@ -4,8 +4,8 @@ use super::parser::Rule;
 
 /// Keywords that start a top-level item.
 pub const ITEMS: &[&str] = &[
-    "recipe", "seed", "device", "include", "let", "model", "data", "pretrain", "prune", "distill",
-    "finetune", "export",
+    "recipe", "seed", "device", "sync_bn", "include", "let", "model", "data", "pretrain", "prune",
+    "distill", "finetune", "export",
 ];
 
 const MODEL: &[&str] = &["input", "classes", "weights"];

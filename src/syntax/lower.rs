@@ -91,7 +91,7 @@ impl<'s> Lower<'s> {
             }
             Rule::string => Value::Str(self.string(&pair)),
             Rule::var_ref => Value::Var(pair.as_str()[1..].to_owned()),
-            Rule::device_name => Value::Word(pair.as_str().to_owned()),
+            Rule::device_name | Rule::bool_word => Value::Word(pair.as_str().to_owned()),
             _ => return self.shape(&pair, "a value"),
         };
         Some(Spanned::new(v, span))
@@ -165,6 +165,7 @@ impl<'s> Lower<'s> {
             Rule::recipe_decl => Item::Recipe(self.value(k.get(1)?.clone())?),
             Rule::seed_decl => Item::Seed(self.value(k.get(1)?.clone())?),
             Rule::device_decl => Item::Device(self.value(k.get(1)?.clone())?),
+            Rule::sync_bn_decl => Item::SyncBn(self.value(k.get(1)?.clone())?),
             Rule::export_decl => Item::Export(self.value(k.get(1)?.clone())?),
             Rule::include_decl => {
                 let s = k.get(1)?;

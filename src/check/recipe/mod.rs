@@ -280,6 +280,9 @@ pub struct Recipe {
     /// Where the device was set, for diagnostics.
     #[serde(skip)]
     pub device_span: Option<Span>,
+    /// BatchNorm over all ranks' batches in a distributed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_bn: Option<bool>,
     /// Model.
     pub model: Option<ModelSpec>,
     /// Data.

@@ -36,7 +36,7 @@ pub struct Patch {
 }
 
 /// Settings `--set` reaches by a plain name (unless a variable has it).
-const TOP: [&str; 3] = ["seed", "device", "export"];
+const TOP: [&str; 4] = ["seed", "device", "sync_bn", "export"];
 
 /// Whether an override names a setting rather than a `let` variable.
 pub fn is_setting(o: &Override, declared: &BTreeSet<String>) -> bool {
@@ -76,7 +76,7 @@ pub fn fragment(o: &Override) -> Result<(Target, String), String> {
         }
         _ => {
             return Err(format!(
-                "`{}` is not a setting: write `seed`, `device`, `export`, `BLOCK.SETTING` for pretrain, finetune, distill, data or model (`finetune.epochs`), or `prune.N.SETTING` (`prune.1.ratio`)",
+                "`{}` is not a setting: write `seed`, `device`, `sync_bn`, `export`, `BLOCK.SETTING` for pretrain, finetune, distill, data or model (`finetune.epochs`), or `prune.N.SETTING` (`prune.1.ratio`)",
                 o.name
             ))
         }

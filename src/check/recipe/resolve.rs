@@ -64,7 +64,7 @@ impl Resolver<'_> {
             let kw = item.node.keyword();
             if matches!(
                 kw,
-                "recipe" | "seed" | "device" | "model" | "data" | "export" | "distill"
+                "recipe" | "seed" | "device" | "sync_bn" | "model" | "data" | "export" | "distill"
             ) {
                 let key = (item.span.file, kw);
                 if let Some(first) = seen.get(&key) {
@@ -202,6 +202,21 @@ impl Resolver<'_> {
                 }
             }
             Item::Seed(v) => recipe.seed = self.whole(v, "the seed").or(recipe.seed),
+            Item::SyncBn(v) => {
+                if let Some(w) = self.text(v, "`true` or `false`") {
+                    match w.as_str() {
+                        "true" => recipe.sync_bn = Some(true),
+                        "false" => recipe.sync_bn = Some(false),
+                        _ => self.errors.push(CheckError::InvalidValue {
+                            src: self.src(v.span),
+                            span: v.span.source_span(),
+                            message: format!("`{w}` is not `true` or `false`"),
+                            label: "sync_bn is on or off".to_owned(),
+                            help: "write `sync_bn true` (BatchNorm over all ranks' batches in a distributed run) or `sync_bn false` (per rank, the default)".to_owned(),
+                        }),
+                    }
+                }
+            }
             Item::Device(v) => {
                 if let Some(d) = self.text(v, "a device") {
                     match parse_device(&d) {

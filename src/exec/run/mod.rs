@@ -15,6 +15,7 @@
 //! from its key and step, so a resumed run computes exactly what an
 //! uninterrupted one does.
 
+mod distributed;
 mod export;
 mod prune;
 mod session;
@@ -30,6 +31,7 @@ use prunex::cache::{hash_bytes, Cache, KeyBuilder};
 use prunex::check::{check_path, parse_override, Mode};
 use prunex::data::{load, DataSet, Rng, Transform};
 use prunex::diagnostics::{is_error, render_human, render_many};
+use prunex::distributed::World;
 use prunex::graph::{analyze, Graph};
 use prunex::models::weights;
 use prunex::plan::{Plan, Stage, Teacher, Unit};
@@ -157,6 +159,10 @@ pub enum RunError {
         /// CUDA devices libtorch sees.
         count: i64,
     },
+    /// Between the workers of a distributed run.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Dist(#[from] crate::exec::dist::DistError),
     /// The model's input does not fit the data.
     #[error("the model takes {model:?} inputs but the data's images are {data:?}")]
     #[diagnostic(
@@ -198,8 +204,15 @@ pub struct Options {
 /// Runs a recipe; prints diagnostics and progress, returns the report.
 pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, RunError> {
     let overrides: Vec<_> = set.iter().filter_map(|s| parse_override(s).ok()).collect();
+    // A worker of a distributed run (`prunex run --nproc`, torchrun, srun).
+    let world = World::from_env(|k| std::env::var(k).ok()).map_err(show)?;
     let checked = check_path(path, &FsLoader, &overrides, Mode::Single);
-    eprint!("{}", render_many(&checked.reports, super::color(), ""));
+    // Every rank checks the recipe; rank 0 says what it found.
+    if world.as_ref().is_none_or(World::leader)
+        || checked.reports.iter().any(|r| is_error(r.as_ref()))
+    {
+        eprint!("{}", render_many(&checked.reports, super::color(), ""));
+    }
     if checked.reports.iter().any(|r| is_error(r.as_ref())) {
         return Err(RunError::Invalid);
     }
@@ -221,6 +234,7 @@ pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, Run
         recipe_hash,
         path,
         opts,
+        world,
     )
 }
 
@@ -264,10 +278,11 @@ fn execute(
     recipe_hash: String,
     path: &Path,
     opts: &Options,
+    world: Option<World>,
 ) -> Result<RunReport, RunError> {
     let seed = plan.seed;
     tch::manual_seed(seed as i64);
-    let device = session::device_of(plan.device);
+    let device = session::device_of(plan.device, world.as_ref());
     // Before any data is read or tensor made: libtorch would panic on the
     // first tensor moved to a device that is not there.
     if let Device::Cuda(index) = device {
@@ -276,6 +291,13 @@ fn execute(
             return Err(RunError::NoCuda { index, count });
         }
     }
+    // Meet the other workers before reading anything: a missing one is
+    // known in seconds, not after the data is loaded.
+    let group = match &world {
+        Some(w) => Some(std::rc::Rc::new(crate::exec::dist::Group::join(w, device)?)),
+        None => None,
+    };
+    let leader = world.as_ref().is_none_or(World::leader);
     let d = &plan.data;
     let data = load(d.kind, &d.path, d.limit.map(|l| l as usize)).map_err(show)?;
     let (mean, std) = (&d.mean, &d.std);
@@ -351,9 +373,14 @@ fn execute(
             threads: tch::get_num_threads(),
             ..Timings::default()
         },
-        progress: opts.progress,
+        progress: opts.progress && leader,
         data,
         transform,
+        dist: group.map(|group| distributed::Dist {
+            group,
+            reducer: None,
+            sync_bn: plan.sync_bn,
+        }),
     };
 
     // Prune steps by fine-tuning epoch: (stage, step). The checker stops
@@ -399,10 +426,40 @@ fn execute(
         }) => std::fs::read(w).map(|b| hash_bytes(&b)).unwrap_or_default(),
         _ => String::new(),
     };
-    let mut prev = KeyBuilder::new("base")
-        .str(&lock.prunex)
+    // The keys (and so the seeds of data order and initialisation) of a
+    // distributed run are those of one process with the global batch, so
+    // that N ranks of batch B compute what one process of batch N·B does,
+    // and either can resume the other. Only per-rank BatchNorm and dropout
+    // (drawn per rank) make the world size count. Each rank's own GPU
+    // index does not.
+    let ranks = world.as_ref().map_or(1, |w| w.size);
+    let keyed = {
+        let mut p = plan.clone();
+        p.data.batch *= ranks as u64;
+        for t in [p.pretrain.as_mut(), p.finetune.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            t.batch *= ranks as u64;
+        }
+        p
+    };
+    let per_rank = ranks > 1
+        && (s.stochastic
+            || (!plan.sync_bn
+                && graph
+                    .nodes
+                    .iter()
+                    .any(|n| matches!(n.op, prunex::graph::Op::BatchNorm2d { .. }))));
+    let device_key = match (device, &world) {
+        (Device::Cuda(_), Some(_)) => "Cuda".to_owned(),
+        _ => format!("{device:?}"),
+    };
+    let d = &keyed.data;
+    let mut base = KeyBuilder::new("base");
+    base.str(&lock.prunex)
         .str(&lock.libtorch)
-        .str(&format!("{device:?}"))
+        .str(&device_key)
         .u64(seed)
         .str(&model_yaml)
         .str(lock.weights.as_deref().unwrap_or(""))
@@ -415,17 +472,20 @@ fn execute(
             d.crop,
             d.flip,
             d.pad,
-        ))
-        .key();
+        ));
+    if per_rank {
+        base.str("ranks").u64(ranks as u64);
+    }
+    let mut prev = base.key();
     let mut keys = Vec::new();
     for &w in &works {
         let mut kb = KeyBuilder::after(w.name(), &prev);
         match w {
-            Work::Pretrain(e) => kb.json(&plan.pretrain).u64(e),
+            Work::Pretrain(e) => kb.json(&keyed.pretrain).u64(e),
             Work::Dense | Work::Final => &mut kb,
             Work::Prune => kb.json(&stages).json(&plan.distill).str(&teacher_weights),
             Work::Finetune(e) => kb
-                .json(&plan.finetune)
+                .json(&keyed.finetune)
                 .json(&plan.distill)
                 .str(&teacher_weights)
                 .json(&stages)
@@ -437,7 +497,7 @@ fn execute(
 
     // Where to start: after the last unit the cache has (and may give).
     let cache = &opts.cache;
-    if opts.reuse == Reuse::Fresh {
+    if opts.reuse == Reuse::Fresh && leader {
         // `--fresh` starts over: this chain's earlier entries go, so that a
         // `--resume` after an interrupted fresh run continues that run, not
         // the older one whose entries had the same keys.
@@ -451,58 +511,104 @@ fn execute(
         Reuse::Resume => true,
         Reuse::Dense => matches!(w, Work::Pretrain(_) | Work::Dense),
     };
-    let mut start = 0;
-    for i in (0..works.len()).rev() {
-        if allowed(works[i]) {
-            if let Some(dir) = cache.get(&keys[i]) {
-                if s.restore(&dir).is_some() {
-                    start = i + 1;
-                    break;
+    // Only rank 0 reads the cache (the others may be on machines without
+    // it); it hands what it restored to them.
+    let (mut start, mut partial, mut restored) = (0, None, None);
+    if leader {
+        for i in (0..works.len()).rev() {
+            if allowed(works[i]) {
+                if let Some(dir) = cache.get(&keys[i]) {
+                    if s.restore(&dir).is_some() {
+                        start = i + 1;
+                        restored = Some(dir);
+                        break;
+                    }
+                }
+            }
+        }
+        if opts.reuse == Reuse::Resume && start < works.len() {
+            let pk = KeyBuilder::after("partial", &keys[start]).key();
+            if let Some(dir) = cache.get(&pk) {
+                if let Some(meta) = s.restore(&dir) {
+                    partial = meta.partial;
+                    restored = Some(dir);
                 }
             }
         }
     }
-    let mut partial = None;
-    if opts.reuse == Reuse::Resume && start < works.len() {
-        let pk = KeyBuilder::after("partial", &keys[start]).key();
-        if let Some(meta) = cache.get(&pk).and_then(|dir| s.restore(&dir)) {
-            partial = meta.partial;
+    if let Some(d) = &s.dist {
+        let mine = units::pack_entry(start, restored.as_deref());
+        let shared = d.group.share_bytes("start", &mine, 0)?;
+        if !leader {
+            let (at, files) = units::unpack_entry(&shared).ok_or_else(|| {
+                crate::exec::dist::DistError::Mismatch {
+                    what: "rank 0's saved state did not arrive whole".into(),
+                }
+            })?;
+            start = at;
+            if !files.is_empty() {
+                let meta = s
+                    .restore_from(&|name| files.get(name).cloned())
+                    .ok_or_else(|| crate::exec::dist::DistError::Mismatch {
+                        what: "rank 0's saved state does not restore here".into(),
+                    })?;
+                partial = meta.partial;
+            }
         }
     }
     if start == 0 && partial.is_none() {
         if let Some(w) = &plan.weights {
             let (sd, notes) = weights::load_for(w, graph).map_err(show)?;
             for n in notes {
-                eprintln!("note: {n}");
+                s.say(format_args!("note: {n}"));
             }
             s.model.load(&sd)?;
         }
     }
-    // The run's first line: what it takes from the cache.
+    // Every rank starts from rank 0's variables (as DDP's constructor does).
+    s.sync_from_leader("starting")?;
+    // The run's first lines: the ranks, and what it takes from the cache.
+    if let Some(w) = &world {
+        s.say(format_args!(
+            "distributed: {} ranks ({:?}), batch {} per rank, {} in all; BatchNorm {}",
+            w.size,
+            w.launcher,
+            s.batch,
+            s.batch * w.size,
+            if plan.sync_bn {
+                "synchronised (sync_bn)"
+            } else {
+                "per rank"
+            }
+        ));
+    }
     match (start, opts.reuse) {
-        (0, Reuse::Fresh) => {
-            eprintln!("from cache: nothing (--fresh: this recipe's earlier results were dropped)")
-        }
-        (0, _) if partial.is_none() => {
-            eprintln!("from cache: nothing saved for these settings yet")
-        }
-        (0, _) => eprintln!("from cache: nothing before the interrupted unit"),
-        _ => eprintln!("from cache: {}", describe(&works[..start])),
+        (0, Reuse::Fresh) => s.say(format_args!(
+            "from cache: nothing (--fresh: this recipe's earlier results were dropped)"
+        )),
+        (0, _) if partial.is_none() => s.say(format_args!(
+            "from cache: nothing saved for these settings yet"
+        )),
+        (0, _) => s.say(format_args!(
+            "from cache: nothing before the interrupted unit"
+        )),
+        _ => s.say(format_args!("from cache: {}", describe(&works[..start]))),
     }
     if let (Some(p), Some(w)) = (&partial, works.get(start)) {
-        eprintln!(
+        s.say(format_args!(
             "resuming {} at step {} (saved when the run was interrupted)",
             w.label(),
             p.step
-        );
+        ));
     }
     if start < works.len() {
-        eprintln!("running: {}", describe(&works[start..]));
+        s.say(format_args!("running: {}", describe(&works[start..])));
     }
 
     let recipe_path = path.display().to_string();
     for i in start..works.len() {
-        if cancelled() {
+        if s.any_cancelled(cancelled())? {
+            CANCEL.store(true, Ordering::SeqCst);
             return Err(RunError::Interrupted {
                 at: works[i].label(),
                 recipe: recipe_path,
@@ -540,11 +646,11 @@ fn execute(
                     events.get(&0).map(Vec::as_slice).unwrap_or(&[]),
                 )?;
                 let a = s.evaluate()?;
-                eprintln!(
+                s.say(format_args!(
                     "after pruning: {:.2} % (sparsity {:.2} %)",
                     a * 100.0,
                     s.sparsity() * 100.0
-                );
+                ));
                 s.pruned_accuracy = Some(a);
             }
             Work::Finetune(e) => {
@@ -559,8 +665,10 @@ fn execute(
             }
             Work::Final => {
                 s.final_accuracy = Some(s.evaluate()?);
-                let dense = match s.dense.take() {
+                // Latency is one process's: rank 0 measures it alone.
+                let dense = match s.dense.take().filter(|_| leader) {
                     Some(d) => Some(d),
+                    None if !leader => None,
                     None => works
                         .iter()
                         .position(|w| *w == Work::Dense)
@@ -577,9 +685,11 @@ fn execute(
                     }
                     None => None,
                 };
-                let (p, d) = s.latencies(dense.as_mut())?;
-                s.timings.dense = d;
-                s.timings.pruned = Some(p);
+                if leader {
+                    let (p, d) = s.latencies(dense.as_mut())?;
+                    s.timings.dense = d;
+                    s.timings.pruned = Some(p);
+                }
             }
         }
         let training = match w {
@@ -594,19 +704,21 @@ fn execute(
             train::epoch(&mut s, t, phase, e, resumed, cache, key, &recipe_path)?;
         }
         if w == Work::Dense {
-            eprintln!(
+            s.say(format_args!(
                 "dense test accuracy: {:.2} %",
                 s.dense_accuracy.unwrap_or(0.0) * 100.0
-            );
+            ));
         }
         units::checkpoint(&s, cache, key, &w.label(), None);
-        cache.remove(&KeyBuilder::after("partial", key).key());
+        if leader {
+            cache.remove(&KeyBuilder::after("partial", key).key());
+        }
     }
     if start == works.len() {
-        eprintln!(
+        s.say(format_args!(
             "dense test accuracy: {:.2} %",
             s.dense_accuracy.unwrap_or(0.0) * 100.0
-        );
+        ));
     }
 
     let after = analyze(&s.model.graph, s.model.graph.input)
@@ -662,6 +774,10 @@ fn execute(
         timings: s.timings.clone(),
     };
     let out_dir = report.plan.export.clone();
+    if !leader {
+        // Rank 0 writes the outputs and prints the summary.
+        return Ok(report);
+    }
     let onnx_skipped = export::export(&out_dir, &s.model, &report)?;
     prunex::report::text::print_summary(&report, &out_dir, onnx_skipped.as_deref());
     Ok(report)

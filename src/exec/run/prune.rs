@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use prunex::data::batches;
+use prunex::data::{batch_len, batches_of_rank};
 use prunex::graph::Graph;
 use prunex::plan::{Criterion, Plan, Stage, Step};
 use prunex::prune::{decide, mask};
@@ -31,24 +31,47 @@ impl Session {
             }
         };
         zero(&vars);
-        let data = batches(
+        // The Reducer's hooks would fire on this backward pass.
+        self.drop_reducer();
+        // With N ranks each takes its slice of the same batches; the sum
+        // over ranks of the scaled gradients is the batches' gradient.
+        let (rank, world) = (self.rank(), self.world_size());
+        let len = self.data.train.len();
+        let data = batches_of_rank(
             &self.data.train,
             &self.transform,
-            self.batch,
+            self.batch * world,
             Some(&mut self.rng),
+            rank,
+            world,
         );
-        for b in data.iter().take(n as usize) {
+        for (i, b) in data.iter().take(n as usize).enumerate() {
+            if b.y.is_empty() {
+                continue;
+            }
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
+            let global = batch_len(len, self.batch * world, i);
             out.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?
-                .backward();
+                .f_mul_scalar(b.y.len() as f64 / global as f64)?
+                .f_backward()?;
         }
-        let mut grads = StateDict::new();
-        for (k, v) in &vars {
-            let g = v.grad();
+        let mut keys: Vec<&String> = vars.keys().collect();
+        keys.sort();
+        let mut gs: Vec<(String, Tensor)> = Vec::new();
+        for k in keys {
+            let g = vars[k].grad();
+            // Every rank's variables took part in the same graph, so the
+            // same gradients are defined on each.
             if g.defined() {
-                grads.insert(k.clone(), to_plain(&g)?);
+                gs.push((k.clone(), g));
             }
+        }
+        let refs: Vec<&Tensor> = gs.iter().map(|(_, g)| g).collect();
+        self.sum_tensors(&refs, "adding up Taylor gradients")?;
+        let mut grads = StateDict::new();
+        for (k, g) in &gs {
+            grads.insert(k.clone(), to_plain(g)?);
         }
         zero(&vars);
         Ok(grads)
@@ -57,15 +80,21 @@ impl Session {
     /// Wanda's calibration: the L2 norm of every input feature of every
     /// weight matrix over `n` training batches, the model in eval mode.
     pub(super) fn gather_activations(&mut self, n: u64) -> Result<decide::Activations, RunError> {
-        let data = batches(
+        let (rank, world) = (self.rank(), self.world_size());
+        let data = batches_of_rank(
             &self.data.train,
             &self.transform,
-            self.batch,
+            self.batch * world,
             Some(&mut self.rng),
+            rank,
+            world,
         );
         self.model.record = Some(BTreeMap::new());
         let ran = tch::no_grad(|| -> Result<(), RunError> {
             for b in data.iter().take(n as usize) {
+                if b.y.is_empty() {
+                    continue;
+                }
                 let (x, _) = to_tensor(b, self.device);
                 let _ = self.model.forward(&x, false)?;
             }
@@ -73,6 +102,10 @@ impl Session {
         });
         let sums = self.model.record.take().unwrap_or_default();
         ran?;
+        // Sums of squares add up over ranks (the same keys on each: every
+        // rank ran the same model on a slice of the same batches).
+        let refs: Vec<&Tensor> = sums.values().collect();
+        self.sum_tensors(&refs, "adding up Wanda's activation norms")?;
         let mut out = decide::Activations::new();
         for (k, s) in sums {
             let v: Vec<f64> = Vec::<f64>::try_from(s.f_sqrt()?.f_to_kind(tch::Kind::Double)?)?;
@@ -148,8 +181,10 @@ pub(super) fn apply_events(
         let st = &plan.stages[i];
         s.prune(st, &st.schedule[k])?;
     }
-    // The optimizer starts afresh on the changed model.
+    // The optimizer starts afresh on the changed model; every rank holds
+    // rank 0's.
     s.opt = None;
     s.pending_opt = None;
-    Ok(())
+    s.drop_reducer();
+    s.sync_from_leader("pruning")
 }

@@ -47,6 +47,8 @@ pub(super) struct Session {
     pub(super) dense: Option<(Graph, StateDict)>,
     pub(super) timings: Timings,
     pub(super) progress: bool,
+    /// The other ranks, in a distributed run.
+    pub(super) dist: Option<super::distributed::Dist>,
 }
 
 pub(super) fn to_tensor(b: &Batch, device: Device) -> (Tensor, Tensor) {
@@ -66,25 +68,37 @@ pub(super) fn correct(logits: &Tensor, y: &Tensor) -> i64 {
         .int64_value(&[])
 }
 
-pub(super) fn device_of(spec: prunex::plan::Device) -> Device {
+/// The device a recipe's `device` means here. In a distributed run each
+/// rank takes the GPU of its local rank (`cuda:LOCAL_RANK`, as DDP does),
+/// whatever index the recipe names.
+pub(super) fn device_of(
+    spec: prunex::plan::Device,
+    world: Option<&prunex::distributed::World>,
+) -> Device {
     use prunex::plan::Device as DeviceSpec;
-    match spec {
-        DeviceSpec::Auto => Device::cuda_if_available(),
-        DeviceSpec::Cpu => Device::Cpu,
-        DeviceSpec::Cuda(i) => Device::Cuda(i),
+    match (spec, world) {
+        (DeviceSpec::Auto, None) => Device::cuda_if_available(),
+        (DeviceSpec::Auto, Some(w)) if tch::Cuda::is_available() => Device::Cuda(w.local_rank),
+        (DeviceSpec::Auto, Some(_)) | (DeviceSpec::Cpu, _) => Device::Cpu,
+        (DeviceSpec::Cuda(i), None) => Device::Cuda(i),
+        (DeviceSpec::Cuda(_), Some(w)) => Device::Cuda(w.local_rank),
     }
 }
 
 impl Session {
     pub(super) fn evaluate(&mut self) -> Result<f64, RunError> {
+        // With N ranks each evaluates every N-th batch; the counts add up.
+        let (rank, world) = (self.rank(), self.world_size());
         let (mut right, mut total) = (0i64, 0i64);
-        for b in batches(&self.data.test, &self.transform, self.eval_batch, None) {
-            let (x, y) = to_tensor(&b, self.device);
+        let all = batches(&self.data.test, &self.transform, self.eval_batch, None);
+        for b in all.iter().skip(rank).step_by(world) {
+            let (x, y) = to_tensor(b, self.device);
             let out = tch::no_grad(|| self.model.forward(&x, false))?;
             right += correct(&out, &y);
             total += b.y.len() as i64;
         }
-        Ok(right as f64 / total.max(1) as f64)
+        let v = self.sum_over_ranks(&[right as f64, total as f64], "evaluation")?;
+        Ok(v[0] / v[1].max(1.0))
     }
 
     /// Median inference latency at batch 1 and 64 of the current model and,

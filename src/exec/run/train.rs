@@ -6,13 +6,14 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use prunex::cache::{Cache, Key, KeyBuilder};
-use prunex::data::{batches, Rng};
+use prunex::data::{batch_len, batches_of_rank, Rng};
 use prunex::graph::Graph;
 use prunex::models::weights;
 use prunex::plan::{LrSchedule, Optimizer as PlanRule, Plan, Teacher, Training, Unit};
 use prunex::report::EpochReport;
 use tch::Tensor;
 
+use super::distributed;
 use super::session::{correct, to_tensor, Session};
 use super::units::{checkpoint, Partial};
 use super::{cancelled, interrupt_at, RunError, CANCEL};
@@ -123,10 +124,21 @@ impl Session {
         mut p: Partial,
     ) -> Result<Result<Partial, Partial>, RunError> {
         let batch = t.batch as usize;
+        let (rank, world) = (self.rank(), self.world_size());
         // The epoch's order and augmentation follow from the unit alone, so a
-        // resumed epoch sees the batches the interrupted one did.
+        // resumed epoch sees the batches the interrupted one did. With N
+        // ranks the batch is per rank: each takes its slice of batches of
+        // N·B drawn as one process would draw them.
         let mut rng = Rng::new(self.unit_seed);
-        let data = batches(&self.data.train, &self.transform, batch, Some(&mut rng));
+        let n = self.data.train.len();
+        let data = batches_of_rank(
+            &self.data.train,
+            &self.transform,
+            batch * world,
+            Some(&mut rng),
+            rank,
+            world,
+        );
         let steps = data.len();
         let (stage, total) = (phase.name(), t.epochs);
         let pb = bar(steps, format!("{stage} {epoch}/{total}"), self.progress);
@@ -138,35 +150,50 @@ impl Session {
             if stop_at.as_ref() == Some(&(stage.to_owned(), epoch, i)) {
                 CANCEL.store(true, Ordering::SeqCst);
             }
-            if cancelled() {
+            if self.any_cancelled(cancelled())? {
+                CANCEL.store(true, Ordering::SeqCst);
                 pb.finish_and_clear();
                 p.seconds = start.elapsed().as_secs_f64();
                 return Ok(Err(p));
             }
             if self.stochastic {
-                // Dropout draws from libtorch's generator: seeded per step, so
-                // a run resumed inside this epoch draws the same masks.
-                tch::manual_seed((self.unit_seed ^ (i as u64).wrapping_mul(0x9e37_79b9)) as i64);
+                // Dropout draws from libtorch's generator: seeded per step
+                // (and rank), so a run resumed inside this epoch draws the
+                // same masks.
+                tch::manual_seed(
+                    (self.unit_seed
+                        ^ (i as u64).wrapping_mul(0x9e37_79b9)
+                        ^ (rank as u64).wrapping_mul(0x85eb_ca6b)) as i64,
+                );
             }
             let lr = lr_at(t, epoch, total, i, steps);
+            let vars = self.optimizer(t)?.vars();
+            self.before_step(&vars)?;
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
-            let loss = match self.teacher.as_mut().filter(|_| phase == Phase::Finetune) {
-                Some((teacher, temperature, alpha)) => {
-                    let soft = tch::no_grad(|| teacher.forward(&x, false))?;
-                    loss::loss(
-                        &out,
-                        &y,
-                        Some(loss::Soft {
-                            teacher: &soft,
-                            temperature: *temperature,
-                            alpha: *alpha,
-                        }),
-                    )?
-                }
-                None => loss::loss(&out, &y, None)?,
+            let local = b.y.len();
+            let loss = if local == 0 {
+                None
+            } else {
+                Some(
+                    match self.teacher.as_mut().filter(|_| phase == Phase::Finetune) {
+                        Some((teacher, temperature, alpha)) => {
+                            let soft = tch::no_grad(|| teacher.forward(&x, false))?;
+                            loss::loss(
+                                &out,
+                                &y,
+                                Some(loss::Soft {
+                                    teacher: &soft,
+                                    temperature: *temperature,
+                                    alpha: *alpha,
+                                }),
+                            )?
+                        }
+                        None => loss::loss(&out, &y, None)?,
+                    },
+                )
             };
-            let value = loss.double_value(&[]);
+            let value = loss.as_ref().map_or(0.0, |l| l.double_value(&[]));
             if !value.is_finite() {
                 pb.finish_and_clear();
                 return Err(RunError::NonFinite {
@@ -177,9 +204,15 @@ impl Session {
                 });
             }
             let penalty = self.penalty;
-            let vars = self.optimizer(t)?.vars();
-            // Gradients come back fresh (no zeroing of `.grad` every step).
-            let mut grads = Tensor::f_run_backward(&[&loss], &vars, false, false)?;
+            let mut grads = if self.dist.is_some() {
+                let global = batch_len(n, batch * world, i);
+                let scaled = distributed::scale_loss(loss, &out, local, global, world)?;
+                self.reduced_backward(&scaled, &vars)?
+            } else {
+                // Gradients come back fresh (no zeroing of `.grad` every step).
+                let loss = loss.expect("one process has no empty batch");
+                Tensor::f_run_backward(&[&loss], &vars, false, false)?
+            };
             if let Some(lambda) = penalty {
                 // Network Slimming: the subgradient of lambda * |gamma|.
                 let names: Vec<String> = self.optimizer(t)?.names().map(str::to_owned).collect();
@@ -194,6 +227,9 @@ impl Session {
                 })?;
             }
             self.optimizer(t)?.step_with(lr, grads)?;
+            if self.dist.is_some() {
+                Session::clear_grads(&vars);
+            }
             self.apply_masks()?;
             p.loss_sum += value * b.y.len() as f64;
             p.right += correct(&out, &y);
@@ -230,9 +266,16 @@ pub(super) fn epoch(
 ) -> Result<(), RunError> {
     let (stage, total) = (phase.name(), t.epochs);
     let label = format!("{stage} epoch {e}");
-    let p = match s.train_epoch(t, phase, e, resumed.unwrap_or_default())? {
-        Ok(p) => p,
+    let mut resumed = resumed.unwrap_or_default();
+    if !s.leader() {
+        // The saved totals are all ranks' (rank 0 saved them); this rank
+        // adds only its own from here.
+        (resumed.loss_sum, resumed.right, resumed.seen) = (0.0, 0, 0);
+    }
+    let p = match s.train_epoch(t, phase, e, resumed)? {
+        Ok(p) => s.totals(p)?,
         Err(p) => {
+            let p = s.totals(p)?;
             let at = format!("{label}, step {}", p.step);
             checkpoint(
                 s,
@@ -253,12 +296,12 @@ pub(super) fn epoch(
     );
     let test = s.evaluate()?;
     let sparsity = s.sparsity();
-    eprintln!(
+    s.say(format_args!(
         "{stage} epoch {e}/{total}: loss {loss:.4}, train {:.2} %, test {:.2} %, sparsity {:.2} %",
         acc * 100.0,
         test * 100.0,
         sparsity * 100.0
-    );
+    ));
     s.epochs.push(EpochReport {
         stage: stage.into(),
         epoch: e,
@@ -274,6 +317,18 @@ pub(super) fn epoch(
         p.seen as f64 / p.seconds.max(1e-9),
     ));
     Ok(())
+}
+
+impl Session {
+    /// An epoch's loss, right answers and samples over all ranks.
+    fn totals(&self, mut p: Partial) -> Result<Partial, RunError> {
+        let v = self.sum_over_ranks(
+            &[p.loss_sum, p.right as f64, p.seen as f64],
+            "adding up the epoch's loss",
+        )?;
+        (p.loss_sum, p.right, p.seen) = (v[0], v[1] as i64, v[2] as i64);
+        Ok(p)
+    }
 }
 
 /// The distillation teacher the plan resolved: the dense model as it is

@@ -117,19 +117,23 @@ impl Session {
 
     /// Restores a snapshot; `None` when it cannot be read (then the unit runs).
     pub(super) fn restore(&mut self, dir: &Path) -> Option<Meta> {
-        let read = |name: &str| std::fs::read(dir.join(name)).ok();
+        self.restore_from(&|name| std::fs::read(dir.join(name)).ok())
+    }
+
+    /// Restores a snapshot whose files `read` gives by name.
+    pub(super) fn restore_from(&mut self, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Option<Meta> {
         let graph = |name: &str| {
             let text = String::from_utf8(read(name)?).ok()?;
             prunex::models::yaml::from_yaml(&text, name).ok()
         };
         let sd = |name: &str| weights::read_safetensors(&read(name)?).ok();
         let meta: Meta = serde_json::from_slice(&read("meta.json")?).ok()?;
-        let (g, weights) = model_of(dir)?;
+        let (g, weights) = (graph("model.yaml")?, sd("model.safetensors")?);
         let mut model = TorchModel::new(&g, self.device);
         model.load(&weights).ok()?;
         let mut masks = BTreeMap::new();
-        if dir.join("masks.safetensors").exists() {
-            for (k, t) in sd("masks.safetensors")? {
+        if let Some(bytes) = read("masks.safetensors") {
+            for (k, t) in weights::read_safetensors(&bytes).ok()? {
                 masks.insert(k, from_plain(&t, self.device).ok()??);
             }
         }
@@ -220,8 +224,9 @@ pub(super) fn describe(works: &[Work]) -> String {
     parts.join(", ")
 }
 
-/// Saves a unit to the cache. A cache that cannot be written (a full disk,
-/// no permission) costs the checkpoint, not the run: a warning says so.
+/// Saves a unit to the cache (rank 0 of a distributed run: the others
+/// hold the same). A cache that cannot be written (a full disk, no
+/// permission) costs the checkpoint, not the run: a warning says so.
 pub(super) fn checkpoint(
     s: &Session,
     cache: &Cache,
@@ -229,10 +234,61 @@ pub(super) fn checkpoint(
     label: &str,
     partial: Option<Partial>,
 ) {
+    if !s.leader() {
+        return;
+    }
     if let Err(e) = s.save(cache, key, label, partial) {
         eprintln!(
             "warning[prunex::run::checkpoint_failed]: {label} was not saved to the stage cache ({e}); the run goes on, but `--resume` and later runs cannot start from it\n  help: free space in {} or point PRUNEX_CACHE elsewhere",
             cache.dir.display()
         );
     }
+}
+
+/// Rank 0's starting point for the other ranks: the unit to start at and
+/// the files of the cache entry it restored (none: it starts from the
+/// recipe). Length-prefixed: `u64` start, then per file a `u32` name length,
+/// the name, a `u64` length and the bytes.
+pub(super) fn pack_entry(start: usize, dir: Option<&Path>) -> Vec<u8> {
+    let mut out = (start as u64).to_le_bytes().to_vec();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some(dir) = dir {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                if let (Some(name), Ok(bytes)) = (e.file_name().to_str(), std::fs::read(e.path())) {
+                    files.push((name.to_owned(), bytes));
+                }
+            }
+        }
+    }
+    files.sort();
+    for (name, bytes) in files {
+        out.extend((name.len() as u32).to_le_bytes());
+        out.extend(name.as_bytes());
+        out.extend((bytes.len() as u64).to_le_bytes());
+        out.extend(bytes);
+    }
+    out
+}
+
+/// The other side of [`pack_entry`]; `None` when the bytes are cut short.
+pub(super) fn unpack_entry(b: &[u8]) -> Option<(usize, BTreeMap<String, Vec<u8>>)> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Some(head)
+    }
+    let mut b = b;
+    let start = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?) as usize;
+    let mut files = BTreeMap::new();
+    while !b.is_empty() {
+        let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+        let name = String::from_utf8(take(&mut b, n)?.to_vec()).ok()?;
+        let len = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?) as usize;
+        files.insert(name, take(&mut b, len)?.to_vec());
+    }
+    Some((start, files))
 }
