@@ -36,7 +36,7 @@ fn check_passes_on_good_recipes_and_counts_fragments() {
         .assert()
         .success()
         .stderr(predicate::str::contains(
-            "checked 25 recipes and 1 fragment: 0 errors",
+            "checked 26 recipes and 1 fragment: 0 errors",
         ));
 }
 
@@ -324,6 +324,20 @@ fn plan_shows_every_target_and_where_it_came_from() {
         .args(["plan", "tests/fixtures/err/coupled-ratio.prune"])
         .assert()
         .code(1);
+}
+
+/// `--nproc N`: the batch is per rank, with the global batch beside it,
+/// and how BatchNorm runs.
+#[test]
+fn plan_for_several_ranks_says_the_batch_is_per_rank() {
+    let out = stdout_of(&["plan", "tests/fixtures/ok/sync-bn.prune", "--nproc", "8"]);
+    let tail: Vec<&str> = out.lines().rev().take(2).collect();
+    insta::assert_snapshot!(tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    let one = stdout_of(&["plan", "tests/fixtures/ok/sync-bn.prune"]);
+    assert!(
+        one.contains("finetune: 2 epochs · sgd (momentum 0.9) · lr 0.01 · batch 64\n"),
+        "{one}"
+    );
 }
 
 /// Rounds of `iterative` over per-layer rules say how far toward each

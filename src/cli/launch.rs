@@ -39,17 +39,13 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// How long the other workers have to stop by themselves once one failed
-/// (they notice a dead peer at once; a hung one after
-/// `PRUNEX_DIST_TIMEOUT`), before they are killed.
-fn grace() -> Duration {
-    let timeout = std::env::var("PRUNEX_DIST_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(600.0);
-    Duration::from_secs_f64(timeout.min(60.0) + 5.0)
-}
+/// How long the other workers have to stop by themselves once one failed,
+/// before they are killed. A worker notices a dead peer within
+/// milliseconds and says so; one still waiting at the rendezvous, or hung,
+/// would wait for `PRUNEX_DIST_TIMEOUT`. Only rank 0 writes, and only by
+/// renaming finished files into place, so killing never leaves half an
+/// output.
+const GRACE: Duration = Duration::from_secs(5);
 
 fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -109,7 +105,8 @@ pub(crate) fn launch(a: &RunArgs, n: usize) -> u8 {
             ("MASTER_ADDR", "127.0.0.1".to_string()),
             ("MASTER_PORT", port.to_string()),
             ("PRUNEX_LAUNCHER", "prunex".to_string()),
-            // Not torchrun's agent: rank 0 hosts the store.
+            // Not torchrun's agent: rank 0 hosts the store (c10d reads
+            // this one itself, and refuses an empty value: it is removed).
             ("TORCHELASTIC_USE_AGENT_STORE", String::new()),
         ];
         match spawn_exec_with(&a.recipe, &a.set, threads, reuse, &env) {
@@ -161,13 +158,18 @@ fn supervise(mut workers: Vec<Option<Child>>) -> u8 {
                     eprintln!(
                         "error[prunex::dist::worker_failed]: rank {rank} lost contact with the other workers; stopping the rest"
                     );
-                } else {
+                } else if status.code().is_some() {
                     eprintln!(
                         "error[prunex::dist::worker_failed]: rank {rank} {}; stopping the other ranks\n  help: rank {rank}'s message above says why; `prunex run --resume` continues from the last completed epoch",
                         describe(status)
                     );
+                } else {
+                    eprintln!(
+                        "error[prunex::dist::worker_failed]: rank {rank} {}; stopping the other ranks\n  help: a signal ended rank {rank} before it could say anything (`dmesg` shows the kernel's out-of-memory kills); `prunex run --resume` continues from the last completed epoch",
+                        describe(status)
+                    );
                 }
-                deadline = Some(Instant::now() + grace());
+                deadline = Some(Instant::now() + GRACE);
             }
         }
         if workers.iter().all(Option::is_none) {

@@ -113,6 +113,11 @@ pub enum Command {
         /// Print the stable YAML dump instead of tables.
         #[arg(long)]
         yaml: bool,
+        /// Plan for N data-parallel processes (`prunex run --nproc N`): the
+        /// batch is per process. Under torchrun or srun their variables
+        /// say it.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        nproc: Option<u16>,
     },
     /// Show a model's layers, output shapes, parameters and MACs.
     Inspect {
@@ -167,7 +172,12 @@ pub fn run(cli: Cli) -> u8 {
             yaml,
             groups,
         } => inspect::run(&model, input, classes, weights, yaml, groups),
-        Command::Plan { recipe, set, yaml } => plan::run(&recipe, &set, yaml),
+        Command::Plan {
+            recipe,
+            set,
+            yaml,
+            nproc,
+        } => plan::run(&recipe, &set, yaml, nproc),
         Command::Run(a) => match a.nproc {
             Some(n) if n > 1 => launch::launch(&a, n as usize),
             _ => run::run(&a.recipe, &a.set, a.threads, a.resume, a.fresh),

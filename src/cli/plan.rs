@@ -172,8 +172,30 @@ fn device_line(device: crate::plan::Device, cuda: Option<usize>) -> Option<Strin
     }
 }
 
-/// The training and distillation lines under the stages.
-fn print_training(p: &Plan) {
+/// The training and distillation lines under the stages; with several
+/// ranks, the batch is per rank.
+fn print_training(p: &Plan, ranks: usize) {
+    if ranks > 1 {
+        println!(
+            "distributed: {ranks} ranks · BatchNorm {}",
+            if p.sync_bn {
+                "synchronised over all ranks (sync_bn)"
+            } else {
+                "per rank (`sync_bn true` normalises over the global batch)"
+            }
+        );
+    } else if p.sync_bn {
+        println!(
+            "sync_bn: BatchNorm over all ranks' batches when run with --nproc, torchrun or srun"
+        );
+    }
+    let batch = |b: u64| {
+        if ranks > 1 {
+            format!("batch {b} per rank × {ranks} = {}", b * ranks as u64)
+        } else {
+            format!("batch {b}")
+        }
+    };
     for (what, t) in [("pretrain", &p.pretrain), ("finetune", &p.finetune)] {
         if let Some(t) = t {
             let opt = match t.optimizer {
@@ -185,8 +207,10 @@ fn print_training(p: &Plan) {
                 crate::plan::Optimizer::AdamW => "adamw".into(),
             };
             println!(
-                "{what}: {} epochs · {opt} · lr {} · batch {}",
-                t.epochs, t.lr, t.batch
+                "{what}: {} epochs · {opt} · lr {} · {}",
+                t.epochs,
+                t.lr,
+                batch(t.batch)
             );
         }
     }
@@ -206,7 +230,7 @@ fn print_training(p: &Plan) {
 }
 
 /// Runs the subcommand.
-pub fn run(path: &Path, set: &[String], yaml: bool) -> u8 {
+pub fn run(path: &Path, set: &[String], yaml: bool, nproc: Option<u16>) -> u8 {
     let color = color();
     let Some(overrides) = super::overrides(set, color) else {
         return FAILED;
@@ -222,8 +246,21 @@ pub fn run(path: &Path, set: &[String], yaml: bool) -> u8 {
             OK
         }
         Some(p) => {
+            let ranks = match nproc {
+                Some(n) => n as usize,
+                None => match crate::distributed::World::from_env(|k| std::env::var(k).ok()) {
+                    Ok(w) => w.map_or(1, |w| w.size),
+                    Err(e) => {
+                        eprint!(
+                            "{}",
+                            crate::diagnostics::render_human(&miette::Report::new(e), color)
+                        );
+                        return FAILED;
+                    }
+                },
+            };
             print(&p);
-            print_training(&p);
+            print_training(&p, ranks);
             OK
         }
         None => {

@@ -61,7 +61,8 @@ pub(crate) fn spawn_exec(
 }
 
 /// Starts `prunex-exec run` in its own process group with these
-/// environment variables (a distributed run's worker).
+/// environment variables (a distributed run's worker; an empty value
+/// removes one).
 pub(crate) fn spawn_exec_with(
     recipe: &Path,
     set: &[String],
@@ -95,7 +96,12 @@ pub(crate) fn spawn_exec_with(
         Reuse::Dense => {}
     }
     for (k, v) in env {
-        cmd.env(k, v);
+        // An empty value unsets the variable.
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
     }
     cmd.process_group(0);
     match cmd.spawn() {

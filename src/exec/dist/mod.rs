@@ -375,8 +375,19 @@ impl Drop for Reducer {
     }
 }
 
+/// c10d's message without what only its developers need: tch's prefix and
+/// the source location gloo puts first (`[…/pair.cc:537] Read error …`).
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_owned()
+    let mut line = s.lines().next().unwrap_or("").trim();
+    line = line.strip_prefix("Internal torch error: ").unwrap_or(line);
+    if let Some(rest) = line.strip_prefix('[') {
+        if let Some((place, after)) = rest.split_once("] ") {
+            if place.contains(".cc:") || place.contains(".cpp:") {
+                line = after;
+            }
+        }
+    }
+    line.trim().to_owned()
 }
 
 fn is_local(addr: &str) -> bool {
