@@ -59,21 +59,44 @@ fn c10d_shim(root: &std::path::Path) {
         .define("USE_DISTRIBUTED", None)
         .define("USE_C10D_GLOO", None)
         .file("csrc/c10d_shim.cpp");
-    if env::var_os("CARGO_FEATURE_NCCL").is_some() {
-        // site-packages/nvidia beside site-packages/torch.
-        let nv = root
-            .canonicalize()
-            .unwrap_or_else(|_| root.to_path_buf())
-            .parent()
-            .map(|p| p.join("nvidia"))
-            .unwrap_or_default();
+    // ProcessGroupNCCL, whenever this libtorch has CUDA and the headers
+    // are here: NCCL's and CUDA's from the wheel's nvidia packages (CUDA's
+    // crt/ and nv/ come from nvidia-cuda-crt and nvidia-cuda-cccl, which
+    // scripts/setup installs beside a CUDA wheel), or CUDA_INCLUDE. The
+    // `nccl` feature insists on it.
+    let nv = root
+        .canonicalize()
+        .unwrap_or_else(|_| root.to_path_buf())
+        .parent()
+        .map(|p| p.join("nvidia"))
+        .unwrap_or_default();
+    let cuda = env::var_os("CUDA_INCLUDE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| nv.join("cu13/include"));
+    let has_cuda = root.join("lib/libtorch_cuda.so").exists();
+    let headers = nv.join("nccl/include/nccl.h").exists()
+        && cuda.join("crt/host_config.h").exists()
+        && cuda.join("nv/target").exists();
+    let wanted = env::var_os("CARGO_FEATURE_NCCL").is_some();
+    if wanted && !(has_cuda && headers) {
+        panic!(
+            "\n\nthe `nccl` feature needs a CUDA libtorch ({}) and NCCL's and CUDA's headers \
+             ({}, {}).\nRun scripts/setup (it installs nvidia-cuda-crt and nvidia-cuda-cccl beside a \
+             CUDA torch wheel), or set CUDA_INCLUDE to a CUDA toolkit's include folder.\n",
+            root.join("lib/libtorch_cuda.so").display(),
+            nv.join("nccl/include").display(),
+            cuda.display()
+        );
+    }
+    if has_cuda && headers {
         b.define("USE_C10D_NCCL", None)
             .include(nv.join("nccl/include"))
-            .include(nv.join("cu13/include"));
-        if let Some(cuda) = env::var_os("CUDA_INCLUDE") {
-            b.include(cuda);
-        }
+            .include(&cuda);
+        println!("cargo:rustc-cfg=prunex_nccl");
+        // c10::cuda::set_device (each rank on its own GPU).
+        println!("cargo:rustc-link-lib=c10_cuda");
     }
+    println!("cargo::rustc-check-cfg=cfg(prunex_nccl)");
     b.compile("c10d_shim");
 }
 

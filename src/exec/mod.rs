@@ -110,6 +110,15 @@ pub fn main() -> ExitCode {
                 }
             );
             println!("cpu threads: {}", i.threads);
+            // What `--nproc`, torchrun and srun can train with.
+            println!(
+                "distributed: gloo (CPU){}",
+                if cfg!(prunex_nccl) {
+                    ", nccl (CUDA)"
+                } else {
+                    "; no nccl (this libtorch has no CUDA, or its headers were missing at build time)"
+                }
+            );
             ExitCode::SUCCESS
         }
         ExecCommand::Run(prunex::invocation::RunArgs {

@@ -77,7 +77,7 @@ pub enum DistError {
     #[error("{0}")]
     #[diagnostic(
         code(prunex::dist::backend),
-        help("on CUDA, build prunex with `cargo build --release --features nccl` (scripts/setup --cuda installs the headers it needs); `device cpu` trains with Gloo")
+        help("this prunex was built without NCCL: build it against a CUDA libtorch after scripts/setup (which installs the CUDA headers NCCL's needs; `cargo build --features nccl` insists on it); `device cpu` trains with Gloo")
     )]
     Backend(String),
 }
