@@ -6,7 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use prunex::data::{batches, load, read_idx, DataError, Kind, Rng, Transform};
+use prunex::data::{
+    batch_len, batches, batches_of_rank, load, read_idx, DataError, Kind, Rng, Transform,
+};
 use prunex::diagnostics::render_human;
 
 const SMALL: &str = "tests/fixtures/data/fashion-mnist-small";
@@ -94,6 +96,41 @@ fn augmentation_keeps_shapes_and_changes_pixels() {
         "augmentation does not change the order"
     );
     assert_ne!(aug[0].x, same[0].x);
+}
+
+/// A distributed run's ranks together see each batch one process would
+/// (same order, same augmentation of every sample), each a contiguous
+/// slice; the last, short batch too, even when a rank's slice is empty.
+#[test]
+fn rank_slices_of_a_pass_make_up_the_one_process_pass() {
+    let ds = load(Kind::FashionMnist, Path::new(SMALL), Some(70)).unwrap();
+    let t = Transform {
+        mean: vec![0.5],
+        std: vec![0.5],
+        pad: 2,
+        crop: 2,
+        flip: true,
+    };
+    for world in [1, 2, 3, 4] {
+        let whole = batches(&ds.train, &t, 16, Some(&mut Rng::new(9)));
+        let parts: Vec<_> = (0..world)
+            .map(|r| batches_of_rank(&ds.train, &t, 16, Some(&mut Rng::new(9)), r, world))
+            .collect();
+        for (k, b) in whole.iter().enumerate() {
+            assert_eq!(b.y.len(), batch_len(ds.train.len(), 16, k));
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            for p in &parts {
+                x.extend_from_slice(&p[k].x);
+                y.extend_from_slice(&p[k].y);
+            }
+            assert_eq!((&x, &y), (&b.x, &b.y), "world {world}, batch {k}");
+        }
+    }
+    // 70 images: the last batch holds 6, so of 4 ranks two take 2 and two 1.
+    let last: Vec<usize> = (0..4)
+        .map(|r| batches_of_rank(&ds.train, &t, 16, None, r, 4)[4].y.len())
+        .collect();
+    assert_eq!(last, [2, 2, 1, 1]);
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
