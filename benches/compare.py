@@ -125,6 +125,38 @@ def cmd_torch_epoch(name, threads, limit):
     print(json.dumps({"images_per_second": len(ytr) / secs}))
 
 
+def cmd_ddp_epoch(name, limit, per_rank):
+    """Images/s of one training epoch of PyTorch's own DDP (run under
+    `torchrun --nproc_per_node N`, gloo, 1 thread per process): each rank
+    takes its slice of the same global batches, as prunex's ranks do."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    xtr, ytr, _, _ = fashion(int(limit))
+    m = DDP(model(name).train())
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    perm = torch.randperm(len(ytr))
+    per, glob = int(per_rank), int(per_rank) * world
+    dist.barrier()
+    start = time.perf_counter()
+    for i in range(0, len(ytr), glob):
+        b = perm[i:i + glob][rank * per:(rank + 1) * per]
+        loss = F.cross_entropy(m(xtr[b]), ytr[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    dist.barrier()
+    secs = time.perf_counter() - start
+    if rank == 0:
+        print(json.dumps({"images_per_second": len(ytr) / secs}))
+    dist.destroy_process_group()
+
+
 def cmd_seed_weights(name, out):
     """torchvision MODEL with seeded random weights (BatchNorm γ spread)."""
     import torch
@@ -452,6 +484,50 @@ pretrain {{ epochs 1 optimizer sgd lr 0.01 momentum 0.9 }}
             md.append(f"| {name} | {threads} | {limit:,} | {a:,.0f} | {b:,.0f} | {r:.3f}× | ≥ 1.05×: {ok} |")
             print(f"throughput {name} {threads}: {a:.0f} vs {b:.0f} ({r:.2f}x)", flush=True)
     md.append("")
+
+
+def distributed(md, quick):
+    md.append("## 9. Data-parallel training: 2 processes × 1 thread, prunex vs PyTorch's DDP\n")
+    md.append("Images/s of one ResNet-18 training epoch (1×28×28 Fashion-MNIST, SGD with momentum 0.9, global "
+              "batch 128, BatchNorm per rank) on the 2 cores: prunex in one process with 2 threads, prunex with "
+              "`--nproc 2` (Gloo, batch 64 per rank, 1 thread each, DDP's Reducer), PyTorch's "
+              "`DistributedDataParallel` under `torchrun --standalone --nproc_per_node 2` (gloo, 1 thread each, "
+              "each rank its slice of the same global batches), and PyTorch's eager loop in one process with 2 "
+              "threads. prunex's figures are its per-epoch timings (`timings.yaml`, rank 0's clock, images of all "
+              "ranks); PyTorch's time the same loop from a barrier to a barrier. Alternating runs, median of "
+              "each. Target: prunex `--nproc 2` ≥ PyTorch DDP.\n")
+    limit = 2560 if quick else 10240
+    rounds = 2 if quick else 3
+    recipe = lambda batch: f'''recipe "ddp"
+seed 0
+device cpu
+model resnet18 {{ input [1, 28, 28] classes 10 }}
+data fashion_mnist "{DATA}" {{ batch {batch} eval_batch 1000 normalize mean {MEAN} std {STD} limit {limit} }}
+pretrain {{ epochs 1 optimizer sgd lr 0.01 momentum 0.9 }}
+'''
+    runs = {"prunex, 1 process × 2 threads": [], "prunex, --nproc 2 × 1 thread": [],
+            "PyTorch DDP, torchrun 2 × 1 thread": [], "PyTorch eager, 1 process × 2 threads": []}
+    torchrun = os.path.join(os.path.dirname(PY), "torchrun")
+    for _ in range(rounds):
+        _, t = prunex_run(recipe(128), 2, ["--fresh"])
+        runs["prunex, 1 process × 2 threads"].append(t["epochs"][0][3])
+        _, t = prunex_run(recipe(64), 1, ["--fresh", "--nproc", "2"])
+        runs["prunex, --nproc 2 × 1 thread"].append(t["epochs"][0][3])
+        out = sh([torchrun, "--standalone", "--nproc_per_node", "2", os.path.abspath(__file__),
+                  "ddp-epoch", "resnet18", str(limit), "64"], env={"OMP_NUM_THREADS": "1"})
+        runs["PyTorch DDP, torchrun 2 × 1 thread"].append(json.loads(out.strip().splitlines()[-1])["images_per_second"])
+        runs["PyTorch eager, 1 process × 2 threads"].append(me("torch-epoch", "resnet18", 2, limit)["images_per_second"])
+        print("distributed:", {k: round(v[-1]) for k, v in runs.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    ddp = med["PyTorch DDP, torchrun 2 × 1 thread"]
+    md.append(f"| run | images | img/s | ÷ PyTorch DDP |")
+    md.append("|---|---|---|---|")
+    for k, v in med.items():
+        md.append(f"| {k} | {limit:,} | {v:,.0f} | {v / ddp:.3f}× |")
+    r = med["prunex, --nproc 2 × 1 thread"] / ddp
+    two = med["prunex, --nproc 2 × 1 thread"] / med["prunex, 1 process × 2 threads"]
+    md.append(f"\nprunex `--nproc 2` ÷ PyTorch DDP: {r:.3f}× (target ≥ 1: {'met' if r >= 1 else '**missed**'}); "
+              f"prunex 2 processes ÷ 1 process with 2 threads: {two:.3f}×.\n")
 
 
 def planning(md, quick):
@@ -998,7 +1074,7 @@ def zoo(md, quick):
               "The last column gives each failure's reason as the tool reported it.\n")
 
 
-SECTIONS = ["throughput", "planning", "speedup", "quality", "resnet", "diagnostics", "zoo", "vit"]
+SECTIONS = ["throughput", "planning", "speedup", "quality", "resnet", "diagnostics", "zoo", "vit", "distributed"]
 RESULTS = os.path.join(ROOT, "benches/results")
 
 
@@ -1055,6 +1131,8 @@ def main():
             zoo(md, a.quick)
         elif name == "vit":
             vit(md, a.quick)
+        elif name == "distributed":
+            distributed(md, a.quick)
         md.insert(1, provenance.format(name))
         with open(os.path.join(results, name + ".md.tmp"), "w") as f:
             f.write("\n".join(md) + "\n")

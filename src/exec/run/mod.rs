@@ -387,7 +387,8 @@ fn execute(
     // epoch-counted steps that no fine-tuning epoch follows; step-counted
     // ones are known only now.
     let ft_epochs = plan.finetune.as_ref().map_or(0, |t| t.epochs);
-    let steps_per_epoch = (s.data.train.len().div_ceil(s.batch) as u64).max(1);
+    // Steps count global batches (a distributed run's ranks step together).
+    let steps_per_epoch = (s.data.train.len().div_ceil(s.batch * s.world_size()) as u64).max(1);
     let mut events: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
     for (i, st) in plan.stages.iter().enumerate() {
         for (k, step) in st.schedule.iter().enumerate() {
