@@ -380,6 +380,27 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever a launcher (or a user) puts in the variables, reading
+        /// them gives a world whose rank is below its size, nothing, or a
+        /// coded error — never a panic.
+        #[test]
+        fn any_variables_read_without_panicking(
+            vals in proptest::collection::vec(proptest::option::of("[ -~]{0,8}|[0-9]{1,6}"), 9)
+        ) {
+            let names = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_JOB_ID"];
+            let m: HashMap<&str, String> = names
+                .iter()
+                .zip(&vals)
+                .filter_map(|(k, v)| v.clone().map(|v| (*k, v)))
+                .collect();
+            if let Ok(Some(w)) = World::from_env(|k| m.get(k).cloned()) {
+                proptest::prop_assert!(w.rank < w.size && w.size > 1 && w.master_port > 0);
+            }
+        }
+    }
+
     #[test]
     fn slurm_hosts() {
         assert_eq!(first_slurm_host("node[03-05,07]"), "node03");

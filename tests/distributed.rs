@@ -404,3 +404,43 @@ fn torchrun_starts_the_same_run() {
     assert!(err.contains("distributed: 2 ranks (Torchrun)"), "{err}");
     assert_eq!(weight_diff(ours.path(), theirs.path()), 0.0);
 }
+
+/// Launcher variables that do not make a world are coded diagnostics with a
+/// fix, before anything runs (rendered as users see them).
+#[test]
+fn bad_launcher_variables_are_diagnostics() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.prune"),
+        PLAIN.replace("DATA", DATA).replace("BATCH", "32"),
+    )
+    .unwrap();
+    let mut shown = Vec::new();
+    for vars in [
+        &[("RANK", "one"), ("WORLD_SIZE", "2")][..],
+        &[
+            ("RANK", "2"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "a"),
+            ("MASTER_PORT", "1"),
+        ],
+        &[("WORLD_SIZE", "2")],
+        &[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "29500")],
+    ] {
+        let out = Command::new(assert_cmd::cargo::cargo_bin("prunex-exec"))
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("PRUNEX_CACHE", dir.path().join("cache"))
+            .envs(vars.iter().copied())
+            .args(["run", "r.prune"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{vars:?}");
+        assert!(!dir.path().join("out").exists());
+        shown.push(format!(
+            "{vars:?}\n{}",
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        ));
+    }
+    insta::assert_snapshot!(shown.join("\n\n"));
+}
