@@ -444,3 +444,47 @@ fn bad_launcher_variables_are_diagnostics() {
     }
     insta::assert_snapshot!(shown.join("\n\n"));
 }
+
+/// Two workers started with different WORLD_SIZEs: neither trains; rank
+/// 0 says how many of the workers it expected came, within the timeout.
+#[test]
+fn a_mismatched_world_size_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.prune"),
+        PLAIN.replace("DATA", DATA).replace("BATCH", "32"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let worker = |rank: &str, size: &str| {
+        Command::new(assert_cmd::cargo::cargo_bin("prunex-exec"))
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("PRUNEX_CACHE", dir.path().join("cache"))
+            .env("PRUNEX_DIST_TIMEOUT", "3")
+            .envs([
+                ("RANK", rank),
+                ("WORLD_SIZE", size),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", port.as_str()),
+            ])
+            .args(["run", "r.prune"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let (a, b) = (worker("0", "3"), worker("1", "2"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(started.elapsed() < Duration::from_secs(40));
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert!(!a.status.success() && !b.status.success());
+    assert!(err.contains("prunex::dist::rendezvous"), "{err}");
+    assert!(err.contains("2/3"), "{err}");
+    assert!(!dir.path().join("out").exists());
+}
