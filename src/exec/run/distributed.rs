@@ -177,18 +177,27 @@ impl Session {
             let refs: Vec<&Tensor> = vars.iter().collect();
             d.reducer = Some(d.group.reducer(&refs)?);
         }
-        if d.sync_bn && self.model.batch_norm.is_none() {
+        self.ensure_sync_bn();
+        self.broadcast_buffers()?;
+        if let Some(r) = self.dist.as_ref().and_then(|d| d.reducer.as_ref()) {
+            r.before_forward()?;
+        }
+        Ok(())
+    }
+
+    /// With `sync_bn`, the model's BatchNorm in training mode normalises
+    /// over every rank's batch (set again on each new model).
+    pub(super) fn ensure_sync_bn(&mut self) {
+        let Some(d) = self.dist.as_ref().filter(|d| d.sync_bn) else {
+            return;
+        };
+        if self.model.batch_norm.is_none() {
             let g = d.group.clone();
             self.model.batch_norm = Some(Rc::new(move |x, w, b, m, v, momentum, eps| {
                 g.sync_batch_norm(x, w, b, m, v, momentum, eps)
                     .map_err(|e| tch::TchError::Torch(e.to_string()))
             }));
         }
-        self.broadcast_buffers()?;
-        if let Some(r) = self.dist.as_ref().and_then(|d| d.reducer.as_ref()) {
-            r.before_forward()?;
-        }
-        Ok(())
     }
 
     /// The model or optimizer changed: the Reducer holds the old
@@ -197,7 +206,6 @@ impl Session {
         if let Some(d) = self.dist.as_mut() {
             d.reducer = None;
         }
-        self.model.batch_norm = None;
     }
 
     /// Backward through a distributed step's loss: the Reducer all-reduces

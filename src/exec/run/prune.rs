@@ -33,6 +33,7 @@ impl Session {
         zero(&vars);
         // The Reducer's hooks would fire on this backward pass.
         self.drop_reducer();
+        self.ensure_sync_bn();
         // With N ranks each takes its slice of the same batches; the sum
         // over ranks of the scaled gradients is the batches' gradient.
         let (rank, world) = (self.rank(), self.world_size());
@@ -46,15 +47,18 @@ impl Session {
             world,
         );
         for (i, b) in data.iter().take(n as usize).enumerate() {
-            if b.y.is_empty() {
-                continue;
-            }
+            // An empty slice still runs: a synchronised BatchNorm's
+            // all-reduce needs every rank.
             let (x, y) = to_tensor(b, self.device);
             let out = self.model.forward(&x, true)?;
-            let global = batch_len(len, self.batch * world, i);
-            out.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?
-                .f_mul_scalar(b.y.len() as f64 / global as f64)?
-                .f_backward()?;
+            let loss = if b.y.is_empty() {
+                out.f_sum(tch::Kind::Float)?.f_mul_scalar(0.0)?
+            } else {
+                let global = batch_len(len, self.batch * world, i);
+                out.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0)?
+                    .f_mul_scalar(b.y.len() as f64 / global as f64)?
+            };
+            loss.f_backward()?;
         }
         let mut keys: Vec<&String> = vars.keys().collect();
         keys.sort();
