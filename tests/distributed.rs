@@ -8,6 +8,8 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -227,13 +229,7 @@ fn long_run(dir: &Path) -> (std::process::Child, std::process::ChildStderr, Stri
         .spawn()
         .unwrap();
     let mut err = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("pretrain epoch 1/500") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "the run ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let seen = common::read_until(&mut err, "pretrain epoch 1/500");
     (child, err, seen)
 }
 
@@ -345,11 +341,8 @@ fn a_port_in_use_is_a_clear_error() {
     assert!(err.contains(&format!("port {port}")), "{err}");
 }
 
-/// A worker whose peers never come (a launcher that started fewer than
-/// WORLD_SIZE, or gave them another size) stops after the timeout with
-/// the rendezvous diagnostic.
-#[test]
-fn a_missing_worker_is_a_rendezvous_error_not_a_hang() {
+/// A folder holding the plain recipe at batch 32, and a free port.
+fn recipe_and_port() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("r.prune"),
@@ -361,21 +354,34 @@ fn a_missing_worker_is_a_rendezvous_error_not_a_hang() {
         .local_addr()
         .unwrap()
         .port();
-    let started = Instant::now();
-    let out = Command::new(assert_cmd::cargo::cargo_bin("prunex-exec"))
-        .current_dir(dir.path())
+    (dir, port.to_string())
+}
+
+/// One worker started by hand (as a launcher would), with a 3 s timeout.
+fn worker(dir: &Path, port: &str, rank: &str, size: &str) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("prunex-exec"));
+    c.current_dir(dir)
         .env("NO_COLOR", "1")
-        .env("PRUNEX_CACHE", dir.path().join("cache"))
+        .env("PRUNEX_CACHE", dir.join("cache"))
         .env("PRUNEX_DIST_TIMEOUT", "3")
         .envs([
-            ("RANK", "0"),
-            ("WORLD_SIZE", "2"),
+            ("RANK", rank),
+            ("WORLD_SIZE", size),
             ("MASTER_ADDR", "127.0.0.1"),
-            ("MASTER_PORT", &port.to_string()),
+            ("MASTER_PORT", port),
         ])
-        .args(["run", "r.prune"])
-        .output()
-        .unwrap();
+        .args(["run", "r.prune"]);
+    c
+}
+
+/// A worker whose peers never come (a launcher that started fewer than
+/// WORLD_SIZE, or gave them another size) stops after the timeout with
+/// the rendezvous diagnostic.
+#[test]
+fn a_missing_worker_is_a_rendezvous_error_not_a_hang() {
+    let (dir, port) = recipe_and_port();
+    let started = Instant::now();
+    let out = worker(dir.path(), &port, "0", "2").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
@@ -411,12 +417,7 @@ fn torchrun_starts_the_same_run() {
 /// fix, before anything runs (rendered as users see them).
 #[test]
 fn bad_launcher_variables_are_diagnostics() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("r.prune"),
-        PLAIN.replace("DATA", DATA).replace("BATCH", "32"),
-    )
-    .unwrap();
+    let (dir, _) = recipe_and_port();
     let mut shown = Vec::new();
     for vars in [
         &[("RANK", "one"), ("WORLD_SIZE", "2")][..],
@@ -451,37 +452,15 @@ fn bad_launcher_variables_are_diagnostics() {
 /// 0 says how many of the workers it expected came, within the timeout.
 #[test]
 fn a_mismatched_world_size_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("r.prune"),
-        PLAIN.replace("DATA", DATA).replace("BATCH", "32"),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
-    let worker = |rank: &str, size: &str| {
-        Command::new(assert_cmd::cargo::cargo_bin("prunex-exec"))
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
-            .env("PRUNEX_CACHE", dir.path().join("cache"))
-            .env("PRUNEX_DIST_TIMEOUT", "3")
-            .envs([
-                ("RANK", rank),
-                ("WORLD_SIZE", size),
-                ("MASTER_ADDR", "127.0.0.1"),
-                ("MASTER_PORT", port.as_str()),
-            ])
-            .args(["run", "r.prune"])
+    let (dir, port) = recipe_and_port();
+    let spawn = |rank: &str, size: &str| {
+        worker(dir.path(), &port, rank, size)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
     let started = Instant::now();
-    let (a, b) = (worker("0", "3"), worker("1", "2"));
+    let (a, b) = (spawn("0", "3"), spawn("1", "2"));
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(started.elapsed() < Duration::from_secs(40));
     let err = String::from_utf8_lossy(&a.stderr);

@@ -457,13 +457,7 @@ fn interrupt_a_long_run(d: &Path, times: usize) -> (Option<i32>, String) {
         .spawn()
         .unwrap();
     let mut err = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("pretrain epoch 1/500") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(n > 0, "the run ended early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let mut seen = common::read_until(&mut err, "pretrain epoch 1/500");
     for _ in 0..times {
         unsafe {
             libc::kill(child.id() as i32, libc::SIGINT);

@@ -129,3 +129,17 @@ pub fn tiny_onnx_external(values: &[f32]) -> (Vec<u8>, Vec<u8>) {
     external(&mut m, "net.onnx.data", Some(data.len() as u64));
     (m.encode_to_vec(), data)
 }
+
+/// Reads a child's stream until NEEDLE appears; returns everything read.
+/// Fails when the stream ends first.
+#[allow(dead_code)] // not every test crate that includes this module uses it
+pub fn read_until(stream: &mut impl std::io::Read, needle: &str) -> String {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the run ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    seen
+}
