@@ -253,6 +253,29 @@ char* pxd_store_get(pxd_group* g, const char* key, uint8_t** out, size_t* len) {
 
 void pxd_free_bytes(uint8_t* p) { free(p); }
 
+// Without waiting: *found is whether the key is set, and then *value its
+// value as a number (0 when it is not one).
+char* pxd_store_peek(pxd_group* g, const char* key, int* found, int64_t* value) {
+  return guard([&] {
+    *found = g->store->check({key}) ? 1 : 0;
+    *value = 0;
+    if (*found) {
+      auto v = g->store->get(key);
+      *value = std::strtoll(std::string(v.begin(), v.end()).c_str(), nullptr, 10);
+    }
+  });
+}
+
+// Sets the key to `desired` unless it is set already (the first writer
+// wins); *value is what it holds afterwards.
+char* pxd_store_first(pxd_group* g, const char* key, int64_t desired, int64_t* value) {
+  return guard([&] {
+    auto d = std::to_string(desired);
+    auto v = g->store->compareSet(key, {}, std::vector<uint8_t>(d.begin(), d.end()));
+    *value = std::strtoll(std::string(v.begin(), v.end()).c_str(), nullptr, 10);
+  });
+}
+
 // DDP's reducer over the parameters, in model order, as
 // DistributedDataParallel builds it without find_unused_parameters: one
 // bucket at first, rebuilt after the first backward in the order gradients

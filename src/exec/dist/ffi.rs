@@ -60,6 +60,18 @@ extern "C" {
         len: *mut usize,
     ) -> *mut c_char;
     pub fn pxd_free_bytes(p: *mut u8);
+    pub fn pxd_store_peek(
+        g: *mut PxdGroup,
+        key: *const c_char,
+        found: *mut c_int,
+        value: *mut i64,
+    ) -> *mut c_char;
+    pub fn pxd_store_first(
+        g: *mut PxdGroup,
+        key: *const c_char,
+        desired: i64,
+        value: *mut i64,
+    ) -> *mut c_char;
     pub fn pxd_reducer_new(
         g: *mut PxdGroup,
         ps: *const *mut C_tensor,

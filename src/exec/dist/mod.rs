@@ -273,6 +273,27 @@ impl Group {
         Ok(v)
     }
 
+    /// The number under `key` in the store, if set (no waiting, no
+    /// collective: a round trip to the store).
+    pub fn peek(&self, key: &str) -> Result<Option<i64>, DistError> {
+        let k = CString::new(key).unwrap_or_default();
+        let (mut found, mut value) = (0, 0i64);
+        // SAFETY: a live group, a valid key, out pointers.
+        check(unsafe { pxd_store_peek(self.ptr, k.as_ptr(), &mut found, &mut value) })
+            .map_err(|e| self.lost(key, e))?;
+        Ok((found != 0).then_some(value))
+    }
+
+    /// Sets `key` to `desired` unless a rank set it first; what it holds.
+    pub fn first(&self, key: &str, desired: i64) -> Result<i64, DistError> {
+        let k = CString::new(key).unwrap_or_default();
+        let mut value = 0i64;
+        // SAFETY: as for peek.
+        check(unsafe { pxd_store_first(self.ptr, k.as_ptr(), desired, &mut value) })
+            .map_err(|e| self.lost(key, e))?;
+        Ok(value)
+    }
+
     /// DDP's Reducer over these parameters (in model order).
     pub fn reducer(&self, params: &[&Tensor]) -> Result<Reducer, DistError> {
         let p = ptrs(params);

@@ -13,7 +13,9 @@
 //! - BatchNorm runs per rank with rank 0's running statistics broadcast
 //!   before each step (DDP's `broadcast_buffers`), or over the global batch
 //!   with `sync_bn`;
-//! - Ctrl-C is agreed on at every batch, so all ranks stop at the same one;
+//! - Ctrl-C is agreed on through the store (a batch a few ahead) inside an
+//!   epoch and by a collective between units, so all ranks stop at the
+//!   same batch;
 //! - only rank 0 writes (cache, checkpoints, exports, reports) and prints.
 
 use std::rc::Rc;
@@ -90,8 +92,32 @@ impl Session {
         Ok(())
     }
 
+    /// Inside an epoch: whether to stop before step `step`. A collective
+    /// every step would cost a sixth of the throughput (measured), so the
+    /// agreement goes through the store: the first rank asked to stop
+    /// names a step a few ahead (ranks are at most one step apart: every
+    /// step ends in the gradient all-reduce), every rank looks for it
+    /// before each step, and all stop before that same step.
+    pub(super) fn stop_at_step(
+        &self,
+        mine: bool,
+        unit: &str,
+        step: usize,
+    ) -> Result<bool, RunError> {
+        let Some(d) = &self.dist else {
+            return Ok(mine);
+        };
+        let key = format!("stop/{unit}/{}", self.unit_seed);
+        let at = if mine {
+            Some(d.group.first(&key, step as i64 + 3)?)
+        } else {
+            d.group.peek(&key)?
+        };
+        Ok(at.is_some_and(|s| step as i64 >= s))
+    }
+
     /// Whether any rank was asked to stop (Ctrl-C reaches every worker, but
-    /// not at the same batch): all stop at the same one.
+    /// not at the same moment), between units: all stop at the same one.
     pub(super) fn any_cancelled(&self, mine: bool) -> Result<bool, RunError> {
         match &self.dist {
             Some(d) => Ok(d.group.max(mine as i32 as f64, "agreeing to stop")? > 0.0),

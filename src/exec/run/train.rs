@@ -147,10 +147,9 @@ impl Session {
         let sparsity = self.sparsity();
         let stop_at = interrupt_at();
         for (i, b) in data.iter().enumerate().skip(p.step) {
-            if stop_at.as_ref() == Some(&(stage.to_owned(), epoch, i)) {
-                CANCEL.store(true, Ordering::SeqCst);
-            }
-            if self.any_cancelled(cancelled())? {
+            // A scripted interrupt comes to every rank at this very step.
+            let scripted = stop_at.as_ref() == Some(&(stage.to_owned(), epoch, i));
+            if scripted || self.stop_at_step(cancelled(), stage, i)? {
                 CANCEL.store(true, Ordering::SeqCst);
                 pb.finish_and_clear();
                 p.seconds = start.elapsed().as_secs_f64();
