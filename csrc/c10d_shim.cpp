@@ -298,6 +298,15 @@ char* pxd_reducer_new(pxd_group* g, at::Tensor** ps, size_t n, int64_t bucket_ca
   });
 }
 
+// Drops the tensors' gradients (PyTorch's zero_grad(set_to_none=True)):
+// the next backward hands its buffers over instead of adding them to
+// zeros.
+char* pxd_drop_grads(at::Tensor** ts, size_t n) {
+  return guard([&] {
+    for (size_t i = 0; i < n; ++i) ts[i]->mutable_grad().reset();
+  });
+}
+
 // Before each forward pass of a training step.
 char* pxd_reducer_pre_forward(pxd_reducer* r) {
   return guard([&] {

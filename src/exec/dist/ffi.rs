@@ -81,6 +81,7 @@ extern "C" {
         out: *mut *mut PxdReducer,
     ) -> *mut c_char;
     pub fn pxd_reducer_pre_forward(r: *mut PxdReducer) -> *mut c_char;
+    pub fn pxd_drop_grads(ts: *const *mut C_tensor, n: usize) -> *mut c_char;
     pub fn pxd_reducer_pre_backward(r: *mut PxdReducer) -> *mut c_char;
     pub fn pxd_reducer_free(r: *mut PxdReducer);
     #[allow(clippy::too_many_arguments)]

@@ -351,6 +351,15 @@ impl Drop for Group {
     }
 }
 
+/// Drops the variables' gradients (`zero_grad(set_to_none=True)`): the
+/// next backward hands its buffers over instead of adding to zeros.
+pub fn drop_grads(vars: &[Tensor]) {
+    let refs: Vec<&Tensor> = vars.iter().collect();
+    let p = ptrs(&refs);
+    // SAFETY: live tensors; resetting a gradient cannot fail.
+    let _ = check(unsafe { pxd_drop_grads(p.as_ptr(), p.len()) });
+}
+
 /// DDP's bucketed gradient reducer: after `backward`, every parameter's
 /// `.grad` holds the mean over ranks.
 pub struct Reducer {

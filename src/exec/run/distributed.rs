@@ -253,14 +253,11 @@ impl Session {
         Ok(vars.iter().map(|v| v.grad()).collect())
     }
 
-    /// Zeroes `.grad` of these variables.
+    /// Drops `.grad` of these variables after the optimizer used them
+    /// (as DDP users' `zero_grad()` does): zeroing them cost a pass over
+    /// every parameter each step.
     pub(super) fn clear_grads(vars: &[Tensor]) {
-        for v in vars {
-            let mut g = v.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+        crate::exec::dist::drop_grads(vars);
     }
 }
 
