@@ -23,6 +23,7 @@ pub mod output;
 pub mod plan;
 pub mod prune;
 pub mod report;
+pub mod sensitivity;
 pub mod syntax;
 pub mod tensor;
 pub mod yaml;

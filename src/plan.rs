@@ -424,6 +424,15 @@ pub struct Step {
 }
 
 impl Step {
+    /// The fine-tuning epoch before which this step runs (0: before
+    /// fine-tuning): its epoch, or the epoch its step falls in.
+    pub fn epoch(&self, steps_per_epoch: u64) -> u64 {
+        match self.unit {
+            Unit::Epochs => self.at,
+            Unit::Steps => self.at / steps_per_epoch.max(1),
+        }
+    }
+
     /// The fraction a layer or group whose final target is `target` (of a
     /// stage ending at `end`) removes at this step.
     pub fn scale(&self, target: &Target, end: f64) -> f64 {

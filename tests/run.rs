@@ -73,6 +73,29 @@ fn pytorch_accuracy(dir: &Path, pad: usize) -> f64 {
         .unwrap()
 }
 
+/// report.html holds a section with an SVG chart for each of `ids`, and
+/// none of the others.
+fn assert_report_page(dir: &Path, ids: &[&str]) {
+    let html = std::fs::read_to_string(dir.join("out/report.html")).unwrap();
+    for id in [
+        "loss",
+        "accuracy",
+        "sparsity",
+        "channels",
+        "layer-sparsity",
+        "latency",
+    ] {
+        let at = html.find(&format!("<section id=\"{id}\""));
+        if !ids.contains(&id) {
+            assert!(at.is_none(), "{id} has no business on this page");
+            continue;
+        }
+        let at = at.unwrap_or_else(|| panic!("no {id} chart"));
+        let section = &html[at..at + html[at..].find("</section>").unwrap()];
+        assert!(section.contains("<svg"), "{id}: {section}");
+    }
+}
+
 #[test]
 fn post_training_unstructured_pruning_holds_its_masks() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,6 +143,11 @@ export "out"
     }
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+    // Masks keep every shape: no channel chart.
+    assert_report_page(
+        dir.path(),
+        &["loss", "accuracy", "sparsity", "layer-sparsity", "latency"],
+    );
     // The end-of-run summary as users see it; accuracies (which depend on
     // the CPU's kernels) and timings (on the machine) are redacted.
     insta::with_settings!({filters => vec![
@@ -162,6 +190,17 @@ export "out"
     assert_eq!(sd["fc.weight"].shape, vec![10, 32 * 7 * 7]);
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
+    assert_report_page(
+        dir.path(),
+        &[
+            "loss",
+            "accuracy",
+            "sparsity",
+            "channels",
+            "layer-sparsity",
+            "latency",
+        ],
+    );
     // The end-of-run summary as users see it; accuracies (which depend on
     // the CPU's kernels) and timings (on the machine) are redacted.
     insta::with_settings!({filters => vec![

@@ -117,6 +117,9 @@ fn watch_reruns_only_what_changed_survives_errors_and_debounces() {
     );
     assert!(!edit.contains("pretrain epoch 1/3"), "{edit}");
     let good = std::fs::read(d.join("out/weights.safetensors")).unwrap();
+    // The report page the re-run wrote reloads itself in a browser.
+    let page = std::fs::read_to_string(d.join("out/report.html")).unwrap();
+    assert!(page.contains("http-equiv=\"refresh\""), "{page}");
 
     // An invalid edit: diagnostics, the process keeps watching, results stay.
     let before = t.len();

@@ -8,6 +8,7 @@ pub mod inspect;
 pub(crate) mod launch;
 mod plan;
 mod run;
+mod sensitivity;
 mod version;
 mod watch;
 
@@ -119,6 +120,11 @@ pub enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         nproc: Option<u16>,
     },
+    /// Prune each group (or layer) of the recipe's first prune stage alone
+    /// at a range of ratios and measure the accuracy lost; with a budget
+    /// (`--target-macs 0.5`), choose per-group ratios that meet it with the
+    /// least summed loss and write them as a recipe fragment.
+    Sensitivity(crate::invocation::SensitivityArgs),
     /// Show a model's layers, output shapes, parameters and MACs.
     Inspect {
         /// A zoo model (resnet18, ...) or a YAML model description.
@@ -191,6 +197,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Diff { old, new } => diff::run(&old, &new),
         Command::Cache { action } => cache::run(action),
         Command::Version => version::run(),
+        Command::Sensitivity(a) => sensitivity::run(&a),
     }
 }
 

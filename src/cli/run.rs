@@ -5,6 +5,7 @@
 //! process, which passes it on: the executor finishes its batch, saves where
 //! it is and exits (a second Ctrl-C stops it at once).
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -70,6 +71,26 @@ pub(crate) fn spawn_exec_with(
     reuse: Reuse,
     env: &[(&str, String)],
 ) -> Result<Child, u8> {
+    let mut args: Vec<OsString> = vec!["run".into(), recipe.into()];
+    for s in set {
+        args.push("--set".into());
+        args.push(s.into());
+    }
+    if let Some(n) = threads {
+        args.push("--threads".into());
+        args.push(n.to_string().into());
+    }
+    match reuse {
+        Reuse::Resume => args.push("--resume".into()),
+        Reuse::Fresh => args.push("--fresh".into()),
+        Reuse::Dense => {}
+    }
+    spawn_exec_args(&args, env)
+}
+
+/// Starts `prunex-exec ARGS…` in its own process group with these
+/// environment variables (an empty value removes one).
+pub(crate) fn spawn_exec_args(args: &[OsString], env: &[(&str, String)]) -> Result<Child, u8> {
     use std::os::unix::process::CommandExt;
     let exec = match exec_path() {
         Ok(p) if p.exists() => p,
@@ -79,22 +100,7 @@ pub(crate) fn spawn_exec_with(
         }
     };
     let mut cmd = Command::new(exec);
-    cmd.arg("run").arg(recipe);
-    for s in set {
-        cmd.arg("--set").arg(s);
-    }
-    if let Some(n) = threads {
-        cmd.arg("--threads").arg(n.to_string());
-    }
-    match reuse {
-        Reuse::Resume => {
-            cmd.arg("--resume");
-        }
-        Reuse::Fresh => {
-            cmd.arg("--fresh");
-        }
-        Reuse::Dense => {}
-    }
+    cmd.args(args);
     for (k, v) in env {
         // An empty value unsets the variable.
         if v.is_empty() {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 
 use super::diff::{differences, facts};
-use super::run::{spawn_exec, Reuse, CHILD};
+use super::run::{spawn_exec_with, Reuse, CHILD};
 use super::{color, FAILED, OK, TROUBLE};
 use crate::check::{check_path, Checked, Mode};
 use crate::diagnostics::{is_error, render_many};
@@ -198,8 +198,13 @@ pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, check_only: bool
                     "running {} (unchanged stages come from the cache)",
                     recipe.display()
                 );
-                match spawn_exec(recipe, set, threads, Reuse::Resume) {
-                    Ok(c) => child = Some(c),
+                // report.html reloads itself while watch mode rewrites it.
+                let env = [("PRUNEX_WATCH", "1".to_owned())];
+                match spawn_exec_with(recipe, set, threads, Reuse::Resume, &env) {
+                    Ok(c) => {
+                        CHILD.store(c.id() as i32, Ordering::SeqCst);
+                        child = Some(c)
+                    }
                     Err(code) => return code,
                 }
             }

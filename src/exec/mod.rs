@@ -33,6 +33,29 @@ pub enum ExecCommand {
     Version,
     /// Run a recipe.
     Run(prunex::invocation::RunArgs),
+    /// Measure the sensitivity of the recipe's first prune stage.
+    Sensitivity(prunex::invocation::SensitivityArgs),
+}
+
+/// Ctrl-C: finish the batch, save, exit; a second Ctrl-C exits at once
+/// (outputs and cache entries are written atomically). `_exit`, not
+/// `exit`: running C++ static destructors under the training thread made
+/// libtorch fail mid-operation ("Invalid (backend, op) pair") and print
+/// that instead of exiting.
+fn on_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if run::CANCEL.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: _exit(2) ends the process without running anything
+            // else; every output is already complete on disk.
+            unsafe { libc::_exit(130) }
+        }
+    });
+}
+
+fn fail(e: impl miette::Diagnostic + Send + Sync + 'static, code: u8) -> ExitCode {
+    let report = miette::Report::new(e);
+    eprint!("{}", prunex::diagnostics::render_human(&report, color()));
+    ExitCode::from(code)
 }
 
 /// Whether to color output on stderr.
@@ -132,18 +155,7 @@ pub fn main() -> ExitCode {
             if let Some(n) = threads.filter(|&n| n > 0) {
                 tch::set_num_threads(n);
             }
-            // Ctrl-C: finish the batch, save, exit; a second Ctrl-C exits
-            // at once (outputs and cache entries are written atomically).
-            // `_exit`, not `exit`: running C++ static destructors under the
-            // training thread made libtorch fail mid-operation ("Invalid
-            // (backend, op) pair") and print that instead of exiting.
-            let _ = ctrlc::set_handler(|| {
-                if run::CANCEL.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    // SAFETY: _exit(2) ends the process without running
-                    // anything else; every output is already complete on disk.
-                    unsafe { libc::_exit(130) }
-                }
-            });
+            on_ctrl_c();
             let opts = run::Options {
                 reuse: if resume {
                     run::Reuse::Resume
@@ -157,25 +169,47 @@ pub fn main() -> ExitCode {
             };
             match run::run(&recipe, &set, &opts) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(run::RunError::Invalid) => ExitCode::from(1),
-                Err(e @ run::RunError::Interrupted { .. }) => {
-                    let report = miette::Report::new(e);
-                    eprint!("{}", prunex::diagnostics::render_human(&report, color()));
-                    ExitCode::from(130)
-                }
-                // Another rank failed first: its message is the one that
-                // matters, and the launcher tells the two apart by this code.
-                Err(e @ run::RunError::Dist(dist::DistError::PeerLost { .. })) => {
-                    let report = miette::Report::new(e);
-                    eprint!("{}", prunex::diagnostics::render_human(&report, color()));
-                    ExitCode::from(prunex::distributed::PEER_LOST_EXIT)
-                }
-                Err(e) => {
-                    let report = miette::Report::new(e);
-                    eprint!("{}", prunex::diagnostics::render_human(&report, color()));
-                    ExitCode::from(1)
-                }
+                Err(e) => exit_code(e),
             }
         }
+        ExecCommand::Sensitivity(a) => {
+            if let Some(n) = a.threads.filter(|&n| n > 0) {
+                tch::set_num_threads(n);
+            }
+            on_ctrl_c();
+            let opts = run::Options {
+                reuse: run::Reuse::Dense,
+                cache: prunex::cache::Cache::from_env(),
+                progress: true,
+            };
+            let s = run::sensitivity::Options {
+                ratios: a.ratios(),
+                batches: a.batches,
+                budget: a.budget(),
+                out: a.out.clone(),
+            };
+            match run::sensitivity::sensitivity(&a.recipe, &a.set, &opts, &s) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => exit_code(e),
+            }
+        }
+    }
+}
+
+/// How a failed run or analysis ends: its diagnostic, and 1 (the input),
+/// 130 (interrupted) or 3 (another rank failed first).
+fn exit_code(e: run::RunError) -> ExitCode {
+    match e {
+        // Its diagnostics were printed.
+        run::RunError::Invalid => ExitCode::from(1),
+        e @ (run::RunError::Interrupted { .. } | run::RunError::ProbesInterrupted { .. }) => {
+            fail(e, 130)
+        }
+        // Another rank failed first: its message is the one that matters,
+        // and the launcher tells the two apart by this code.
+        e @ run::RunError::Dist(dist::DistError::PeerLost { .. }) => {
+            fail(e, prunex::distributed::PEER_LOST_EXIT)
+        }
+        e => fail(e, 1),
     }
 }

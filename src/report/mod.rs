@@ -4,6 +4,9 @@
 //! report.yaml/json and timings.yaml by the executor and shown as a table
 //! ([`text`]).
 
+pub mod chart;
+pub mod html;
+pub mod schedule;
 pub mod text;
 
 use serde::{Deserialize, Serialize};

@@ -114,7 +114,7 @@ pub fn print_summary(r: &RunReport, dir: &Path, onnx_skipped: Option<&str>) {
     }
     match onnx_skipped {
         None => println!(
-            "wrote {}/weights.safetensors, model.onnx{}, model.yaml, report.yaml, report.json, timings.yaml",
+            "wrote {}/weights.safetensors, model.onnx{}, model.yaml, report.yaml, report.json, report.html, timings.yaml",
             dir.display(),
             // The export removes a data file it did not write.
             if dir.join("model.onnx.data").exists() {
@@ -125,7 +125,7 @@ pub fn print_summary(r: &RunReport, dir: &Path, onnx_skipped: Option<&str>) {
         ),
         Some(why) => {
             println!(
-                "wrote {}/weights.safetensors, model.yaml, report.yaml, report.json, timings.yaml",
+                "wrote {}/weights.safetensors, model.yaml, report.yaml, report.json, report.html, timings.yaml",
                 dir.display()
             );
             println!("note: no model.onnx: {why}");

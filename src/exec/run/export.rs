@@ -1,4 +1,5 @@
 //! Writing a run's results: each file to a temporary name, then renamed.
+//! `report.html` shows the report's figures ([`prunex::report::html`]).
 
 use std::path::Path;
 
@@ -15,6 +16,7 @@ pub(super) fn export(
     dir: &Path,
     m: &TorchModel,
     report: &RunReport,
+    extras: &prunex::report::html::Extras,
 ) -> Result<Option<String>, RunError> {
     let fail = |p: &Path, e: std::io::Error| RunError::Write {
         path: p.display().to_string(),
@@ -56,5 +58,7 @@ pub(super) fn export(
     .map_err(|e| fail(&j, e))?;
     let t = dir.join("timings.yaml");
     write_atomically(&t, prunex::yaml::to_string(&report.timings)).map_err(|e| fail(&t, e))?;
+    let h = dir.join("report.html");
+    write_atomically(&h, prunex::report::html::page(report, extras)).map_err(|e| fail(&h, e))?;
     Ok(skipped)
 }

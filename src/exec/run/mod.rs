@@ -18,6 +18,7 @@
 mod distributed;
 mod export;
 mod prune;
+pub mod sensitivity;
 mod session;
 mod train;
 mod units;
@@ -27,7 +28,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use miette::{Diagnostic, Report};
-use prunex::cache::{hash_bytes, Cache, KeyBuilder};
+use prunex::cache::{hash_bytes, Cache, Key, KeyBuilder};
 use prunex::check::{check_path, parse_override, Mode};
 use prunex::data::{load, DataSet, Rng, Transform};
 use prunex::diagnostics::{is_error, render_human, render_many};
@@ -123,6 +124,18 @@ pub enum RunError {
         at: String,
         /// The recipe, for the help line.
         recipe: String,
+    },
+    /// Ctrl-C stopped `prunex sensitivity`; the probes measured are cached.
+    #[error("interrupted after {done} of {total} probes")]
+    #[diagnostic(
+        code(prunex::sensitivity::interrupted),
+        help("run the same `prunex sensitivity` command again: the {done} probes measured come from the cache; no results were written")
+    )]
+    ProbesInterrupted {
+        /// Probes measured.
+        done: usize,
+        /// Probes in all.
+        total: usize,
     },
     /// A schedule counted in steps prunes after the last fine-tuning epoch
     /// (only the data's size tells how many steps an epoch has).
@@ -227,7 +240,7 @@ pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, Run
         h.update(&[0]);
     }
     let recipe_hash = h.finalize().to_hex().to_string();
-    execute(
+    let mut p = prepare(
         &graph,
         checked.teacher.as_ref(),
         plan,
@@ -235,7 +248,10 @@ pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, Run
         path,
         opts,
         world,
-    )
+        Until::All,
+    )?;
+    run_units(&mut p)?;
+    finish(p)
 }
 
 fn show(e: impl Diagnostic + Send + Sync + 'static) -> RunError {
@@ -271,15 +287,49 @@ fn hash_data(d: &DataSet) -> String {
     h.finalize().to_hex().to_string()
 }
 
-fn execute(
-    graph: &Graph,
-    teacher_graph: Option<&Graph>,
+/// How far a chain of units runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Until {
+    /// The whole run.
+    All,
+    /// Through the dense model (pretraining and its evaluation): what
+    /// `prunex sensitivity` starts from.
+    Dense,
+}
+
+/// A run ready to go: its state and its chain of units with their keys,
+/// where to start in it, and what the report needs at the end.
+struct Prepared<'g> {
+    s: Session,
+    works: Vec<Work>,
+    keys: Vec<Key>,
+    start: usize,
+    partial: Option<units::Partial>,
+    events: BTreeMap<u64, Vec<(usize, usize)>>,
+    plan: Plan,
+    graph: &'g Graph,
+    teacher_graph: Option<&'g Graph>,
+    lock: Lock,
+    before: prunex::graph::Analysis,
+    leader: bool,
+    cache: Cache,
+    recipe_path: String,
+}
+
+/// Everything before the first unit: the device and the other ranks, the
+/// data, the lock, the chain of units and their keys, and what the cache
+/// gives (restored into the session).
+#[allow(clippy::too_many_arguments)]
+fn prepare<'g>(
+    graph: &'g Graph,
+    teacher_graph: Option<&'g Graph>,
     plan: Plan,
     recipe_hash: String,
     path: &Path,
     opts: &Options,
     world: Option<World>,
-) -> Result<RunReport, RunError> {
+    until: Until,
+) -> Result<Prepared<'g>, RunError> {
     let seed = plan.seed;
     tch::manual_seed(seed as i64);
     let device = session::device_of(plan.device, world.as_ref());
@@ -392,10 +442,7 @@ fn execute(
     let mut events: BTreeMap<u64, Vec<(usize, usize)>> = BTreeMap::new();
     for (i, st) in plan.stages.iter().enumerate() {
         for (k, step) in st.schedule.iter().enumerate() {
-            let epoch = match step.unit {
-                Unit::Epochs => step.at,
-                Unit::Steps => step.at / steps_per_epoch,
-            };
+            let epoch = step.epoch(steps_per_epoch);
             if step.unit == Unit::Steps && epoch > 0 && epoch >= ft_epochs {
                 return Err(RunError::ScheduleAfterFinetune {
                     at: step.at,
@@ -415,11 +462,15 @@ fn execute(
         works.extend((1..=pre.epochs).map(Work::Pretrain));
     }
     works.push(Work::Dense);
-    if events.contains_key(&0) {
+    if until == Until::Dense {
+        // Nothing after the dense model: its keys are those of a full run.
+    } else if events.contains_key(&0) {
         works.push(Work::Prune);
     }
-    works.extend((1..=ft_epochs).map(Work::Finetune));
-    works.push(Work::Final);
+    if until == Until::All {
+        works.extend((1..=ft_epochs).map(Work::Finetune));
+        works.push(Work::Final);
+    }
     let stages = stages_for_key(&plan);
     let teacher_weights = match plan.distill.as_ref().map(|d| &d.teacher) {
         Some(Teacher::Model {
@@ -606,7 +657,44 @@ fn execute(
         s.say(format_args!("running: {}", describe(&works[start..])));
     }
 
-    let recipe_path = path.display().to_string();
+    Ok(Prepared {
+        s,
+        works,
+        keys,
+        start,
+        partial,
+        events,
+        plan,
+        graph,
+        teacher_graph,
+        lock,
+        before,
+        leader,
+        cache: opts.cache.clone(),
+        recipe_path: path.display().to_string(),
+    })
+}
+
+/// Runs the chain's units from where the cache left it.
+fn run_units(p: &mut Prepared<'_>) -> Result<(), RunError> {
+    let Prepared {
+        s,
+        works,
+        keys,
+        start,
+        partial,
+        events,
+        plan,
+        graph,
+        teacher_graph,
+        leader,
+        cache,
+        recipe_path,
+        ..
+    } = p;
+    let (start, leader, graph, teacher_graph) = (*start, *leader, *graph, *teacher_graph);
+    let cache = &*cache;
+    let recipe_path = recipe_path.clone();
     for i in start..works.len() {
         if s.any_cancelled(cancelled())? {
             CANCEL.store(true, Ordering::SeqCst);
@@ -624,7 +712,7 @@ fn execute(
         // Both the pruning and fine-tuning learn from the teacher, taken
         // from the model as it is before pruning.
         if matches!(w, Work::Prune | Work::Finetune(_)) && s.teacher.is_none() {
-            s.teacher = train::teacher(&plan, teacher_graph, graph, &s)?;
+            s.teacher = train::teacher(plan, teacher_graph, graph, s)?;
         }
         match w {
             Work::Pretrain(e) => {
@@ -641,11 +729,7 @@ fn execute(
                 s.dense = Some((s.model.graph.clone(), s.model.state_dict()?));
             }
             Work::Prune => {
-                prune::apply_events(
-                    &mut s,
-                    &plan,
-                    events.get(&0).map(Vec::as_slice).unwrap_or(&[]),
-                )?;
+                prune::apply_events(s, plan, events.get(&0).map(Vec::as_slice).unwrap_or(&[]))?;
                 let a = s.evaluate()?;
                 s.say(format_args!(
                     "after pruning: {:.2} % (sparsity {:.2} %)",
@@ -660,7 +744,7 @@ fn execute(
                         s.opt = None;
                         s.pending_opt = None;
                     } else if let Some(ev) = events.get(&(e - 1)) {
-                        prune::apply_events(&mut s, &plan, ev)?;
+                        prune::apply_events(s, plan, ev)?;
                     }
                 }
             }
@@ -702,7 +786,7 @@ fn execute(
             let t = t
                 .as_ref()
                 .expect("training units come from the plan's training");
-            train::epoch(&mut s, t, phase, e, resumed, cache, key, &recipe_path)?;
+            train::epoch(s, t, phase, e, resumed, cache, key, &recipe_path)?;
         }
         if w == Work::Dense {
             s.say(format_args!(
@@ -710,7 +794,7 @@ fn execute(
                 s.dense_accuracy.unwrap_or(0.0) * 100.0
             ));
         }
-        units::checkpoint(&s, cache, key, &w.label(), None);
+        units::checkpoint(s, cache, key, &w.label(), None);
         if leader {
             cache.remove(&KeyBuilder::after("partial", key).key());
         }
@@ -721,7 +805,21 @@ fn execute(
             s.dense_accuracy.unwrap_or(0.0) * 100.0
         ));
     }
+    Ok(())
+}
 
+/// The report, and (on rank 0) the outputs and the summary.
+fn finish(p: Prepared<'_>) -> Result<RunReport, RunError> {
+    let Prepared {
+        s,
+        plan,
+        graph,
+        lock,
+        before,
+        leader,
+        ..
+    } = p;
+    let device = s.device;
     let after = analyze(&s.model.graph, s.model.graph.input)
         .map_err(|e| tch::TchError::Kind(e.to_string()))?;
     let final_sd = s.model.state_dict()?;
@@ -779,7 +877,19 @@ fn execute(
         // Rank 0 writes the outputs and prints the summary.
         return Ok(report);
     }
-    let onnx_skipped = export::export(&out_dir, &s.model, &report)?;
+    // The report page's planned sparsity, predicted as `prunex plan` does.
+    let steps_per_epoch = (s.data.train.len().div_ceil(s.batch * s.world_size()) as u64).max(1);
+    let extras = prunex::report::html::Extras {
+        planned_sparsity: prunex::report::schedule::planned_sparsity(
+            &report.plan,
+            graph,
+            steps_per_epoch,
+        )
+        .unwrap_or_default(),
+        // Watch mode rewrites the page after every re-run; it reloads.
+        refresh: std::env::var_os("PRUNEX_WATCH").map(|_| 5),
+    };
+    let onnx_skipped = export::export(&out_dir, &s.model, &report, &extras)?;
     prunex::report::text::print_summary(&report, &out_dir, onnx_skipped.as_deref());
     Ok(report)
 }

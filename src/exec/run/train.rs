@@ -74,7 +74,7 @@ fn lr_at(t: &Training, epoch: u64, total: u64, i: usize, steps: usize) -> f64 {
     lr
 }
 
-fn bar(len: usize, prefix: String, show: bool) -> indicatif::ProgressBar {
+pub(super) fn bar(len: usize, prefix: String, show: bool) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }

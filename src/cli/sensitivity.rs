@@ -1,0 +1,51 @@
+//! `prunex sensitivity`: checks the recipe and what is to be measured here
+//! (no libtorch), then hands the measuring to `prunex-exec sensitivity`,
+//! passing Ctrl-C on to it (it stops between evaluation batches; the
+//! probes measured are in the cache, so the same command continues).
+
+use std::sync::atomic::Ordering;
+
+use super::run::{on_ctrl_c, spawn_exec_args, CHILD};
+use super::{color, FAILED, TROUBLE};
+use crate::check::{check_path, Mode};
+use crate::diagnostics::{is_error, render_human, render_many};
+use crate::invocation::SensitivityArgs;
+use crate::sensitivity::preflight;
+use crate::syntax::FsLoader;
+
+/// Runs the subcommand.
+pub fn run(a: &SensitivityArgs) -> u8 {
+    let color = color();
+    let Some(overrides) = super::overrides(&a.set, color) else {
+        return FAILED;
+    };
+    let checked = check_path(&a.recipe, &FsLoader, &overrides, Mode::Single);
+    if checked.reports.iter().any(|r| is_error(r.as_ref())) {
+        eprint!("{}", render_many(&checked.reports, color, ""));
+        return FAILED;
+    }
+    let Some(plan) = &checked.plan else {
+        return FAILED;
+    };
+    if let Err(e) = preflight(plan, &a.ratios(), a.budget()) {
+        eprint!("{}", render_human(&miette::Report::new(e), color));
+        return FAILED;
+    }
+    on_ctrl_c(|| {});
+    let mut args: Vec<std::ffi::OsString> = vec!["sensitivity".into()];
+    args.extend(a.to_args());
+    let mut child = match spawn_exec_args(&args, &[]) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    CHILD.store(child.id() as i32, Ordering::SeqCst);
+    let status = child.wait();
+    CHILD.store(0, Ordering::SeqCst);
+    match status {
+        Ok(s) => s.code().map_or(TROUBLE, |c| c as u8),
+        Err(e) => {
+            eprintln!("error[prunex::cli::executor_failed]: lost the executor: {e}");
+            TROUBLE
+        }
+    }
+}

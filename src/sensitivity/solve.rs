@@ -1,0 +1,222 @@
+//! The budget solver: per-subject ratios, from the measured ratios, that
+//! bring the model within a budget of MACs or parameters with the least
+//! summed accuracy loss read off the curves.
+//!
+//! Greedy by marginal cost: from nothing pruned, repeatedly raise the one
+//! subject whose next measured ratio loses the least accuracy per MAC (or
+//! parameter) it saves, until the budget is met; then lower any subject
+//! whose last raise is no longer needed. Savings are not additive (a
+//! convolution between two groups loses in proportion to both), so every
+//! candidate's cost is the whole model's, predicted as `prunex plan`
+//! predicts it ([`Analysis::cost`]). Accuracy losses are read as each
+//! curve's running maximum (a curve never gains back accuracy it lost at a
+//! smaller ratio), with the evaluation loss's increase breaking ties.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Analysis, Cost, Curve, Score, SensitivityError};
+use crate::graph::Graph;
+
+/// What a budget limits, as a fraction of the dense model's.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "of", content = "fraction")]
+pub enum Budget {
+    /// MACs per sample.
+    Macs(f64),
+    /// Parameters (nonzero ones under masks).
+    Params(f64),
+    /// Measured latency at batch 64 (solved as the least pruning whose
+    /// measured latency fits; the executor measures).
+    Latency(f64),
+}
+
+impl Budget {
+    /// The fraction.
+    pub fn fraction(&self) -> f64 {
+        match *self {
+            Budget::Macs(x) | Budget::Params(x) | Budget::Latency(x) => x,
+        }
+    }
+
+    /// What it limits, in words.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Budget::Macs(_) => "MACs",
+            Budget::Params(_) => "parameters",
+            Budget::Latency(_) => "latency",
+        }
+    }
+
+    /// A short name for file names: `macs-0.5`.
+    pub fn slug(&self) -> String {
+        let w = match self {
+            Budget::Macs(_) => "macs",
+            Budget::Params(_) => "params",
+            Budget::Latency(_) => "latency",
+        };
+        format!("{w}-{}", self.fraction())
+    }
+}
+
+/// The solver's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Solution {
+    /// The budget.
+    pub budget: Budget,
+    /// Per subject (by the layer its rule names), the ratio chosen (0: left
+    /// alone), in the analysis' order.
+    pub ratios: Vec<(String, f64)>,
+    /// What the model keeps, predicted.
+    pub cost: Cost,
+    /// Accuracy lost, summed over the subjects' curves at their ratios, in
+    /// points (what the solver minimised; pruning them together loses more
+    /// than the sum, before fine-tuning).
+    pub summed_drop: f64,
+    /// Latency at batch 64 of the dense and the solved model, in ms, when
+    /// the budget was a latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<(f64, f64)>,
+    /// Whole-model cost predictions the solver made.
+    pub evaluations: usize,
+}
+
+/// Which count a budget holds down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantity {
+    /// MACs.
+    Macs,
+    /// Parameters.
+    Params,
+}
+
+impl Quantity {
+    fn of(self, c: &Cost) -> u64 {
+        match self {
+            Quantity::Macs => c.macs,
+            Quantity::Params => c.params,
+        }
+    }
+}
+
+/// Chooses a ratio per subject so that `quantity` is at most `target` of
+/// the dense model's, with the least summed accuracy loss.
+pub fn solve(
+    a: &Analysis,
+    graph: &Graph,
+    dense: &Score,
+    dense_cost: &Cost,
+    curves: &[Curve],
+    quantity: Quantity,
+    target: f64,
+) -> Result<(Vec<f64>, Cost, f64, usize), SensitivityError> {
+    let n = a.subjects.len();
+    // Losses at levels 0 (nothing) ..= R (the largest ratio measured).
+    let drops: Vec<Vec<f64>> = curves
+        .iter()
+        .map(|c| {
+            let mut v = vec![0.0];
+            v.extend(c.drops(dense));
+            v
+        })
+        .collect();
+    let loss_up: Vec<Vec<f64>> = curves
+        .iter()
+        .map(|c| {
+            let mut worst: f64 = 0.0;
+            let mut v = vec![0.0];
+            v.extend(c.points.iter().map(|p| {
+                worst = worst.max(p.score.loss - dense.loss);
+                worst
+            }));
+            v
+        })
+        .collect();
+    // The largest level each subject may take: its cap.
+    let top: Vec<usize> = a
+        .subjects
+        .iter()
+        .map(|s| {
+            a.ratios
+                .iter()
+                .take_while(|&&r| s.max.is_none_or(|m| r <= m + 1e-9))
+                .count()
+        })
+        .collect();
+    let ratio = |l: usize| if l == 0 { 0.0 } else { a.ratios[l - 1] };
+    let ratios_of = |levels: &[usize]| levels.iter().map(|&l| ratio(l)).collect::<Vec<_>>();
+    let mut evaluations = 0usize;
+    let mut cost = |levels: &[usize]| -> Result<Cost, SensitivityError> {
+        evaluations += 1;
+        Ok(a.cost(&a.stage_with(&ratios_of(levels)), graph)?)
+    };
+    let budget = target * quantity.of(dense_cost) as f64 + 1e-9;
+    let fits = |c: &Cost| quantity.of(c) as f64 <= budget;
+    let mut levels = vec![0usize; n];
+    let mut cur = cost(&levels)?;
+    while !fits(&cur) {
+        // (score, saving, subject, cost after)
+        let mut best: Option<(f64, u64, usize, Cost)> = None;
+        for i in 0..n {
+            let l = levels[i];
+            if l >= top[i] {
+                continue;
+            }
+            levels[i] += 1;
+            let c = cost(&levels)?;
+            levels[i] -= 1;
+            let saved = quantity.of(&cur).saturating_sub(quantity.of(&c));
+            if saved == 0 {
+                continue;
+            }
+            let lost = (drops[i][l + 1] - drops[i][l]) + 1e-3 * (loss_up[i][l + 1] - loss_up[i][l]);
+            let score = lost / saved as f64;
+            let better = match &best {
+                None => true,
+                Some((s, sv, _, _)) => {
+                    score < *s - 1e-15 || ((score - *s).abs() <= 1e-15 && saved > *sv)
+                }
+            };
+            if better {
+                best = Some((score, saved, i, c));
+            }
+        }
+        let Some((_, _, i, c)) = best else {
+            let all = cost(&top)?;
+            return Err(SensitivityError::Infeasible {
+                what: match quantity {
+                    Quantity::Macs => "MACs",
+                    Quantity::Params => "parameters",
+                },
+                target,
+                reachable: quantity.of(&all) as f64 / quantity.of(dense_cost).max(1) as f64,
+            });
+        };
+        levels[i] += 1;
+        cur = c;
+    }
+    // Undo raises the budget no longer needs, the costliest in accuracy
+    // first.
+    loop {
+        let mut order: Vec<usize> = (0..n).filter(|&i| levels[i] > 0).collect();
+        order.sort_by(|&x, &y| {
+            let gain = |i: usize| drops[i][levels[i]] - drops[i][levels[i] - 1];
+            gain(y).total_cmp(&gain(x))
+        });
+        let mut changed = false;
+        for i in order {
+            levels[i] -= 1;
+            let c = cost(&levels)?;
+            if fits(&c) {
+                cur = c;
+                changed = true;
+            } else {
+                levels[i] += 1;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let summed: f64 = (0..n).map(|i| drops[i][levels[i]]).sum();
+    Ok((ratios_of(&levels), cur, summed, evaluations))
+}

@@ -1,0 +1,403 @@
+//! `report.html`: the page built from a run's report (here a synthetic one
+//! on a real plan, so the figures are stable) holds every chart, its SVG
+//! structure is snapshotted, and headless Chromium renders it without a
+//! script error: a screenshot shows drawn pixels where each chart is.
+//! Also the budget solver on measured-looking curves.
+
+use std::path::Path;
+use std::process::Command;
+
+use prunex::check::{check_path, Mode};
+use prunex::report::html::{figures, page, Extras};
+use prunex::report::{EpochReport, Latency, LayerReport, Lock, RunReport, Timings};
+use prunex::sensitivity::solve::{solve, Quantity};
+use prunex::sensitivity::{Analysis, Cost, Curve, Point, Score, SensitivityError};
+use prunex::syntax::MemLoader;
+
+const RECIPE: &str = r#"recipe "resnet18-report"
+seed 0
+model resnet18 { input [1, 28, 28] classes 10 }
+data fashion_mnist "nowhere" { batch 32 }
+pretrain { epochs 3 }
+prune channels by l2 {
+    schedule gradual 0.0 -> 0.4 every 1 epochs until epoch 2
+    round_to 8
+    ignore "fc"
+}
+finetune { epochs 4 }
+export "out"
+"#;
+
+fn checked(recipe: &str) -> (prunex::plan::Plan, prunex::graph::Graph) {
+    let loader = MemLoader::new().with("r.prune", recipe);
+    let c = check_path(Path::new("r.prune"), &loader, &[], Mode::Single);
+    assert!(!c.has_errors(), "{:?}", c.reports);
+    (c.plan.unwrap(), c.graph.unwrap())
+}
+
+fn report() -> (RunReport, Extras) {
+    let (plan, graph) = checked(RECIPE);
+    let mut epochs = Vec::new();
+    for e in 1..=3 {
+        epochs.push(EpochReport {
+            stage: "pretrain".into(),
+            epoch: e,
+            loss: 1.0 / e as f64,
+            train_accuracy: 0.7 + 0.05 * e as f64,
+            test_accuracy: 0.68 + 0.05 * e as f64,
+            sparsity: 0.0,
+        });
+    }
+    for e in 1..=4 {
+        epochs.push(EpochReport {
+            stage: "finetune".into(),
+            epoch: e,
+            loss: 0.5 / e as f64,
+            train_accuracy: 0.8 + 0.02 * e as f64,
+            test_accuracy: 0.79 + 0.02 * e as f64,
+            sparsity: [0.2, 0.35, 0.35, 0.35][e as usize - 1],
+        });
+    }
+    let layers = graph
+        .weight_layers()
+        .into_iter()
+        .map(|(id, m)| {
+            let s = m[0].1.clone();
+            let mut after = s.clone();
+            if graph.nodes[id].name != "fc" {
+                after[0] = after[0] * 3 / 4;
+            }
+            LayerReport {
+                layer: graph.nodes[id].name.clone(),
+                shape_before: s,
+                shape_after: Some(after),
+                sparsity: 0.4,
+                params: (1000, 600),
+                macs: (1000, 600),
+            }
+        })
+        .collect();
+    let steps = (600u64).div_ceil(32);
+    let extras = Extras {
+        planned_sparsity: prunex::report::schedule::planned_sparsity(&plan, &graph, steps).unwrap(),
+        refresh: None,
+    };
+    let r = RunReport {
+        recipe: "resnet18-report <&>".into(),
+        device: "cpu".into(),
+        lock: Lock {
+            recipe: "0123456789abcdef".into(),
+            plan: String::new(),
+            model: String::new(),
+            weights: None,
+            data: String::new(),
+            seed: 0,
+            prunex: "0.1.0".into(),
+            libtorch: "2.13.0".into(),
+        },
+        dense_accuracy: 0.83,
+        pruned_accuracy: Some(0.41),
+        final_accuracy: 0.87,
+        params: (plan.params_before, plan.stages[0].params_after),
+        macs: (plan.macs_before, plan.stages[0].macs_after),
+        sparsity: 0.35,
+        epochs,
+        layers,
+        plan,
+        timings: Timings {
+            epochs: Vec::new(),
+            dense: Some(Latency {
+                batch1_ms: 3.0,
+                batch64_ms: 12.0,
+            }),
+            pruned: Some(Latency {
+                batch1_ms: 2.0,
+                batch64_ms: 7.0,
+            }),
+            threads: 2,
+        },
+    };
+    (r, extras)
+}
+
+const IDS: [&str; 6] = [
+    "loss",
+    "accuracy",
+    "sparsity",
+    "channels",
+    "layer-sparsity",
+    "latency",
+];
+
+#[test]
+fn the_planned_sparsity_follows_the_schedule() {
+    let (r, extras) = report();
+    let p = &extras.planned_sparsity;
+    // Fine-tuning epochs 0..=4; the gradual schedule steps at epochs 0, 1, 2.
+    assert_eq!(p.len(), 5);
+    assert_eq!(p[0].1, 0.0, "{p:?}");
+    assert!(p[1].1 < p[2].1 && p[2].1 < p[3].1, "{p:?}");
+    assert_eq!(p[3].1, p[4].1, "{p:?}");
+    // Where the schedule ends: the weights the plan's last stage keeps.
+    let dense: u64 = r
+        .layers
+        .iter()
+        .map(|l| l.shape_before.iter().product::<usize>() as u64)
+        .sum();
+    assert!(p[4].1 > 0.3 && p[4].1 < 0.7, "{p:?} of {dense}");
+}
+
+#[test]
+fn the_page_has_every_chart_and_their_structure_holds() {
+    let (r, extras) = report();
+    let figs = figures(&r, &extras);
+    let ids: Vec<&str> = figs.iter().map(|f| f.id).collect();
+    assert_eq!(ids, IDS);
+    for f in &figs {
+        let svg = f.svg.as_ref().unwrap_or_else(|e| panic!("{}: {e}", f.id));
+        insta::assert_snapshot!(
+            format!("svg_structure_{}", f.id),
+            prunex::report::chart::structure(svg)
+        );
+    }
+    let html = page(&r, &extras);
+    assert!(html.contains("resnet18-report &lt;&amp;&gt;"), "escaped");
+    assert!(!html.contains("<script"), "no scripts");
+    // Nothing to fetch: no links, images, frames or stylesheets (the SVG
+    // namespace is a name, not an address).
+    for tag in [
+        "<link", "<img", "<iframe", "src=", "href=", "@import", "url(",
+    ] {
+        assert!(!html.contains(tag), "{tag} in the page");
+    }
+    assert!(!html.contains("http-equiv=\"refresh\""));
+    let watched = page(
+        &r,
+        &Extras {
+            refresh: Some(5),
+            ..extras
+        },
+    );
+    assert!(watched.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+#[test]
+fn chromium_renders_every_chart_without_errors() {
+    let Some(browser) = chromium() else {
+        // scripts/setup installs it; CI must not skip this.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Debian's chromium is missing: scripts/setup --reference installs it"
+        );
+        eprintln!("skipped: no chromium here (scripts/setup --reference installs it)");
+        return;
+    };
+    let (r, extras) = report();
+    let dir = tempfile::tempdir().unwrap();
+    let page_path = dir.path().join("report.html");
+    std::fs::write(&page_path, page(&r, &extras)).unwrap();
+    let url = format!("file://{}", page_path.display());
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let profile = format!("--user-data-dir={}", dir.path().join("profile").display());
+    // The DOM after load: every chart is an SVG element with content.
+    let dom = Command::new(browser)
+        .args(common)
+        .arg(&profile)
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&dom.stderr);
+    assert!(dom.status.success(), "{err}");
+    let text = String::from_utf8_lossy(&dom.stdout);
+    for id in IDS {
+        let at = text
+            .find(&format!("<section id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no section {id}"));
+        let section = &text[at..at + text[at..].find("</section>").unwrap()];
+        assert!(section.contains("<svg"), "{id} has no SVG");
+        assert!(section.matches("<rect").count() + section.matches("<polyline").count() >= 2);
+    }
+    // No script errors, no failed loads.
+    for bad in ["Uncaught", "CONSOLE", "net::ERR"] {
+        assert!(!err.contains(bad), "{bad} in Chromium's log:\n{err}");
+    }
+    // A screenshot: each chart's band of the page has drawn pixels.
+    let png = dir.path().join("shot.png");
+    let shot = Command::new(browser)
+        .args(common)
+        .arg(&profile)
+        .args(["--window-size=900,4200"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let img = image::open(&png).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    assert_eq!((w, h), (900, 4200));
+    let colored = |y0: u32, y1: u32| {
+        (y0..y1.min(h))
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let p = img.get_pixel(x, y);
+                // The palette's blue and orange, not text grey or white.
+                let (r, g, b) = (p[0] as i32, p[1] as i32, p[2] as i32);
+                (r - b).abs() > 60 || (g - b).abs() > 60 || (b - r) > 60
+            })
+            .count()
+    };
+    // Charts stack down the page: every 700-pixel band past the summary
+    // has colored lines or bars, and the total is substantial.
+    let total = colored(0, h);
+    assert!(total > 20_000, "{total} colored pixels");
+    for y in (300..3300).step_by(700) {
+        assert!(
+            colored(y, y + 700) > 500,
+            "nothing drawn between {y} and {}",
+            y + 700
+        );
+    }
+}
+
+// ---------------------------------------------------------------- solver
+
+const SOLVER: &str = r#"recipe "solver"
+model resnet18 { input [1, 28, 28] classes 10 }
+data fashion_mnist "nowhere" { batch 32 }
+prune channels by l2 {
+    schedule oneshot at epoch 0
+    scope local max 0.7
+    ignore "fc"
+}
+export "out"
+"#;
+
+/// Curves where group `i` loses `slope(i)` points per tenth of ratio.
+fn curves(a: &Analysis, dense: &Score, slope: impl Fn(usize) -> f64) -> Vec<Curve> {
+    a.subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Curve {
+            subject: s.clone(),
+            points: a
+                .ratios
+                .iter()
+                .map(|&r| Point {
+                    ratio: r,
+                    kept: 0,
+                    score: Score {
+                        accuracy: dense.accuracy - slope(i) * r * 10.0 / 100.0,
+                        loss: dense.loss,
+                    },
+                    cost: Cost::default(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn the_solver_meets_the_budget_cheaply_and_within_caps() {
+    let (plan, graph) = checked(SOLVER);
+    let ratios = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+    let a = Analysis::new(&plan, &ratios).unwrap();
+    assert_eq!(a.subjects.len(), 12);
+    // `max 0.7` caps every group.
+    assert!(a.subjects.iter().all(|s| s.max == Some(0.7)));
+    let dense = Score {
+        accuracy: 0.9,
+        loss: 0.3,
+    };
+    let dense_cost = a
+        .cost(&a.stage_with(&vec![0.0; a.subjects.len()]), &graph)
+        .unwrap();
+    assert_eq!(dense_cost.macs, plan.macs_before);
+    // The residual streams (groups naming conv1 and the downsamples) are
+    // expensive to prune; the rest are free.
+    let stream = |i: usize| a.subjects[i].layers.len() > 1;
+    let c = curves(&a, &dense, |i| if stream(i) { 2.0 } else { 0.0 });
+    let (r, cost, summed, evals) =
+        solve(&a, &graph, &dense, &dense_cost, &c, Quantity::Macs, 0.5).unwrap();
+    assert!(cost.macs as f64 <= 0.5 * dense_cost.macs as f64);
+    assert!(r.iter().all(|&x| x <= 0.7 + 1e-9), "{r:?}");
+    // The predicted cost is what the joint stage plans.
+    assert_eq!(a.cost(&a.stage_with(&r), &graph).unwrap(), cost);
+    // Free groups go first: a stream group is pruned only when the free
+    // ones, at their cap, are not enough.
+    let free_at_cap = (0..r.len()).filter(|&i| !stream(i)).all(|i| r[i] == 0.7);
+    assert!(
+        (0..r.len()).filter(|&i| stream(i)).all(|i| r[i] == 0.0) || free_at_cap,
+        "{r:?}"
+    );
+    let expected: f64 = (0..r.len())
+        .map(|i| if stream(i) { 2.0 * r[i] * 10.0 } else { 0.0 })
+        .sum();
+    assert!((summed - expected).abs() < 1e-6, "{summed} vs {expected}");
+    assert!(evals > 0);
+
+    // No more pruning than needed: lowering any one group breaks the budget.
+    for i in 0..r.len() {
+        let Some(k) = ratios.iter().position(|&x| x == r[i]) else {
+            continue;
+        };
+        let mut lower = r.clone();
+        lower[i] = if k == 0 { 0.0 } else { ratios[k - 1] };
+        let c = a.cost(&a.stage_with(&lower), &graph).unwrap();
+        assert!(
+            c.macs as f64 > 0.5 * dense_cost.macs as f64,
+            "group {i} could go lower"
+        );
+    }
+
+    // A budget the caps cannot reach is refused with what they reach.
+    let e = solve(&a, &graph, &dense, &dense_cost, &c, Quantity::Macs, 0.01).unwrap_err();
+    match e {
+        SensitivityError::Infeasible { reachable, .. } => {
+            assert!(reachable > 0.01 && reachable < 0.5, "{reachable}")
+        }
+        e => panic!("{e}"),
+    }
+    // Parameters budget too.
+    let (_, cost, _, _) =
+        solve(&a, &graph, &dense, &dense_cost, &c, Quantity::Params, 0.6).unwrap();
+    assert!(cost.params as f64 <= 0.6 * dense_cost.params as f64);
+}
+
+#[test]
+fn curves_read_as_running_worst_loss() {
+    let (plan, _) = checked(SOLVER);
+    let a = Analysis::new(&plan, &[0.2, 0.4, 0.6]).unwrap();
+    let dense = Score {
+        accuracy: 0.9,
+        loss: 0.3,
+    };
+    let mut c = curves(&a, &dense, |_| 0.0);
+    // Noise: a gain at 0.2, a loss at 0.4, a partial recovery at 0.6.
+    c[0].points[0].score.accuracy = 0.91;
+    c[0].points[1].score.accuracy = 0.85;
+    c[0].points[2].score.accuracy = 0.88;
+    let d = c[0].drops(&dense);
+    assert_eq!(d.len(), 3);
+    assert!(
+        d[0] == 0.0 && (d[1] - 5.0).abs() < 1e-9 && (d[2] - 5.0).abs() < 1e-9,
+        "{d:?}"
+    );
+}
