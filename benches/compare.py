@@ -1074,7 +1074,191 @@ def zoo(md, quick):
               "The last column gives each failure's reason as the tool reported it.\n")
 
 
-SECTIONS = ["throughput", "planning", "speedup", "quality", "resnet", "diagnostics", "zoo", "vit", "distributed"]
+
+def prunex_sensitivity(recipe_text, args, name="r"):
+    """Runs `prunex sensitivity` on a recipe in a temp folder; returns
+    (sensitivity report, the fragment's text or None, seconds, the folder)."""
+    import yaml
+    d = tempfile.mkdtemp(prefix="prunex-sens-")
+    text = recipe_text.replace('include "common/', f'include "{ROOT}/recipes/common/')
+    with open(os.path.join(d, f"{name}.prune"), "w") as f:
+        f.write(text)
+    t = time.time()
+    sh([PRUNEX, "sensitivity", f"{name}.prune", "--out", "sens", *args], cwd=d,
+       env={"PRUNEX_CACHE": os.environ.get("PRUNEX_BENCH_CACHE", os.path.join(d, "cache")), "NO_COLOR": "1"})
+    seconds = time.time() - t
+    with open(os.path.join(d, "sens/sensitivity.yaml")) as f:
+        rep = yaml.safe_load(f)
+    frag = None
+    for n in os.listdir(os.path.join(d, "sens")):
+        if n.endswith(".prune"):
+            frag = open(os.path.join(d, "sens", n)).read()
+    return rep, frag, seconds, d
+
+
+def prunex_plan_macs(recipe_text):
+    import yaml
+    d = tempfile.mkdtemp(prefix="prunex-plan-")
+    with open(os.path.join(d, "r.prune"), "w") as f:
+        f.write(recipe_text)
+    # The plan's YAML tags its enums (`!sgd`); their contents are enough here.
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: (
+        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)))
+    plan = yaml.load(sh([PRUNEX, "plan", "r.prune", "--yaml"], cwd=d), Loader=Loader)
+    shutil.rmtree(d, ignore_errors=True)
+    return plan["stages"][-1]["macs_after"], plan["macs_before"]
+
+
+SENS_RATIOS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+SENS_BATCHES = 5
+
+
+def sensitivity(md, quick):
+    md.append("## 10. Sensitivity analysis and the budget solver: ResNet-18 on full Fashion-MNIST\n")
+    seeds = [0] if quick else [0, 1]
+    limit = 3000 if quick else 0
+    os.environ["BENCH_LIMIT"] = str(limit)
+    ft = 1 if quick else RESNET_FT_EPOCHS
+    md.append(f"ResNet-18 (torchvision's, 1×28×28, 10 classes), per seed the dense model of section 5 "
+              f"({RESNET_DENSE_EPOCHS} epochs, eager PyTorch). `prunex sensitivity` prunes each coupled channel "
+              f"group of `prune channels by l2 {{ round_to 8  ignore \"fc\" }}` alone at ratios {SENS_RATIOS} "
+              f"and evaluates the first {SENS_BATCHES} test batches of 1000 images. Then `--target-macs 0.5` "
+              f"solves for per-group ratios at half the dense MACs, and the fragment it writes is fine-tuned by "
+              f"the same recipe ({ft} epochs, SGD 0.01, momentum 0.9, weight decay 5e-4, cosine, batch 128) beside "
+              f"the uniform `group \"*\" ratio R` at the smallest R (steps of 0.01) whose MACs are not above the "
+              f"solver's. Mean over seeds {', '.join(map(str, seeds))}. Target: the solver's fragment ≥ the uniform "
+              f"ratio at the same MACs.\n")
+    work = tempfile.mkdtemp(prefix="prunex-sensitivity-")
+    data = f'data fashion_mnist "{DATA}" {{ batch 128 eval_batch 1000 normalize mean {MEAN} std {STD}{f" limit {limit}" if limit else ""} }}'
+    finetune = f"""finetune {{
+    epochs {ft}
+    optimizer sgd lr 0.01 momentum 0.9 weight_decay 5e-4
+    lr_schedule cosine
+}}"""
+    rows = {"solver": [], "uniform": []}
+    macs_of = {"solver": [], "uniform": []}
+    ranking_md, svg = None, None
+    for seed in seeds:
+        w = os.path.join(work, f"dense-{seed}.safetensors")
+        dense = me("resnet-dense", seed, w)["dense"]
+        head = f"""recipe "resnet18-sensitivity"
+seed {seed}
+device auto
+{data}
+model resnet18 {{
+    input [1, 28, 28]
+    classes 10
+    weights "{w}"
+}}
+"""
+        block = """prune channels by l2 {
+    schedule oneshot at epoch 0
+    round_to 8
+    ignore "fc"
+}
+"""
+        rep, frag, secs, d = prunex_sensitivity(head + block + finetune,
+                                                ["--ratios", SENS_RATIOS, "--batches", str(SENS_BATCHES), "--target-macs", "0.5"])
+        print(f"sensitivity seed {seed}: {secs:.0f} s", flush=True)
+        if ranking_md is None:
+            ranking_md = sensitivity_ranking(rep, secs)
+            svg = open(os.path.join(d, "sens/sensitivity.svg")).read()
+        solved = head + frag + finetune
+        sm, before = prunex_plan_macs(solved)
+        # The uniform ratio with MACs not above the solver's.
+        r = 0.01
+        while True:
+            um, _ = prunex_plan_macs(head + block.replace('ignore "fc"', f'group "*" ratio {r:.2f}\n    ignore "fc"') + finetune)
+            if um <= sm or r > 0.9:
+                break
+            r += 0.01
+        uniform = head + block.replace('ignore "fc"', f'group "*" ratio {r:.2f}\n    ignore "fc"') + finetune
+        for who, text in (("solver", solved), ("uniform", uniform)):
+            rp, _ = prunex_run(text, 2)
+            rows[who].append((dense, rp["pruned_accuracy"], rp["final_accuracy"]))
+            macs_of[who].append((rp["macs"][1], r if who == "uniform" else None))
+            print(f"seed {seed} {who}: {rows[who][-1]} MACs {rp['macs'][1]}", flush=True)
+        shutil.rmtree(d, ignore_errors=True)
+    md.append(ranking_md)
+    with open(os.path.join(RESULTS, "sensitivity-resnet18.svg"), "w") as f:
+        f.write(svg)
+    md.append("![accuracy against ratio, one line per group](benches/results/sensitivity-resnet18.svg)\n")
+    md.append("Solver against uniform at the same MACs, after fine-tuning:\n")
+    md.append("| ratios | MACs (per seed) | after pruning | after fine-tuning | − dense |")
+    md.append("|---|---|---|---|---|")
+    final = {}
+    for who in ("solver", "uniform"):
+        dn, p, f = (statistics.mean(x[i] for x in rows[who]) * 100 for i in range(3))
+        final[who] = f
+        label = "solver's fragment (`--target-macs 0.5`)" if who == "solver" else \
+            f"uniform `group \"*\" ratio {', '.join(f'{m[1]:.2f}' for m in macs_of[who])}`"
+        macs = ", ".join(f"{m[0] / 1e6:.2f} M" for m in macs_of[who])
+        md.append(f"| {label} | {macs} | {p:.2f} % | {f:.2f} % | {f - dn:+.2f} pt |")
+    gap = final["solver"] - final["uniform"]
+    md.append(f"\nsolver − uniform after fine-tuning: {gap:+.2f} pt (target ≥ 0: {'met' if gap >= 0 else '**missed**'}).\n")
+
+    # A 37-group model: the time of a bounded analysis.
+    md.append("Time of a larger analysis: torchvision's ResNet-50 at 1×28×28 (37 prunable groups; no weights, "
+              "so the randomly initialised model is measured: only the time counts), 9 ratios, 2 batches of 1000 "
+              "test images per probe, 2 threads, release build, an empty cache.\n")
+    text = f"""recipe "resnet50-sensitivity"
+seed 0
+device auto
+{data}
+model resnet50 {{ input [1, 28, 28] classes 10 }}
+prune channels by l2 {{
+    schedule oneshot at epoch 0
+    ignore "fc"
+}}
+"""
+    rep, _, secs, d = prunex_sensitivity(text, ["--ratios", SENS_RATIOS, "--batches", "2", "--threads", "2"])
+    shutil.rmtree(d, ignore_errors=True)
+    probes = sum(len(c["points"]) for c in rep["curves"])
+    md.append(f"| model | groups | probes | evaluated images | time | per probe |")
+    md.append("|---|---|---|---|---|---|")
+    md.append(f"| resnet50 | {len(rep['curves'])} | {probes} | {probes * rep['images']:,} | {secs:.0f} s | {secs / probes:.2f} s |\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def sensitivity_ranking(rep, secs):
+    """The measured ranking beside recipes/common/resnet-guidance.prune."""
+    dense = rep["dense"]["accuracy"]
+    def mean_drop(c):
+        return statistics.mean((dense - p["accuracy"]) * 100 for p in c["points"])
+    def drop_at(c, r):
+        return next(((dense - p["accuracy"]) * 100 for p in c["points"] if abs(p["ratio"] - r) < 1e-9), float("nan"))
+    def kind(c):
+        layers = c["layers"]
+        if "conv1" in layers:
+            return "stem and layer1's residual stream"
+        if any(l.endswith("downsample.0") for l in layers):
+            return "a stage's residual stream (its downsample path)"
+        if layers[0].endswith(".0.conv1"):
+            return "first conv of a stage's first block"
+        return "first conv of a later block"
+    curves = sorted(rep["curves"], key=mean_drop, reverse=True)
+    out = [f"Dense on the {rep['images']:,} evaluation images: {dense * 100:.2f} %. {len(curves)} groups × "
+           f"{len(rep['ratios'])} ratios in {secs:.0f} s (seed 0, release build, 2 threads). Accuracy lost (points), "
+           "most sensitive first:\n",
+           "| rank | group | layers | what it is | 0.3 | 0.5 | 0.7 | mean over ratios |",
+           "|---|---|---|---|---|---|---|---|"]
+    for k, c in enumerate(curves):
+        out.append(f"| {k + 1} | `{c['name']}` | {len(c['layers'])} | {kind(c)} | {drop_at(c, 0.3):.2f} | "
+                   f"{drop_at(c, 0.5):.2f} | {drop_at(c, 0.7):.2f} | {mean_drop(c):.2f} |")
+    stream = [k for k, c in enumerate(curves) if "stream" in kind(c)]
+    firsts = [k for k, c in enumerate(curves) if kind(c) == "first conv of a stage's first block"]
+    out.append(f"\nThe residual-stream groups (the stem and the downsample paths, which the guidance caps lowest: "
+               f"stem ≤ 20 %, last convs of blocks 20–50 %) rank {', '.join(str(k + 1) for k in stream)} of "
+               f"{len(curves)}; the first convolutions of each stage's first block rank "
+               f"{', '.join(str(k + 1) for k in firsts)}.\n")
+    return "\n".join(out)
+
+SECTIONS = ["throughput", "planning", "speedup", "quality", "resnet", "diagnostics", "zoo", "vit", "distributed",
+            "sensitivity"]
 RESULTS = os.path.join(ROOT, "benches/results")
 
 
@@ -1133,6 +1317,8 @@ def main():
             vit(md, a.quick)
         elif name == "distributed":
             distributed(md, a.quick)
+        elif name == "sensitivity":
+            sensitivity(md, a.quick)
         md.insert(1, provenance.format(name))
         with open(os.path.join(results, name + ".md.tmp"), "w") as f:
             f.write("\n".join(md) + "\n")
