@@ -47,6 +47,15 @@ impl Budget {
         }
     }
 
+    /// The command-line option that sets it.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Budget::Macs(_) => "--target-macs",
+            Budget::Params(_) => "--target-params",
+            Budget::Latency(_) => "--target-latency",
+        }
+    }
+
     /// A short name for file names: `macs-0.5`.
     pub fn slug(&self) -> String {
         let w = match self {
@@ -149,50 +158,67 @@ pub fn solve(
         evaluations += 1;
         Ok(a.cost(&a.stage_with(&ratios_of(levels)), graph)?)
     };
-    let budget = target * quantity.of(dense_cost) as f64 + 1e-9;
+    // A relative tolerance: a budget given as a fraction read back from a
+    // cost (the latency search's floor) must admit that cost.
+    let budget = target * quantity.of(dense_cost) as f64 * (1.0 + 1e-9) + 1e-9;
     let fits = |c: &Cost| quantity.of(c) as f64 <= budget;
     let mut levels = vec![0usize; n];
     let mut cur = cost(&levels)?;
     while !fits(&cur) {
-        // (score, saving, subject, cost after)
-        let mut best: Option<(f64, u64, usize, Cost)> = None;
+        // (score, saving, subject, level, cost after)
+        let mut best: Option<(f64, u64, usize, usize, Cost)> = None;
         for i in 0..n {
             let l = levels[i];
-            if l >= top[i] {
-                continue;
+            // The next measured ratio that saves anything: with `round_to`
+            // two ratios may keep the same count, and a subject must not
+            // stall on the first of them.
+            let mut step = None;
+            for j in l + 1..=top[i] {
+                levels[i] = j;
+                let c = cost(&levels)?;
+                let saved = quantity.of(&cur).saturating_sub(quantity.of(&c));
+                if saved > 0 {
+                    step = Some((j, saved, c));
+                    break;
+                }
             }
-            levels[i] += 1;
-            let c = cost(&levels)?;
-            levels[i] -= 1;
-            let saved = quantity.of(&cur).saturating_sub(quantity.of(&c));
-            if saved == 0 {
+            levels[i] = l;
+            let Some((j, saved, c)) = step else {
                 continue;
-            }
-            let lost = (drops[i][l + 1] - drops[i][l]) + 1e-3 * (loss_up[i][l + 1] - loss_up[i][l]);
+            };
+            let lost = (drops[i][j] - drops[i][l]) + 1e-3 * (loss_up[i][j] - loss_up[i][l]);
             let score = lost / saved as f64;
             let better = match &best {
                 None => true,
-                Some((s, sv, _, _)) => {
+                Some((s, sv, ..)) => {
                     score < *s - 1e-15 || ((score - *s).abs() <= 1e-15 && saved > *sv)
                 }
             };
             if better {
-                best = Some((score, saved, i, c));
+                best = Some((score, saved, i, j, c));
             }
         }
-        let Some((_, _, i, c)) = best else {
-            let all = cost(&top)?;
-            return Err(SensitivityError::Infeasible {
-                what: match quantity {
-                    Quantity::Macs => "MACs",
-                    Quantity::Params => "parameters",
-                },
-                target,
-                reachable: quantity.of(&all) as f64 / quantity.of(dense_cost).max(1) as f64,
-            });
-        };
-        levels[i] += 1;
-        cur = c;
+        if let Some((_, _, i, j, c)) = best {
+            levels[i] = j;
+            cur = c;
+            continue;
+        }
+        // No single raise saves anything more: everything at its cap is the
+        // last answer to try (the undo pass below then lowers what it can).
+        let all = cost(&top)?;
+        if fits(&all) && levels != top {
+            levels = top.clone();
+            cur = all;
+            continue;
+        }
+        return Err(SensitivityError::Infeasible {
+            what: match quantity {
+                Quantity::Macs => "MACs",
+                Quantity::Params => "parameters",
+            },
+            target,
+            reachable: quantity.of(&all) as f64 / quantity.of(dense_cost).max(1) as f64,
+        });
     }
     // Undo raises the budget no longer needs, the costliest in accuracy
     // first.
