@@ -55,7 +55,10 @@ pub fn write(
     for s in &pb.body.stmts {
         if matches!(
             s.node,
-            PruneStmt::Layer(_) | PruneStmt::Group(_) | PruneStmt::Target { .. }
+            PruneStmt::Layer(_)
+                | PruneStmt::Group(_)
+                | PruneStmt::Target { .. }
+                | PruneStmt::Scope { .. }
         ) {
             continue;
         }
@@ -88,7 +91,7 @@ mod tests {
 
     #[test]
     fn keeps_settings_and_replaces_rules() {
-        let block = "prune channels by l2 {\n    schedule oneshot at epoch 0 # now\n    round_to 8\n    ratio 0.3\n    layer \"a*\" ratio 0.5\n    ignore \"fc\"\n}";
+        let block = "prune channels by l2 {\n    schedule oneshot at epoch 0 # now\n    round_to 8\n    scope global max 0.7\n    ratio 0.3\n    layer \"a*\" ratio 0.5\n    ignore \"fc\"\n}";
         let out = write(
             block,
             RuleWord::Group,
@@ -105,6 +108,8 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("ratio 0.3") && !out.contains("a*"), "{out}");
+        // The ratios are per group: a global ranking would not apply them.
+        assert!(!out.contains("scope"), "{out}");
         assert!(out.contains("group \"conv1\""), "{out}");
         assert!(out.contains("\"layer1.0.conv1\" ratio 0\n"), "{out}");
     }

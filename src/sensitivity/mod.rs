@@ -66,11 +66,13 @@ pub enum SensitivityError {
     #[error("the budget {value} is not a fraction of the dense model's {what} between 0 and 1")]
     #[diagnostic(
         code(prunex::sensitivity::budget),
-        help("`--target-macs 0.5` keeps half the MACs (2× fewer)")
+        help("`{flag} 0.5` keeps half the dense model's {what}")
     )]
     Budget {
         /// What is budgeted.
         what: &'static str,
+        /// The option that gave it.
+        flag: &'static str,
         /// The value.
         value: f64,
     },
@@ -526,6 +528,7 @@ pub fn preflight(
         if !(x > 0.0 && x <= 1.0) {
             return Err(SensitivityError::Budget {
                 what: b.what(),
+                flag: b.flag(),
                 value: x,
             });
         }

@@ -165,7 +165,6 @@ pub fn sensitivity(
     let s: &mut Session = &mut p.s;
     let device = s.device;
     let dense_graph = s.model.graph.clone();
-    let sd = s.model.state_dict()?;
     let stage = &analysis.stage;
     let mut key = KeyBuilder::after("sensitivity", &dense_key);
     key.json(&stages_for_key(&prunex::plan::Plan {
@@ -185,6 +184,10 @@ pub fn sensitivity(
         (prunex::plan::Criterion::Wanda, Some(n)) => Some(s.gather_activations(n)?),
         _ => None,
     };
+    // After gathering, as a run prunes: Taylor's forward passes in training
+    // mode move BatchNorm's running statistics, and the dense score and
+    // every probe must start from the same model.
+    let sd = s.model.state_dict()?;
     let inputs = decide::Inputs {
         weights: None,
         grads: grads.as_ref(),
@@ -367,7 +370,12 @@ fn latency_budget(
     report: &Report,
     x: f64,
 ) -> Result<Solution, RunError> {
+    let probes = a.subjects.len() * a.ratios.len();
     let measure = |s: &mut Session, ratios: &[f64]| -> Result<(f64, f64), RunError> {
+        // Every probe is cached by now; the search itself starts again.
+        if cancelled() {
+            return Err(interrupted(probes, probes));
+        }
         let mut m = pruned(&a.stage_with(ratios), graph, sd, inputs, s.device)?;
         std::mem::swap(&mut s.model, &mut m);
         // `m` is now the dense model.
@@ -444,25 +452,26 @@ fn write(
     )
     .map_err(|e| fail(&j, e))?;
     let svg = out.join("sensitivity.svg");
+    let mut wrote = format!("{} and {}", y.display(), j.display());
     match report.chart() {
-        Ok(c) => write_atomically(&svg, c).map_err(|e| fail(&svg, e))?,
-        Err(e) => eprintln!("warning: {e}; sensitivity.svg was not written"),
+        Ok(c) => {
+            write_atomically(&svg, c).map_err(|e| fail(&svg, e))?;
+            wrote = format!("{}, {wrote}", svg.display());
+        }
+        Err(e) => {
+            // A chart from an earlier analysis must not sit beside these
+            // results as if it were theirs.
+            let _ = std::fs::remove_file(&svg);
+            eprintln!("warning: {e}; sensitivity.svg was not written");
+        }
     }
-    eprintln!(
-        "wrote {}, {} and {}",
-        y.display(),
-        j.display(),
-        svg.display()
-    );
+    eprintln!("wrote {wrote}");
     if let (Some(sol), Some(block)) = (&report.solution, block) {
         let b = sol.budget;
-        let dense = match b {
-            Budget::Params(_) => report.dense_cost.params,
-            _ => report.dense_cost.macs,
-        };
-        let reached = match b {
-            Budget::Params(_) => sol.cost.params,
-            _ => sol.cost.macs,
+        let (dense, reached) = match (b, sol.latency_ms) {
+            (Budget::Params(_), _) => (report.dense_cost.params as f64, sol.cost.params as f64),
+            (Budget::Latency(_), Some((d, p))) => (d, p),
+            _ => (report.dense_cost.macs as f64, sol.cost.macs as f64),
         };
         let mut header = vec![
             format!(
@@ -503,8 +512,11 @@ fn write(
             "budget {} ≤ {}: {} ({:.3} of dense), summed accuracy loss {:.2} pt; rules in {}",
             b.what(),
             b.fraction(),
-            reached,
-            reached as f64 / dense.max(1) as f64,
+            match b {
+                Budget::Latency(_) => format!("{reached:.2} ms"),
+                _ => format!("{reached:.0}"),
+            },
+            reached / dense.max(1e-9),
             sol.summed_drop,
             f.display()
         );
