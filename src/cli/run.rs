@@ -151,10 +151,15 @@ pub fn run(recipe: &Path, set: &[String], threads: Option<i32>, resume: bool, fr
     }
     let reuse = reuse_of(resume, fresh);
     on_ctrl_c(|| {});
-    let mut child = match spawn_exec(recipe, set, threads, reuse) {
+    let child = match spawn_exec(recipe, set, threads, reuse) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    wait_exec(child)
+}
+
+/// Waits for the executor and passes its exit code on.
+pub(super) fn wait_exec(mut child: Child) -> u8 {
     let status = child.wait();
     CHILD.store(0, Ordering::SeqCst);
     match status {

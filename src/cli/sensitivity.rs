@@ -5,8 +5,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::run::{on_ctrl_c, spawn_exec_args, CHILD};
-use super::{color, FAILED, TROUBLE};
+use super::run::{on_ctrl_c, spawn_exec_args, wait_exec, CHILD};
+use super::{color, FAILED};
 use crate::check::{check_path, Mode};
 use crate::diagnostics::{is_error, render_human, render_many};
 use crate::invocation::SensitivityArgs;
@@ -34,18 +34,10 @@ pub fn run(a: &SensitivityArgs) -> u8 {
     on_ctrl_c(|| {});
     let mut args: Vec<std::ffi::OsString> = vec!["sensitivity".into()];
     args.extend(a.to_args());
-    let mut child = match spawn_exec_args(&args, &[]) {
+    let child = match spawn_exec_args(&args, &[]) {
         Ok(c) => c,
         Err(code) => return code,
     };
     CHILD.store(child.id() as i32, Ordering::SeqCst);
-    let status = child.wait();
-    CHILD.store(0, Ordering::SeqCst);
-    match status {
-        Ok(s) => s.code().map_or(TROUBLE, |c| c as u8),
-        Err(e) => {
-            eprintln!("error[prunex::cli::executor_failed]: lost the executor: {e}");
-            TROUBLE
-        }
-    }
+    wait_exec(child)
 }

@@ -232,14 +232,7 @@ pub fn run(path: &Path, set: &[String], opts: &Options) -> Result<RunReport, Run
     let (Some(graph), Some(plan)) = (checked.graph, checked.plan) else {
         return Err(RunError::Invalid);
     };
-    let mut h = blake3::Hasher::new();
-    for f in checked.sources.files() {
-        h.update(f.name.as_bytes());
-        h.update(&[0]);
-        h.update(f.text.as_bytes());
-        h.update(&[0]);
-    }
-    let recipe_hash = h.finalize().to_hex().to_string();
+    let recipe_hash = recipe_hash(&checked.sources);
     let mut p = prepare(
         &graph,
         checked.teacher.as_ref(),
@@ -673,6 +666,19 @@ fn prepare<'g>(
         cache: opts.cache.clone(),
         recipe_path: path.display().to_string(),
     })
+}
+
+/// BLAKE3 of the recipe and its includes, names and texts: the lock's and
+/// the report's recipe hash.
+pub(super) fn recipe_hash(sources: &prunex::syntax::SourceMap) -> String {
+    let mut h = blake3::Hasher::new();
+    for f in sources.files() {
+        h.update(f.name.as_bytes());
+        h.update(&[0]);
+        h.update(f.text.as_bytes());
+        h.update(&[0]);
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// Runs the chain's units from where the cache left it.

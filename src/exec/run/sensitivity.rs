@@ -140,14 +140,7 @@ pub fn sensitivity(
         let f = checked.sources.get(p.span.file);
         f.text[p.span.start..p.span.end].to_owned()
     });
-    let mut h = blake3::Hasher::new();
-    for f in checked.sources.files() {
-        h.update(f.name.as_bytes());
-        h.update(&[0]);
-        h.update(f.text.as_bytes());
-        h.update(&[0]);
-    }
-    let recipe_hash = h.finalize().to_hex().to_string();
+    let recipe_hash = super::recipe_hash(&checked.sources);
 
     // The dense model, as a run gets it: weights, the cache, or pretraining.
     let mut p = super::prepare(
