@@ -470,11 +470,13 @@ impl Report {
         }
     }
 
+    /// What a subject's size counts: a group's coupled channels as the plan
+    /// counts them (for `prune heads` too: channels, not heads), a layer's
+    /// weights.
     fn size_title(&self) -> &'static str {
-        match (self.rule, self.granularity.as_str()) {
-            (_, "heads") => "heads",
-            (RuleWord::Group, _) => "channels",
-            (RuleWord::Layer, _) => "weights",
+        match self.rule {
+            RuleWord::Group => "channels",
+            RuleWord::Layer => "weights",
         }
     }
 
