@@ -73,18 +73,22 @@ fn pytorch_accuracy(dir: &Path, pad: usize) -> f64 {
         .unwrap()
 }
 
+/// Every chart report.html can hold (tests/report_html.rs checks this list
+/// against the page builder's).
+const ALL_FIGURES: [&str; 6] = [
+    "loss",
+    "accuracy",
+    "sparsity",
+    "channels",
+    "layer-sparsity",
+    "latency",
+];
+
 /// report.html holds a section with an SVG chart for each of `ids`, and
 /// none of the others.
 fn assert_report_page(dir: &Path, ids: &[&str]) {
     let html = std::fs::read_to_string(dir.join("out/report.html")).unwrap();
-    for id in [
-        "loss",
-        "accuracy",
-        "sparsity",
-        "channels",
-        "layer-sparsity",
-        "latency",
-    ] {
+    for id in ALL_FIGURES {
         let at = html.find(&format!("<section id=\"{id}\""));
         if !ids.contains(&id) {
             assert!(at.is_none(), "{id} has no business on this page");
@@ -190,17 +194,7 @@ export "out"
     assert_eq!(sd["fc.weight"].shape, vec![10, 32 * 7 * 7]);
     let final_acc = report["final_accuracy"].as_f64().unwrap();
     assert!((pytorch_accuracy(dir.path(), 0) - final_acc).abs() < 1e-6);
-    assert_report_page(
-        dir.path(),
-        &[
-            "loss",
-            "accuracy",
-            "sparsity",
-            "channels",
-            "layer-sparsity",
-            "latency",
-        ],
-    );
+    assert_report_page(dir.path(), &ALL_FIGURES);
     // The end-of-run summary as users see it; accuracies (which depend on
     // the CPU's kernels) and timings (on the machine) are redacted.
     insta::with_settings!({filters => vec![

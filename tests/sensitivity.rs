@@ -44,6 +44,17 @@ fn prunex(dir: &Path) -> Command {
     c
 }
 
+/// `prunex ARGS…` in `dir`, which must succeed.
+fn succeeds(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = prunex(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn write_recipe(dir: &Path, name: &str, block: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, RECIPE.replace("DATA", DATA).replace("BLOCK", block)).unwrap();
@@ -140,15 +151,7 @@ fn sensitivity_measures_every_group_continues_when_interrupted_and_solves_a_budg
         "solved.prune",
         "include \"out/sensitivity/macs-0.5.prune\"",
     );
-    let plan = prunex(d)
-        .args(["plan", "solved.prune", "--yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
+    let plan = succeeds(d, &["plan", "solved.prune", "--yaml"]);
     let plan: serde_yaml::Value = serde_yaml::from_slice(&plan.stdout).unwrap();
     let before = plan["macs_before"].as_u64().unwrap() as f64;
     let after = plan["stages"][0]["macs_after"].as_u64().unwrap() as f64;
@@ -223,21 +226,16 @@ fn a_probe_equals_the_run_that_prunes_its_group_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_recipe(d, "r.prune", BLOCK);
-    let out = prunex(d)
-        .args([
+    succeeds(
+        d,
+        &[
             "sensitivity",
             "r.prune",
             "--ratios",
             "0.5",
             "--batches",
             "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let s = yaml(&d.join("out/sensitivity/sensitivity.yaml"));
     let curve = s["curves"]
@@ -252,12 +250,7 @@ fn a_probe_equals_the_run_that_prunes_its_group_alone() {
         "alone.prune",
         "prune channels by l2 {\n    schedule oneshot at epoch 0\n    round_to 8\n    group \"layer2.0.conv2\" ratio 0.5\n    ignore \"fc\"\n}",
     );
-    let out = prunex(d).args(["run", "alone.prune"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(d, &["run", "alone.prune"]);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("out/report.json")).unwrap()).unwrap();
     let p = &curve["points"][0];
@@ -279,8 +272,9 @@ fn a_latency_budget_is_measured() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_recipe(d, "r.prune", BLOCK);
-    let out = prunex(d)
-        .args([
+    succeeds(
+        d,
+        &[
             "sensitivity",
             "r.prune",
             "--ratios",
@@ -289,11 +283,8 @@ fn a_latency_budget_is_measured() {
             "1",
             "--target-latency",
             "0.95",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+        ],
+    );
     let s = yaml(&d.join("out/sensitivity/sensitivity.yaml"));
     let (dense, solved) = (
         s["solution"]["latency_ms"][0].as_f64().unwrap(),
