@@ -300,7 +300,7 @@ fn a_latency_budget_is_measured() {
 fn what_cannot_be_measured_is_a_diagnostic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cases: [(&str, &str, &[&str]); 6] = [
+    let cases: [(&str, &str, &[&str]); 7] = [
         ("no-stage", "", &[]),
         (
             "blocks",
@@ -319,6 +319,7 @@ fn what_cannot_be_measured_is_a_diagnostic() {
             "prune channels by l2 { schedule oneshot ratio 0.3 ignore \"*\" }",
             &[],
         ),
+        ("out-unwritable", BLOCK, &["--out", "r.prune/results"]),
     ];
     let mut all = String::new();
     for (name, block, extra) in cases {

@@ -10,8 +10,8 @@ use super::{color, FAILED};
 use crate::check::{check_path, Mode};
 use crate::diagnostics::{is_error, render_human, render_many};
 use crate::invocation::SensitivityArgs;
-use crate::sensitivity::preflight;
-use crate::syntax::FsLoader;
+use crate::sensitivity::{preflight, SensitivityError};
+use crate::syntax::{FsLoader, Loader};
 
 /// Runs the subcommand.
 pub fn run(a: &SensitivityArgs) -> u8 {
@@ -30,6 +30,18 @@ pub fn run(a: &SensitivityArgs) -> u8 {
     if let Err(e) = preflight(plan, &a.ratios(), a.budget()) {
         eprint!("{}", render_human(&miette::Report::new(e), color));
         return FAILED;
+    }
+    // Known before any measuring: the results must have somewhere to go
+    // (the export folder, the default, is checked with the recipe).
+    if let Some(out) = &a.out {
+        if let Err(e) = FsLoader.writable(out) {
+            let e = SensitivityError::OutUnwritable {
+                path: out.display().to_string(),
+                reason: e.to_string(),
+            };
+            eprint!("{}", render_human(&miette::Report::new(e), color));
+            return FAILED;
+        }
     }
     on_ctrl_c(|| {});
     let mut args: Vec<std::ffi::OsString> = vec!["sensitivity".into()];

@@ -52,6 +52,18 @@ pub enum SensitivityError {
         help("`prunex plan` shows which groups are ignored and why; shorten the ignore list")
     )]
     NothingToProbe,
+    /// `--out` names a folder that cannot be written.
+    #[error("cannot write the results into {path}: {reason}")]
+    #[diagnostic(
+        code(prunex::sensitivity::out_unwritable),
+        help("give `--out` a folder you can write (it is created), or leave it out to write into the export folder's `sensitivity/`")
+    )]
+    OutUnwritable {
+        /// The folder.
+        path: String,
+        /// Why not.
+        reason: String,
+    },
     /// A ratio outside (0, 1).
     #[error("ratio {ratio} is not between 0 and 1 (exclusive)")]
     #[diagnostic(
