@@ -59,6 +59,10 @@ pub struct SensitivityArgs {
     /// fraction of the dense model's.
     #[arg(long, value_name = "FRACTION", group = "budget")]
     pub target_latency: Option<f64>,
+    /// What the budget solver minimises, summed over the groups' curves:
+    /// the evaluation loss's increase, or the accuracy points lost.
+    #[arg(long, value_enum, default_value_t)]
+    pub objective: crate::sensitivity::solve::Objective,
     /// Where the results go [default: the recipe's export folder, `sensitivity/`].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -106,6 +110,9 @@ impl SensitivityArgs {
             if let Some(v) = v {
                 a.push(format!("{flag}={v}").into());
             }
+        }
+        if let Some(v) = clap::ValueEnum::to_possible_value(&self.objective) {
+            a.push(format!("--objective={}", v.get_name()).into());
         }
         if let Some(o) = &self.out {
             a.push("--out".into());

@@ -170,10 +170,26 @@ fn sensitivity_measures_every_group_continues_when_interrupted_and_solves_a_budg
         "the block-wide ratio is dropped:\n{text}"
     );
 
-    // A second analysis measures nothing again.
-    let out = prunex(d).args(args).output().unwrap();
+    // The default objective is the loss's increase; the summed accuracy
+    // lost is reported beside it.
+    assert_eq!(solution["objective"].as_str(), Some("loss"));
+    assert!(solution["summed_loss"].as_f64().unwrap() >= 0.0);
+    assert!(text.contains("Least summed loss increase"), "{text}");
+
+    // A second analysis measures nothing again; solving by accuracy reads
+    // the same curves.
+    let out = prunex(d)
+        .args(args)
+        .args(["--objective", "accuracy"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("from cache: 36 of 36 probes"), "{err}");
+    assert!(err.contains("summed accuracy loss"), "{err}");
+    let s = yaml(&d.join("out/sensitivity/sensitivity.yaml"));
+    assert_eq!(s["solution"]["objective"].as_str(), Some("accuracy"));
+    let text = std::fs::read_to_string(&frag).unwrap();
+    assert!(text.contains("Least summed accuracy loss"), "{text}");
 }
 
 /// Numbers out, structure in: measured values and the rank they give

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use prunex::check::{check_path, Mode};
-use prunex::sensitivity::solve::{solve, Quantity};
+use prunex::sensitivity::solve::{solve, Goal, Objective, Quantity, Solved};
 use prunex::sensitivity::{Analysis, Cost, Curve, Point, Score, SensitivityError};
 use prunex::syntax::MemLoader;
 
@@ -27,6 +27,16 @@ prune channels by l2 {
 }
 export "out"
 "#;
+
+/// A budget, minimising the accuracy points lost (the curves below move
+/// accuracy only).
+fn accuracy(quantity: Quantity, target: f64) -> Goal {
+    Goal {
+        quantity,
+        target,
+        objective: Objective::Accuracy,
+    }
+}
 
 /// Curves where group `i` loses `slope(i)` points per tenth of ratio.
 fn curves(a: &Analysis, dense: &Score, slope: impl Fn(usize) -> f64) -> Vec<Curve> {
@@ -72,8 +82,21 @@ fn the_solver_meets_the_budget_cheaply_and_within_caps() {
     // expensive to prune; the rest are free.
     let stream = |i: usize| a.subjects[i].layers.len() > 1;
     let c = curves(&a, &dense, |i| if stream(i) { 2.0 } else { 0.0 });
-    let (r, cost, summed, evals) =
-        solve(&a, &graph, &dense, &dense_cost, &c, Quantity::Macs, 0.5).unwrap();
+    let Solved {
+        ratios: r,
+        cost,
+        summed_drop: summed,
+        evaluations: evals,
+        ..
+    } = solve(
+        &a,
+        &graph,
+        &dense,
+        &dense_cost,
+        &c,
+        accuracy(Quantity::Macs, 0.5),
+    )
+    .unwrap();
     assert!(cost.macs as f64 <= 0.5 * dense_cost.macs as f64);
     assert!(r.iter().all(|&x| x <= 0.7 + 1e-9), "{r:?}");
     // The predicted cost is what the joint stage plans.
@@ -106,7 +129,15 @@ fn the_solver_meets_the_budget_cheaply_and_within_caps() {
     }
 
     // A budget the caps cannot reach is refused with what they reach.
-    let e = solve(&a, &graph, &dense, &dense_cost, &c, Quantity::Macs, 0.01).unwrap_err();
+    let e = solve(
+        &a,
+        &graph,
+        &dense,
+        &dense_cost,
+        &c,
+        accuracy(Quantity::Macs, 0.01),
+    )
+    .unwrap_err();
     match e {
         SensitivityError::Infeasible { reachable, .. } => {
             assert!(reachable > 0.01 && reachable < 0.5, "{reachable}")
@@ -114,8 +145,15 @@ fn the_solver_meets_the_budget_cheaply_and_within_caps() {
         e => panic!("{e}"),
     }
     // Parameters budget too.
-    let (_, cost, _, _) =
-        solve(&a, &graph, &dense, &dense_cost, &c, Quantity::Params, 0.6).unwrap();
+    let Solved { cost, .. } = solve(
+        &a,
+        &graph,
+        &dense,
+        &dense_cost,
+        &c,
+        accuracy(Quantity::Params, 0.6),
+    )
+    .unwrap();
     assert!(cost.params as f64 <= 0.6 * dense_cost.params as f64);
 }
 
@@ -176,9 +214,95 @@ fn the_solver_steps_over_ratios_that_round_to_the_same_count() {
     }
     let reachable = a.cost(&a.stage_with(&free), &graph).unwrap();
     let target = reachable.macs as f64 / dense_cost.macs as f64;
-    let (r, cost, summed, _) =
-        solve(&a, &graph, &dense, &dense_cost, &c, Quantity::Macs, target).unwrap();
+    let Solved {
+        ratios: r,
+        cost,
+        summed_drop: summed,
+        ..
+    } = solve(
+        &a,
+        &graph,
+        &dense,
+        &dense_cost,
+        &c,
+        accuracy(Quantity::Macs, target),
+    )
+    .unwrap();
     assert!(cost.macs <= reachable.macs);
     assert_eq!(summed, 0.0, "{r:?}");
     assert_eq!(r, free);
+}
+
+#[test]
+fn the_loss_objective_tells_apart_groups_whose_accuracy_does_not_move() {
+    let (plan, graph) = checked(SOLVER);
+    let ratios = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7];
+    let a = Analysis::new(&plan, &ratios).unwrap();
+    let n = a.subjects.len();
+    let dense = Score {
+        accuracy: 0.9,
+        loss: 0.3,
+    };
+    let dense_cost = a.cost(&a.stage_with(&vec![0.0; n]), &graph).unwrap();
+    // No group's accuracy moves on the evaluation images, but the streams'
+    // loss rises ten times as fast as the others'.
+    let stream = |i: usize| a.subjects[i].layers.len() > 1;
+    let mut c = curves(&a, &dense, |_| 0.0);
+    for (i, curve) in c.iter_mut().enumerate() {
+        for p in &mut curve.points {
+            p.score.loss = dense.loss + p.ratio * if stream(i) { 1.0 } else { 0.1 };
+        }
+    }
+    let goal = |objective| Goal {
+        quantity: Quantity::Macs,
+        target: 0.7,
+        objective,
+    };
+    let by_loss = solve(&a, &graph, &dense, &dense_cost, &c, goal(Objective::Loss)).unwrap();
+    assert!(by_loss.cost.macs as f64 <= 0.7 * dense_cost.macs as f64);
+    assert_eq!(by_loss.summed_drop, 0.0);
+    let expected: f64 = (0..n)
+        .map(|i| by_loss.ratios[i] * if stream(i) { 1.0 } else { 0.1 })
+        .sum();
+    assert!((by_loss.summed_loss - expected).abs() < 1e-9);
+    // Minimising the loss leaves the streams alone: the others, at their
+    // cap, are enough for this budget.
+    assert!(
+        (0..n)
+            .filter(|&i| stream(i))
+            .all(|i| by_loss.ratios[i] == 0.0),
+        "{:?}",
+        by_loss.ratios
+    );
+    // Where the two disagree, each objective follows its own measure: the
+    // other groups now lose a little accuracy (one image in a thousand per
+    // tenth), the streams none.
+    for (i, curve) in c.iter_mut().enumerate() {
+        for p in &mut curve.points {
+            if !stream(i) {
+                p.score.accuracy = dense.accuracy - p.ratio * 0.01;
+            }
+        }
+    }
+    let by_loss = solve(&a, &graph, &dense, &dense_cost, &c, goal(Objective::Loss)).unwrap();
+    assert!((0..n)
+        .filter(|&i| stream(i))
+        .all(|i| by_loss.ratios[i] == 0.0));
+    let by_acc = solve(
+        &a,
+        &graph,
+        &dense,
+        &dense_cost,
+        &c,
+        goal(Objective::Accuracy),
+    )
+    .unwrap();
+    assert!(by_acc.cost.macs as f64 <= 0.7 * dense_cost.macs as f64);
+    assert!(
+        (0..n).any(|i| stream(i) && by_acc.ratios[i] > 0.0),
+        "{:?}",
+        by_acc.ratios
+    );
+    assert!(by_acc.summed_drop < by_loss.summed_drop);
+    assert!(by_acc.summed_loss > by_loss.summed_loss);
 }

@@ -186,6 +186,7 @@ pub fn main() -> ExitCode {
                 ratios: a.ratios(),
                 batches: a.batches,
                 budget: a.budget(),
+                objective: a.objective,
                 out: a.out.clone(),
             };
             match run::sensitivity::sensitivity(&a.recipe, &a.set, &opts, &s) {

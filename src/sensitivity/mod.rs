@@ -381,6 +381,19 @@ impl Curve {
             .collect()
     }
 
+    /// The evaluation loss's increase at point `j` (never below 0), read the
+    /// same way: the largest at any ratio up to it.
+    pub fn loss_rises(&self, dense: &Score) -> Vec<f64> {
+        let mut worst: f64 = 0.0;
+        self.points
+            .iter()
+            .map(|p| {
+                worst = worst.max(p.score.loss - dense.loss);
+                worst
+            })
+            .collect()
+    }
+
     /// Mean accuracy lost over the ratios, in points: the rank's key.
     pub fn mean_drop(&self, dense: &Score) -> f64 {
         let d: Vec<f64> = self

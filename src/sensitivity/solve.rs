@@ -1,16 +1,17 @@
 //! The budget solver: per-subject ratios, from the measured ratios, that
 //! bring the model within a budget of MACs or parameters with the least
-//! summed accuracy loss read off the curves.
+//! summed damage read off the curves: the evaluation loss's increase by
+//! default, or the accuracy points lost ([`Objective`]).
 //!
 //! Greedy by marginal cost: from nothing pruned, repeatedly raise the one
-//! subject whose next measured ratio loses the least accuracy per MAC (or
+//! subject whose next measured ratio does the least damage per MAC (or
 //! parameter) it saves, until the budget is met; then lower any subject
 //! whose last raise is no longer needed. Savings are not additive (a
 //! convolution between two groups loses in proportion to both), so every
 //! candidate's cost is the whole model's, predicted as `prunex plan`
-//! predicts it ([`Analysis::cost`]). Accuracy losses are read as each
-//! curve's running maximum (a curve never gains back accuracy it lost at a
-//! smaller ratio), with the evaluation loss's increase breaking ties.
+//! predicts it ([`Analysis::cost`]). Curves are read as running maxima (a
+//! curve never wins back what it lost at a smaller ratio); the measure not
+//! minimised breaks ties.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,20 +68,75 @@ impl Budget {
     }
 }
 
+/// What the solver minimises, summed over the subjects' curves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The increase of the mean cross-entropy on the evaluation batches: it
+    /// moves before any prediction flips, so it tells apart groups whose
+    /// accuracy on a few thousand images does not move at all.
+    #[default]
+    Loss,
+    /// Accuracy points lost (resolved to one image in the evaluation set;
+    /// the loss's increase breaks ties).
+    Accuracy,
+}
+
+impl Objective {
+    /// In words, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Objective::Loss => "loss increase",
+            Objective::Accuracy => "accuracy loss",
+        }
+    }
+}
+
+/// What to solve for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Goal {
+    /// Which count the budget holds down.
+    pub quantity: Quantity,
+    /// Its limit, as a fraction of the dense model's.
+    pub target: f64,
+    /// What to minimise meanwhile.
+    pub objective: Objective,
+}
+
+/// What [`solve`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Solved {
+    /// Per subject, in the analysis' order, the ratio chosen (0: left alone).
+    pub ratios: Vec<f64>,
+    /// What the model keeps, predicted.
+    pub cost: Cost,
+    /// Accuracy lost, summed over the subjects' curves at their ratios, in
+    /// points.
+    pub summed_drop: f64,
+    /// The evaluation loss's increase, summed the same way.
+    pub summed_loss: f64,
+    /// Whole-model cost predictions made.
+    pub evaluations: usize,
+}
+
 /// The solver's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Solution {
     /// The budget.
     pub budget: Budget,
+    /// What was minimised.
+    pub objective: Objective,
     /// Per subject (by the layer its rule names), the ratio chosen (0: left
     /// alone), in the analysis' order.
     pub ratios: Vec<(String, f64)>,
     /// What the model keeps, predicted.
     pub cost: Cost,
     /// Accuracy lost, summed over the subjects' curves at their ratios, in
-    /// points (what the solver minimised; pruning them together loses more
-    /// than the sum, before fine-tuning).
+    /// points (pruning them together loses more than the sum, before
+    /// fine-tuning).
     pub summed_drop: f64,
+    /// The evaluation loss's increase, summed the same way.
+    pub summed_loss: f64,
     /// Latency at batch 64 of the dense and the solved model, in ms, when
     /// the budget was a latency.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,39 +163,39 @@ impl Quantity {
     }
 }
 
-/// Chooses a ratio per subject so that `quantity` is at most `target` of
-/// the dense model's, with the least summed accuracy loss.
+/// Chooses a ratio per subject so that the goal's quantity is at most its
+/// target fraction of the dense model's, with the least summed damage by
+/// its objective.
 pub fn solve(
     a: &Analysis,
     graph: &Graph,
     dense: &Score,
     dense_cost: &Cost,
     curves: &[Curve],
-    quantity: Quantity,
-    target: f64,
-) -> Result<(Vec<f64>, Cost, f64, usize), SensitivityError> {
+    goal: Goal,
+) -> Result<Solved, SensitivityError> {
+    let Goal {
+        quantity,
+        target,
+        objective,
+    } = goal;
     let n = a.subjects.len();
-    // Losses at levels 0 (nothing) ..= R (the largest ratio measured).
-    let drops: Vec<Vec<f64>> = curves
-        .iter()
-        .map(|c| {
-            let mut v = vec![0.0];
-            v.extend(c.drops(dense));
-            v
-        })
-        .collect();
+    // Damage at levels 0 (nothing) ..= R (the largest ratio measured).
+    let at_levels = |v: Vec<f64>| [vec![0.0], v].concat();
+    let drops: Vec<Vec<f64>> = curves.iter().map(|c| at_levels(c.drops(dense))).collect();
     let loss_up: Vec<Vec<f64>> = curves
         .iter()
-        .map(|c| {
-            let mut worst: f64 = 0.0;
-            let mut v = vec![0.0];
-            v.extend(c.points.iter().map(|p| {
-                worst = worst.max(p.score.loss - dense.loss);
-                worst
-            }));
-            v
-        })
+        .map(|c| at_levels(c.loss_rises(dense)))
         .collect();
+    // What is minimised, and what breaks its ties, weighted to stay below
+    // what the evaluations resolve of the first (one image in thousands).
+    let (main, tie, weight) = match objective {
+        Objective::Loss => (&loss_up, &drops, 1e-6),
+        Objective::Accuracy => (&drops, &loss_up, 1e-3),
+    };
+    let damage = |i: usize, from: usize, to: usize| {
+        (main[i][to] - main[i][from]) + weight * (tie[i][to] - tie[i][from])
+    };
     // The largest level each subject may take: its cap.
     let top: Vec<usize> = a
         .subjects
@@ -186,8 +242,7 @@ pub fn solve(
             let Some((j, saved, c)) = step else {
                 continue;
             };
-            let lost = (drops[i][j] - drops[i][l]) + 1e-3 * (loss_up[i][j] - loss_up[i][l]);
-            let score = lost / saved as f64;
+            let score = damage(i, l, j) / saved as f64;
             let better = match &best {
                 None => true,
                 Some((s, sv, ..)) => {
@@ -220,12 +275,11 @@ pub fn solve(
             reachable: quantity.of(&all) as f64 / quantity.of(dense_cost).max(1) as f64,
         });
     }
-    // Undo raises the budget no longer needs, the costliest in accuracy
-    // first.
+    // Undo raises the budget no longer needs, the most damaging first.
     loop {
         let mut order: Vec<usize> = (0..n).filter(|&i| levels[i] > 0).collect();
         order.sort_by(|&x, &y| {
-            let gain = |i: usize| drops[i][levels[i]] - drops[i][levels[i] - 1];
+            let gain = |i: usize| damage(i, levels[i] - 1, levels[i]);
             gain(y).total_cmp(&gain(x))
         });
         let mut changed = false;
@@ -243,6 +297,11 @@ pub fn solve(
             break;
         }
     }
-    let summed: f64 = (0..n).map(|i| drops[i][levels[i]]).sum();
-    Ok((ratios_of(&levels), cur, summed, evaluations))
+    Ok(Solved {
+        ratios: ratios_of(&levels),
+        cost: cur,
+        summed_drop: (0..n).map(|i| drops[i][levels[i]]).sum(),
+        summed_loss: (0..n).map(|i| loss_up[i][levels[i]]).sum(),
+        evaluations,
+    })
 }

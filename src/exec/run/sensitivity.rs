@@ -16,8 +16,8 @@ use prunex::diagnostics::{is_error, render_many};
 use prunex::graph::Graph;
 use prunex::output::write_atomically;
 use prunex::prune::decide;
-use prunex::sensitivity::solve::{self, Budget, Quantity, Solution};
-use prunex::sensitivity::{fragment, Analysis, Cost, Curve, Point, Report, Score};
+use prunex::sensitivity::solve::{self, Budget, Goal, Objective, Quantity, Solution, Solved};
+use prunex::sensitivity::{fragment, Analysis, Curve, Point, Report, Score};
 use prunex::syntax::FsLoader;
 use prunex::tensor::StateDict;
 use tch::{Kind, Tensor};
@@ -35,6 +35,8 @@ pub struct Options {
     pub batches: u64,
     /// A budget to solve for.
     pub budget: Option<Budget>,
+    /// What the solver minimises.
+    pub objective: Objective,
     /// Where results go (default: the export folder's `sensitivity/`).
     pub out: Option<PathBuf>,
 }
@@ -299,21 +301,31 @@ pub fn sensitivity(
                 } else {
                     Quantity::Params
                 };
-                let (r, cost, summed, evals) = solve::solve(
+                let goal = Goal {
+                    quantity: q,
+                    target: x,
+                    objective: opts.objective,
+                };
+                let solved = solve::solve(
                     &analysis,
                     &dense_graph,
                     &dense,
                     &dense_cost,
                     &report.curves,
-                    q,
-                    x,
+                    goal,
                 )
                 .map_err(show)?;
-                solution(&analysis, b, r, cost, summed, evals, None)
+                solution(&analysis, b, opts.objective, solved, None)
             }
-            Budget::Latency(x) => {
-                latency_budget(s, &analysis, &dense_graph, &sd, inputs, &report, x)?
-            }
+            Budget::Latency(x) => latency_budget(
+                s,
+                &analysis,
+                &dense_graph,
+                &sd,
+                inputs,
+                &report,
+                (x, opts.objective),
+            )?,
         };
         report.solution = Some(sol);
     }
@@ -329,31 +341,31 @@ pub fn sensitivity(
 fn solution(
     a: &Analysis,
     budget: Budget,
-    ratios: Vec<f64>,
-    cost: Cost,
-    summed_drop: f64,
-    evaluations: usize,
+    objective: Objective,
+    solved: Solved,
     latency_ms: Option<(f64, f64)>,
 ) -> Solution {
     Solution {
         budget,
+        objective,
         ratios: a
             .subjects
             .iter()
             .map(|s| s.name.clone())
-            .zip(ratios)
+            .zip(solved.ratios)
             .collect(),
-        cost,
-        summed_drop,
+        cost: solved.cost,
+        summed_drop: solved.summed_drop,
+        summed_loss: solved.summed_loss,
         latency_ms,
-        evaluations,
+        evaluations: solved.evaluations,
     }
 }
 
 /// A latency budget: the least pruning (the largest MAC budget, found by
 /// bisection over the solver's MAC solutions) whose model, measured in
 /// alternation with the dense one at batch 64, takes at most `x` of the
-/// dense model's time.
+/// dense model's time, minimising `objective` within each MAC budget.
 fn latency_budget(
     s: &mut Session,
     a: &Analysis,
@@ -361,7 +373,7 @@ fn latency_budget(
     sd: &StateDict,
     inputs: decide::Inputs<'_>,
     report: &Report,
-    x: f64,
+    (x, objective): (f64, Objective),
 ) -> Result<Solution, RunError> {
     let probes = a.subjects.len() * a.ratios.len();
     let measure = |s: &mut Session, ratios: &[f64]| -> Result<(f64, f64), RunError> {
@@ -384,8 +396,11 @@ fn latency_budget(
             &report.dense,
             &report.dense_cost,
             &report.curves,
-            Quantity::Macs,
-            m,
+            Goal {
+                quantity: Quantity::Macs,
+                target: m,
+                objective,
+            },
         )
     };
     // The least MACs the measured ratios reach.
@@ -395,8 +410,8 @@ fn latency_budget(
     };
     let (mut lo, mut hi) = (floor, 1.0);
     // The most pruning first: if it does not fit, nothing does.
-    let (r, c, d, e) = solve_macs(floor).map_err(show)?;
-    let t = measure(s, &r)?;
+    let first = solve_macs(floor).map_err(show)?;
+    let t = measure(s, &first.ratios)?;
     if t.1 > x * t.0 {
         return Err(show(prunex::sensitivity::SensitivityError::Infeasible {
             what: "latency",
@@ -404,24 +419,24 @@ fn latency_budget(
             reachable: t.1 / t.0.max(1e-9),
         }));
     }
-    let mut best = (r, c, d, e, t);
+    let mut best = (first, t);
     for _ in 0..6 {
         let mid = (lo + hi) / 2.0;
-        let (r, c, d, e) = solve_macs(mid).map_err(show)?;
-        let t = measure(s, &r)?;
+        let solved = solve_macs(mid).map_err(show)?;
+        let t = measure(s, &solved.ratios)?;
         s.say(format_args!(
             "latency budget: MACs ≤ {mid:.3} of dense → {:.2} of the dense model's latency",
             t.1 / t.0.max(1e-9)
         ));
         if t.1 <= x * t.0 {
             lo = mid;
-            best = (r, c, d, e, t);
+            best = (solved, t);
         } else {
             hi = mid;
         }
     }
-    let (r, c, d, e, t) = best;
-    Ok(solution(a, Budget::Latency(x), r, c, d, e, Some(t)))
+    let (solved, t) = best;
+    Ok(solution(a, Budget::Latency(x), objective, solved, Some(t)))
 }
 
 fn write(
@@ -486,10 +501,16 @@ fn write(
                 sol.cost.params,
                 sol.cost.params as f64 / report.dense_cost.params.max(1) as f64,
             ),
-            format!(
-                "Least summed accuracy loss on the measured curves: {:.2} pt ({} test images per probe).",
-                sol.summed_drop, report.images
-            ),
+            match sol.objective {
+                Objective::Loss => format!(
+                    "Least summed loss increase on the measured curves: {:.4} (accuracy lost, summed: {:.2} pt; {} test images per probe).",
+                    sol.summed_loss, sol.summed_drop, report.images
+                ),
+                Objective::Accuracy => format!(
+                    "Least summed accuracy loss on the measured curves: {:.2} pt (loss increase, summed: {:.4}; {} test images per probe).",
+                    sol.summed_drop, sol.summed_loss, report.images
+                ),
+            },
         ];
         if let Some((d, p)) = sol.latency_ms {
             header.push(format!(
@@ -502,7 +523,7 @@ fn write(
         let f = out.join(format!("{}.prune", b.slug()));
         write_atomically(&f, text).map_err(|e| fail(&f, e))?;
         eprintln!(
-            "budget {} ≤ {}: {} ({:.3} of dense), summed accuracy loss {:.2} pt; rules in {}",
+            "budget {} ≤ {}: {} ({:.3} of dense), summed {} {}; rules in {}",
             b.what(),
             b.fraction(),
             match b {
@@ -510,7 +531,11 @@ fn write(
                 _ => format!("{reached:.0}"),
             },
             reached / dense.max(1e-9),
-            sol.summed_drop,
+            sol.objective.what(),
+            match sol.objective {
+                Objective::Loss => format!("{:.4}", sol.summed_loss),
+                Objective::Accuracy => format!("{:.2} pt", sol.summed_drop),
+            },
             f.display()
         );
     }
