@@ -190,6 +190,33 @@ fn sensitivity_measures_every_group_continues_when_interrupted_and_solves_a_budg
     assert_eq!(s["solution"]["objective"].as_str(), Some("accuracy"));
     let text = std::fs::read_to_string(&frag).unwrap();
     assert!(text.contains("Least summed accuracy loss"), "{text}");
+
+    // The block's own ratio and caps do not change what pruning one group
+    // alone does: the probes stay measured.
+    write_recipe(
+        d,
+        "r.prune",
+        &BLOCK.replace("ratio 0.3", "ratio 0.45\n    scope local max 0.8"),
+    );
+    let out = succeeds(d, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("from cache: 36 of 36 probes"), "{err}");
+    // Its criterion does (one ratio measured before is enough to show it).
+    write_recipe(d, "r.prune", &BLOCK.replace("by l2", "by l1"));
+    let out = succeeds(
+        d,
+        &[
+            "sensitivity",
+            "r.prune",
+            "--ratios",
+            "0.5",
+            "--batches",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("by l1"), "{err}");
+    assert!(!err.contains("of 12 probes"), "{err}");
 }
 
 /// Numbers out, structure in: measured values and the rank they give

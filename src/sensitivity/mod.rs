@@ -284,6 +284,24 @@ impl Analysis {
         }
     }
 
+    /// What every probe shares, for cache keys: the stage with nothing
+    /// targeted and nothing derived from the block's own targets (counts
+    /// kept, rounding, steps, predicted cost). Changing the block's ratio,
+    /// caps or scope changes what a run prunes but not what pruning one
+    /// group alone does, so the probes measured stay valid.
+    pub fn shared(&self) -> Stage {
+        let mut st = self.stage_with(&vec![0.0; self.subjects.len()]);
+        for g in &mut st.groups {
+            g.keep = None;
+            g.rounded = None;
+            g.steps.clear();
+        }
+        st.params_after = 0;
+        st.macs_after = 0;
+        st.estimate = false;
+        st
+    }
+
     /// The stage that prunes subject `i` alone at `ratio`.
     pub fn probe(&self, i: usize, ratio: f64) -> Stage {
         let mut r = vec![0.0; self.subjects.len()];

@@ -161,9 +161,11 @@ pub fn sensitivity(
     let device = s.device;
     let dense_graph = s.model.graph.clone();
     let stage = &analysis.stage;
+    // What the probes share (not the block's own ratio, caps or scope);
+    // each probe's key adds its group and ratio.
     let mut key = KeyBuilder::after("sensitivity", &dense_key);
     key.json(&stages_for_key(&prunex::plan::Plan {
-        stages: vec![stage.clone()],
+        stages: vec![analysis.shared()],
         ..plan.clone()
     }))
     .u64(opts.batches);
