@@ -382,3 +382,32 @@ fn what_cannot_be_measured_is_a_diagnostic() {
     }
     insta::assert_snapshot!("sensitivity_diagnostics", all);
 }
+
+#[test]
+fn under_a_launcher_rank_0_measures_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_recipe(d, "r.prune", BLOCK);
+    let launcher = |rank: &str| {
+        let mut c = prunex(d);
+        c.args(["sensitivity", "r.prune"])
+            .env("RANK", rank)
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", "29517");
+        c
+    };
+    // Another rank has nothing to do: it says so and measures nothing.
+    let out = launcher("1").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("rank 1 of 2"), "{err}");
+    assert!(err.contains("rank 0 measures"), "{err}");
+    assert!(!d.join("cache").exists() && !d.join("out").exists());
+    // A launcher variable that makes no sense is the launcher's diagnostic.
+    let out = launcher("x").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("prunex::dist::bad_variable"), "{err}");
+    assert!(!d.join("cache").exists());
+}

@@ -43,6 +43,28 @@ pub fn run(a: &SensitivityArgs) -> u8 {
             return FAILED;
         }
     }
+    // One process measures. Under a launcher (torchrun, srun, or a batch
+    // script whose environment says several tasks) rank 0 runs the
+    // analysis and the other ranks have nothing to do: without this each
+    // would measure every probe again and write the same files.
+    match crate::distributed::World::from_env(|k| std::env::var(k).ok()) {
+        Err(e) => {
+            eprint!("{}", render_human(&miette::Report::new(e), color));
+            return FAILED;
+        }
+        Ok(Some(w)) if !w.leader() => {
+            eprintln!(
+                "rank {} of {}: `prunex sensitivity` runs in one process; rank 0 measures, nothing to do here",
+                w.rank, w.size
+            );
+            return super::OK;
+        }
+        Ok(Some(w)) => eprintln!(
+            "note: `prunex sensitivity` runs in one process: rank 0 of {} measures, any other rank exits",
+            w.size
+        ),
+        Ok(None) => {}
+    }
     on_ctrl_c(|| {});
     let mut args: Vec<std::ffi::OsString> = vec!["sensitivity".into()];
     args.extend(a.to_args());
