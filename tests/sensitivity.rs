@@ -35,6 +35,16 @@ const BLOCK: &str = r#"prune channels by l2 {
     ignore "fc"
 }"#;
 
+/// One ratio, two batches: the cheapest analysis of the recipe.
+const ONE_RATIO: [&str; 6] = [
+    "sensitivity",
+    "r.prune",
+    "--ratios",
+    "0.5",
+    "--batches",
+    "2",
+];
+
 fn prunex(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("prunex").unwrap();
     c.current_dir(dir)
@@ -203,17 +213,7 @@ fn sensitivity_measures_every_group_continues_when_interrupted_and_solves_a_budg
     assert!(err.contains("from cache: 36 of 36 probes"), "{err}");
     // Its criterion does (one ratio measured before is enough to show it).
     write_recipe(d, "r.prune", &BLOCK.replace("by l2", "by l1"));
-    let out = succeeds(
-        d,
-        &[
-            "sensitivity",
-            "r.prune",
-            "--ratios",
-            "0.5",
-            "--batches",
-            "2",
-        ],
-    );
+    let out = succeeds(d, &ONE_RATIO);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("by l1"), "{err}");
     assert!(!err.contains("of 12 probes"), "{err}");
@@ -269,17 +269,7 @@ fn a_probe_equals_the_run_that_prunes_its_group_alone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_recipe(d, "r.prune", BLOCK);
-    succeeds(
-        d,
-        &[
-            "sensitivity",
-            "r.prune",
-            "--ratios",
-            "0.5",
-            "--batches",
-            "2",
-        ],
-    );
+    succeeds(d, &ONE_RATIO);
     let s = yaml(&d.join("out/sensitivity/sensitivity.yaml"));
     let curve = s["curves"]
         .as_sequence()

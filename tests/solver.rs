@@ -214,20 +214,20 @@ fn the_solver_steps_over_ratios_that_round_to_the_same_count() {
     }
     let reachable = a.cost(&a.stage_with(&free), &graph).unwrap();
     let target = reachable.macs as f64 / dense_cost.macs as f64;
-    let Solved {
-        ratios: r,
-        cost,
-        summed_drop: summed,
-        ..
-    } = solve(
+    let solved = solve(
         &a,
         &graph,
         &dense,
         &dense_cost,
         &c,
         accuracy(Quantity::Macs, target),
-    )
-    .unwrap();
+    );
+    let Solved {
+        ratios: r,
+        cost,
+        summed_drop: summed,
+        ..
+    } = solved.unwrap();
     assert!(cost.macs <= reachable.macs);
     assert_eq!(summed, 0.0, "{r:?}");
     assert_eq!(r, free);
