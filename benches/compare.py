@@ -1206,9 +1206,12 @@ model resnet18 {{
     for who in whos:
         dn, p, f = (statistics.mean(x[i] for x in rows[who]) * 100 for i in range(3))
         final[who] = f
-        label = {"solver": "solver's fragment (`--target-macs 0.5`, objective loss)",
-                 "solver-accuracy": "solver's fragment (`--target-macs 0.5 --objective accuracy`)"}.get(
-            who, f"uniform `group \"*\" ratio {', '.join(f'{m[1]:.2f}' for m in macs_of[who])}`")
+        if who == "solver":
+            label = "solver's fragment (`--target-macs 0.5`, objective loss)"
+        elif who == "solver-accuracy":
+            label = "solver's fragment (`--target-macs 0.5 --objective accuracy`)"
+        else:
+            label = f"uniform `group \"*\" ratio {', '.join(f'{m[1]:.2f}' for m in macs_of[who])}`"
         macs = ", ".join(f"{m[0] / 1e6:.2f} M" for m in macs_of[who])
         md.append(f"| {label} | {macs} | {p:.2f} % | {f:.2f} % | {f - dn:+.2f} pt |")
     md.append("\nRatios the solver chose (seed 0) by objective:\n")
