@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use prunex::check::{check_path, Mode};
-use prunex::sensitivity::solve::{solve, Goal, Objective, Quantity, Solved};
+use prunex::sensitivity::solve::{solve, Budget, Goal, Objective, Quantity, Solution, Solved};
 use prunex::sensitivity::{Analysis, Cost, Curve, Point, Score, SensitivityError};
 use prunex::syntax::MemLoader;
 
@@ -305,4 +305,27 @@ fn the_loss_objective_tells_apart_groups_whose_accuracy_does_not_move() {
     );
     assert!(by_acc.summed_drop < by_loss.summed_drop);
     assert!(by_acc.summed_loss > by_loss.summed_loss);
+}
+
+#[test]
+fn a_solution_written_before_the_objective_reads_as_accuracy() {
+    let sol = Solution {
+        budget: Budget::Macs(0.5),
+        objective: Objective::Loss,
+        ratios: vec![("conv1".into(), 0.3)],
+        cost: Cost::default(),
+        summed_drop: 1.5,
+        summed_loss: 0.2,
+        latency_ms: None,
+        evaluations: 3,
+    };
+    let mut v = serde_json::to_value(&sol).unwrap();
+    assert_eq!(v["objective"], "loss");
+    let m = v.as_object_mut().unwrap();
+    m.remove("objective");
+    m.remove("summed_loss");
+    let old: Solution = serde_json::from_value(v).unwrap();
+    assert_eq!(old.objective, Objective::Accuracy);
+    assert_eq!(old.summed_loss, 0.0);
+    assert_eq!(old.ratios, sol.ratios);
 }

@@ -92,6 +92,10 @@ impl Objective {
     }
 }
 
+fn accuracy() -> Objective {
+    Objective::Accuracy
+}
+
 /// What to solve for.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Goal {
@@ -124,7 +128,9 @@ pub struct Solved {
 pub struct Solution {
     /// The budget.
     pub budget: Budget,
-    /// What was minimised.
+    /// What was minimised (results written before there was a choice
+    /// minimised the accuracy lost).
+    #[serde(default = "accuracy")]
     pub objective: Objective,
     /// Per subject (by the layer its rule names), the ratio chosen (0: left
     /// alone), in the analysis' order.
@@ -136,6 +142,7 @@ pub struct Solution {
     /// fine-tuning).
     pub summed_drop: f64,
     /// The evaluation loss's increase, summed the same way.
+    #[serde(default)]
     pub summed_loss: f64,
     /// Latency at batch 64 of the dense and the solved model, in ms, when
     /// the budget was a latency.
