@@ -45,6 +45,10 @@ const ONE_RATIO: [&str; 6] = [
     "2",
 ];
 
+/// The latency test times the CPU: it runs alone, the other analyses of
+/// this file (which run in parallel with each other) hold this for reading.
+static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 fn prunex(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("prunex").unwrap();
     c.current_dir(dir)
@@ -77,6 +81,7 @@ fn yaml(path: &Path) -> serde_yaml::Value {
 
 #[test]
 fn sensitivity_measures_every_group_continues_when_interrupted_and_solves_a_budget() {
+    let _shared = TIMING.read().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_recipe(d, "r.prune", BLOCK);
@@ -266,6 +271,7 @@ fn regex_lite(table: &str) -> String {
 /// that group alone by the same recipe.
 #[test]
 fn a_probe_equals_the_run_that_prunes_its_group_alone() {
+    let _shared = TIMING.read().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_recipe(d, "r.prune", BLOCK);
@@ -302,6 +308,7 @@ fn a_probe_equals_the_run_that_prunes_its_group_alone() {
 
 #[test]
 fn a_latency_budget_is_measured() {
+    let _alone = TIMING.write().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_recipe(d, "r.prune", BLOCK);
