@@ -117,14 +117,9 @@ fn report() -> (RunReport, Extras) {
     (r, extras)
 }
 
-const IDS: [&str; 6] = [
-    "loss",
-    "accuracy",
-    "sparsity",
-    "channels",
-    "layer-sparsity",
-    "latency",
-];
+#[path = "common/figures.rs"]
+mod figures;
+use figures::ALL_FIGURES as IDS;
 
 #[test]
 fn the_planned_sparsity_follows_the_schedule() {

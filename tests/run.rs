@@ -73,16 +73,9 @@ fn pytorch_accuracy(dir: &Path, pad: usize) -> f64 {
         .unwrap()
 }
 
-/// Every chart report.html can hold (tests/report_html.rs checks this list
-/// against the page builder's).
-const ALL_FIGURES: [&str; 6] = [
-    "loss",
-    "accuracy",
-    "sparsity",
-    "channels",
-    "layer-sparsity",
-    "latency",
-];
+#[path = "common/figures.rs"]
+mod figures;
+use figures::ALL_FIGURES;
 
 /// report.html holds a section with an SVG chart for each of `ids`, and
 /// none of the others.
